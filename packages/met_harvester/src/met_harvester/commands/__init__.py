@@ -1,0 +1,19 @@
+"""CLI commands, one module per command group; `register_all` adds them to the Typer app."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+# Each module defines `register(app: typer.Typer) -> None`.
+COMMAND_MODULES = (
+    "met_harvester.commands.sync_cmd",       # sync, status (issue 2)
+    "met_harvester.commands.fake_api_cmd",   # fake-api (issue 2/3)
+)
+
+
+def register_all(app: typer.Typer) -> None:
+    """Register every command module's commands on `app`."""
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)

@@ -1,0 +1,54 @@
+"""Options shared by several commands, and the one-line fatal error helper."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from met_harvester.settings import HarvesterSettings, load_settings
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML file with settings (keys as the long options, _ for -)."),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data dir (default ./data); DB at <data-dir>/met.sqlite."),
+]
+ApiUrlOpt = Annotated[str | None, typer.Option("--api-url", help="Base URL of the Met API.")]
+RateOpt = Annotated[
+    float | None, typer.Option("--rate", help="Ceiling on API requests/s (default 80).")
+]
+ConcurrencyOpt = Annotated[
+    int | None, typer.Option("--concurrency", help="API requests in flight (default 16).")
+]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="Per-request timeout in seconds (default 30).")
+]
+UserAgentOpt = Annotated[
+    str | None, typer.Option("--user-agent", help="User-Agent header (default names the tool).")
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one clear line to stderr and exit with `code`."""
+    typer.echo(f"met-harvester: error: {message}", err=True)
+    sys.exit(code)
+
+
+def build_settings(config: Path | None, **overrides: Any) -> HarvesterSettings:
+    """Settings from file, env and flags, or a one-line error naming the bad option."""
+    try:
+        return load_settings(config, **overrides)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        fail(f"invalid setting {where!r}: {first['msg']}")
+    except Exception as exc:  # e.g. a TOML syntax error
+        fail(f"cannot read settings: {exc}")

@@ -1,0 +1,126 @@
+"""One settings object holds every default. Precedence: defaults < TOML file < env
+(`MET_HARVESTER_*`) < CLI flags. Pass it into constructors; there are no globals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from met_harvester import __version__
+
+MET_API_URL = "https://collectionapi.metmuseum.org/public/collection/v1"
+DEFAULT_USER_AGENT = (
+    f"met-harvester/{__version__} (+https://github.com/met-collection/met-collection)"
+)
+
+
+class HarvesterSettings(BaseSettings):
+    """Every option of `met-harvester`, with its default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MET_HARVESTER_", extra="forbid", validate_default=True
+    )
+
+    # --- where things are -------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), description="Data dir; the DB is <data-dir>/met.sqlite.")
+    api_url: str = Field(MET_API_URL, description="Base URL of the Met collection API.")
+
+    # --- API requests -----------------------------------------------------------------
+    rate: float = Field(80.0, gt=0, description="Ceiling on API requests per second.")
+    concurrency: int = Field(16, ge=1, le=1024, description="API requests in flight at most.")
+    timeout: float = Field(30.0, gt=0, description="Per-request timeout in seconds.")
+    user_agent: str = Field(DEFAULT_USER_AGENT, description="User-Agent header sent.")
+    max_attempts: int = Field(5, ge=1, description="Attempts per request before giving up.")
+    block_cooldown: float = Field(
+        60.0, ge=0, description="Seconds the whole client pauses after a firewall block."
+    )
+    batch_size: int = Field(200, ge=1, description="Records written per DB transaction.")
+
+    # --- images (issue 3) ---------------------------------------------------------------
+    images: bool = Field(True, description="Download images too (--no-images to skip).")
+    image_variant: Literal["small", "original"] = Field(
+        "small", description="small: primaryImageSmall (falls back to primaryImage); original."
+    )
+    additional_images: bool = Field(False, description="Also take additionalImages.")
+    image_rate: float = Field(20.0, gt=0, description="Ceiling on image requests per second.")
+    image_concurrency: int = Field(8, ge=1, le=256, description="Image downloads in flight.")
+    image_hosts: list[str] = Field(
+        default_factory=lambda: ["images.metmuseum.org"],
+        description="Allowed image hosts, as host or host:port.",
+    )
+    max_image_bytes: int = Field(100_000_000, gt=0, description="Largest image body accepted.")
+    max_image_pixels: int = Field(
+        200_000_000, gt=0, description="Largest image (width x height) accepted."
+    )
+
+    # --- CSV bootstrap (issue 4) -----------------------------------------------------------
+    priority: str = Field(
+        "pd-tagged,pd,rest",
+        description="Order in which CSV-known, unfetched ids are synced (comma list of groups).",
+    )
+
+    # --- daemon (issue 5) ---------------------------------------------------------------
+    interval: str | None = Field(None, description="Daemon: run every interval, e.g. 6h, 30m.")
+    at: str | None = Field(None, description="Daemon: run daily at HH:MM.")
+    timezone: str = Field("UTC", description="Daemon: time zone of --at.")
+    grace: float = Field(30.0, ge=0, description="Seconds in-flight work gets on shutdown.")
+    listen: str = Field("127.0.0.1:9108", description="Daemon HTTP endpoint host:port.")
+    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+
+    @field_validator("image_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def db_path(self) -> Path:
+        """`<data-dir>/met.sqlite`."""
+        return self.data_dir / "met.sqlite"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> HarvesterSettings:
+    """Build settings from an optional TOML file, the environment and explicit overrides.
+
+    `None` overrides are ignored, so CLI options left unset fall through to env and file.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if config is not None and not config.is_file():
+        raise FileNotFoundError(f"config file not found: {config}")
+
+    if config is None:
+        return HarvesterSettings(**given)
+
+    class _FromFile(HarvesterSettings):
+        model_config = SettingsConfigDict(toml_file=config)
+
+    settings = _FromFile(**given)
+    return HarvesterSettings.model_construct(**settings.model_dump())
