@@ -10,6 +10,7 @@ import typer
 COMMAND_MODULES = (
     "met_harvester.commands.sync_cmd",       # sync, status (issue 2)
     "met_harvester.commands.fake_api_cmd",   # fake-api (issue 2/3)
+    "met_harvester.commands.daemon_cmd",     # daemon (issue 5)
 )
 
 

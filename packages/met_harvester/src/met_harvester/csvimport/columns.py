@@ -1,0 +1,220 @@
+"""The columns of the Met's Open Access `MetObjects.csv` and how cells become typed values.
+
+Typed values follow the `objects` table (the API path), so CSV and API rows compare directly:
+text cells are kept as sent (`""` stays `""`), booleans `True`/`False` become 1/0, years become
+integers, and the pipe-joined artist columns give their first entry (the API's `artistDisplayName`
+and `artistGender` describe the first constituent).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MET_COLUMNS: tuple[str, ...] = (
+    "Object Number",
+    "Is Highlight",
+    "Is Timeline Work",
+    "Is Public Domain",
+    "Object ID",
+    "Gallery Number",
+    "Department",
+    "AccessionYear",
+    "Object Name",
+    "Title",
+    "Culture",
+    "Period",
+    "Dynasty",
+    "Reign",
+    "Portfolio",
+    "Constituent ID",
+    "Artist Role",
+    "Artist Prefix",
+    "Artist Display Name",
+    "Artist Display Bio",
+    "Artist Suffix",
+    "Artist Alpha Sort",
+    "Artist Nationality",
+    "Artist Begin Date",
+    "Artist End Date",
+    "Artist Gender",
+    "Artist ULAN URL",
+    "Artist Wikidata URL",
+    "Object Date",
+    "Object Begin Date",
+    "Object End Date",
+    "Medium",
+    "Dimensions",
+    "Credit Line",
+    "Geography Type",
+    "City",
+    "State",
+    "County",
+    "Country",
+    "Region",
+    "Subregion",
+    "Locale",
+    "Locus",
+    "Excavation",
+    "River",
+    "Classification",
+    "Rights and Reproduction",
+    "Link Resource",
+    "Object Wikidata URL",
+    "Metadata Date",
+    "Repository",
+    "Tags",
+    "Tags AAT URL",
+    "Tags Wikidata URL",
+)
+"""The 54 columns of MetObjects.csv, in the official order."""
+
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "Object ID",
+    "Object Number",
+    "Is Public Domain",
+    "Department",
+    "Object Name",
+    "Title",
+    "Classification",
+)
+"""Columns without which a file is refused (every published MetObjects.csv has them). Other Met
+columns missing from a file give a warning and are read as empty."""
+
+# typed column of csv_objects -> CSV header
+TEXT_COLUMNS: dict[str, str] = {
+    "department": "Department",
+    "classification": "Classification",
+    "object_name": "Object Name",
+    "title": "Title",
+    "culture": "Culture",
+    "period": "Period",
+    "accession_year": "AccessionYear",
+    "accession_number": "Object Number",
+}
+FIRST_OF_PIPES_COLUMNS: dict[str, str] = {
+    "artist_display_name": "Artist Display Name",
+    "artist_gender": "Artist Gender",
+}
+BOOL_COLUMNS: dict[str, str] = {
+    "is_public_domain": "Is Public Domain",
+    "is_highlight": "Is Highlight",
+}
+INT_COLUMNS: dict[str, str] = {
+    "object_begin_date": "Object Begin Date",
+    "object_end_date": "Object End Date",
+}
+
+TYPED_COLUMNS: tuple[str, ...] = (
+    *TEXT_COLUMNS,
+    *FIRST_OF_PIPES_COLUMNS,
+    *BOOL_COLUMNS,
+    *INT_COLUMNS,
+)
+"""The typed columns of `csv_objects` filled from cells, in the order `typed_values` returns."""
+
+_TRUE = frozenset({"true", "1", "yes", "y", "t"})
+_FALSE = frozenset({"false", "0", "no", "n", "f"})
+
+
+def parse_bool(cell: str) -> int | None:
+    """`True`/`False` (any case, also 1/0, yes/no) as 1/0; anything else as None."""
+    value = cell.strip().lower()
+    if value in _TRUE:
+        return 1
+    if value in _FALSE:
+        return 0
+    return None
+
+
+def parse_int(cell: str) -> int | None:
+    """An integer cell (e.g. `-664`), or None when empty or not an integer."""
+    try:
+        return int(cell)
+    except ValueError:
+        return None
+
+
+def first_of_pipes(cell: str) -> str:
+    """The first entry of a pipe-joined multi-value cell, stripped (`"Female|"` -> `"Female"`)."""
+    return cell.split("|", 1)[0].strip()
+
+
+@dataclass(frozen=True)
+class TagCell:
+    """One tag of a row: its term and the aligned AAT and Wikidata URLs (None when absent)."""
+
+    term: str
+    aat_url: str | None
+    wikidata_url: str | None
+
+
+def split_tags(terms: str, aat_urls: str, wikidata_urls: str) -> list[TagCell]:
+    """Split the pipe-joined Tags columns into aligned tags, dropping empty and repeated terms.
+
+    The URL columns are aligned by position with the terms; a missing or empty position gives None.
+    """
+    if not terms:
+        return []
+    aat = aat_urls.split("|") if aat_urls else []
+    wikidata = wikidata_urls.split("|") if wikidata_urls else []
+    seen: set[str] = set()
+    tags: list[TagCell] = []
+    for position, raw_term in enumerate(terms.split("|")):
+        term = raw_term.strip()
+        if not term or term in seen:
+            continue
+        seen.add(term)
+        aat_url = aat[position].strip() if position < len(aat) else ""
+        wikidata_url = wikidata[position].strip() if position < len(wikidata) else ""
+        tags.append(TagCell(term, aat_url or None, wikidata_url or None))
+    return tags
+
+
+class RowTyper:
+    """Turns the cells of one row into the typed values of `csv_objects`, for one header.
+
+    Args:
+        header: the file's column names; columns it lacks are read as empty cells.
+    """
+
+    def __init__(self, header: Sequence[str]) -> None:
+        index = {name: position for position, name in enumerate(header)}
+
+        def at(name: str) -> int | None:
+            return index.get(name)
+
+        self._text = [at(col) for col in TEXT_COLUMNS.values()]
+        self._pipes = [at(col) for col in FIRST_OF_PIPES_COLUMNS.values()]
+        self._bools = [at(col) for col in BOOL_COLUMNS.values()]
+        self._ints = [at(col) for col in INT_COLUMNS.values()]
+        self._tags = (at("Tags"), at("Tags AAT URL"), at("Tags Wikidata URL"))
+        self._metadata_date = at("Metadata Date")
+
+    @staticmethod
+    def _cell(cells: Sequence[str], position: int | None) -> str:
+        return cells[position] if position is not None else ""
+
+    def typed_values(self, cells: Sequence[str]) -> list[object]:
+        """The values of `TYPED_COLUMNS` for a row, in that order."""
+        cell = self._cell
+        values: list[object] = [cell(cells, p) for p in self._text]
+        values.extend(first_of_pipes(cell(cells, p)) for p in self._pipes)
+        values.extend(parse_bool(cell(cells, p)) for p in self._bools)
+        values.extend(parse_int(cell(cells, p)) for p in self._ints)
+        return values
+
+    def tags(self, cells: Sequence[str]) -> list[TagCell]:
+        """The row's tags, aligned with their URLs."""
+        terms, aat, wikidata = (self._cell(cells, p) for p in self._tags)
+        return split_tags(terms, aat, wikidata)
+
+    def metadata_date(self, cells: Sequence[str]) -> str | None:
+        """The row's `Metadata Date`, or None when empty."""
+        return self._cell(cells, self._metadata_date).strip() or None
+
+
+def tags_json(tags: Sequence[TagCell]) -> str:
+    """The `csv_objects.tags` value: a JSON list of the terms (`[]` when none)."""
+    return json.dumps([tag.term for tag in tags], ensure_ascii=False)

@@ -1,0 +1,202 @@
+"""Sync priority: the order in which ids known from the Met CSV, but not yet fetched from the
+API, are synced.
+
+A priority spec is a comma-separated list of groups, e.g. the default ``"pd-tagged,pd,rest"``.
+Each id goes into the first group it matches, groups are fetched in the order given, and within a
+group ids are in ascending order. Ids not in any listed group (and ids unknown to the CSV) come
+last, as if ``rest`` ended the list. Groups, judged from the `csv_objects` row of the id:
+
+- ``pd-tagged``: public domain and at least one tag
+- ``pd``: public domain
+- ``tagged``: at least one tag
+- ``highlight``: marked "Is Highlight"
+- ``rest``: everything else, including ids the CSV does not know
+
+The spec ``"id"`` (alone) means plain ascending id order, ignoring the CSV.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+DEFAULT_PRIORITY = "pd-tagged,pd,rest"
+PLAIN_ORDER = "id"
+
+# SQL fragment "tags is a non-empty JSON list" for a csv_objects row.
+_TAGGED_SQL = "(tags IS NOT NULL AND tags NOT IN ('', '[]'))"
+
+
+@dataclass(frozen=True)
+class _Group:
+    sql: str  # condition on a csv_objects row
+    matches: Callable[[bool, bool, bool], bool]  # (public_domain, tagged, highlight) -> in group
+
+
+GROUPS: dict[str, _Group] = {
+    "pd-tagged": _Group(f"(is_public_domain = 1 AND {_TAGGED_SQL})", lambda pd, tg, hl: pd and tg),
+    "pd": _Group("(is_public_domain = 1)", lambda pd, tg, hl: pd),
+    "tagged": _Group(_TAGGED_SQL, lambda pd, tg, hl: tg),
+    "highlight": _Group("(is_highlight = 1)", lambda pd, tg, hl: hl),
+    "rest": _Group("1", lambda pd, tg, hl: True),
+}
+"""Every group name a priority spec may use (besides the lone ``"id"``)."""
+
+# Ids looked up per query when the id list is short; longer lists scan csv_objects once.
+_CHUNK = 500
+_SCAN_ABOVE = 20_000
+
+_Flags = tuple[bool, bool, bool]  # public_domain, tagged, highlight
+
+
+def parse_priority(spec: str) -> list[str]:
+    """Validate a priority spec and return its groups, always ending with ``rest``.
+
+    Args:
+        spec: e.g. ``"pd-tagged,pd,rest"`` or ``"id"``.
+
+    Returns:
+        The group names in order; ``[]`` for the plain id order ``"id"``.
+
+    Raises:
+        ValueError: empty spec, unknown or repeated group, or ``id`` combined with groups.
+    """
+    names = [part.strip().lower() for part in spec.split(",")]
+    if not spec.strip() or any(not name for name in names):
+        raise ValueError(
+            f"invalid --priority {spec!r}: empty group; use a comma list of "
+            f"{', '.join(GROUPS)} (e.g. {DEFAULT_PRIORITY!r}) or 'id'"
+        )
+    if names == [PLAIN_ORDER]:
+        return []
+    unknown = [name for name in names if name not in GROUPS]
+    if PLAIN_ORDER in names:
+        raise ValueError(f"invalid --priority {spec!r}: 'id' must be used alone")
+    if unknown:
+        raise ValueError(
+            f"invalid --priority {spec!r}: unknown group {unknown[0]!r}; "
+            f"known groups are {', '.join(GROUPS)}, or 'id' alone for plain id order"
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"invalid --priority {spec!r}: group {repeated[0]!r} given twice")
+    if "rest" in names:
+        names = names[: names.index("rest") + 1]  # nothing can follow "rest"
+    else:
+        names.append("rest")
+    return names
+
+
+def _rank(groups: list[str], flags: _Flags | None) -> int:
+    if flags is None:
+        return len(groups) - 1  # unknown to the CSV: "rest"
+    for position, name in enumerate(groups):
+        if GROUPS[name].matches(*flags):
+            return position
+    return len(groups) - 1
+
+
+def _order(ids: Iterable[int], groups: list[str], flags: dict[int, _Flags]) -> list[int]:
+    unique = sorted(set(ids))
+    if not groups:
+        return unique
+    return sorted(unique, key=lambda object_id: (_rank(groups, flags.get(object_id)), object_id))
+
+
+_FLAGS_COLUMNS = f"object_id, is_public_domain = 1, {_TAGGED_SQL}, is_highlight = 1"
+
+
+def _flag_queries(ids: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+    if len(ids) > _SCAN_ABOVE:
+        return [(f"SELECT {_FLAGS_COLUMNS} FROM csv_objects", ())]
+    queries = []
+    for start in range(0, len(ids), _CHUNK):
+        chunk = tuple(ids[start : start + _CHUNK])
+        marks = ",".join("?" * len(chunk))
+        queries.append(
+            (f"SELECT {_FLAGS_COLUMNS} FROM csv_objects WHERE object_id IN ({marks})", chunk)
+        )
+    return queries
+
+
+def _to_flags(row: Sequence[Any]) -> tuple[int, _Flags]:
+    return int(row[0]), (bool(row[1]), bool(row[2]), bool(row[3]))
+
+
+async def order_ids(db: aiosqlite.Connection, ids: Sequence[int], spec: str) -> list[int]:
+    """Order ids to fetch by the priority spec (see the module docstring).
+
+    Args:
+        db: the mirror's database (with `csv_objects`, filled by `import-csv`).
+        ids: the ids to order; duplicates are dropped.
+        spec: the priority spec, e.g. ``settings.priority``.
+
+    Returns:
+        The ids, best first, stable by ascending id within a group.
+
+    Raises:
+        ValueError: if the spec is invalid (raised before any query).
+    """
+    groups = parse_priority(spec)
+    flags: dict[int, _Flags] = {}
+    if groups and ids:
+        for sql, params in _flag_queries(list(ids)):
+            async with db.execute(sql, params) as cursor:
+                for row in await cursor.fetchall():
+                    object_id, row_flags = _to_flags(row)
+                    flags[object_id] = row_flags
+    return _order(ids, groups, flags)
+
+
+def order_ids_sync(conn: sqlite3.Connection, ids: Sequence[int], spec: str) -> list[int]:
+    """`order_ids` on a plain sqlite3 connection (same arguments and result)."""
+    groups = parse_priority(spec)
+    flags: dict[int, _Flags] = {}
+    if groups and ids:
+        for sql, params in _flag_queries(list(ids)):
+            for row in conn.execute(sql, params):
+                object_id, row_flags = _to_flags(row)
+                flags[object_id] = row_flags
+    return _order(ids, groups, flags)
+
+
+def _status_sql(groups: list[str]) -> str:
+    cases = " ".join(f"WHEN {GROUPS[name].sql} THEN '{name}'" for name in groups)
+    group_expr = f"CASE {cases} ELSE 'rest' END" if groups else "'id'"
+    return (
+        f"SELECT {group_expr} AS grp, COUNT(*) FROM csv_objects "
+        "WHERE object_id NOT IN (SELECT object_id FROM objects) "
+        "AND object_id NOT IN (SELECT object_id FROM missing_objects) "
+        "GROUP BY grp"
+    )
+
+
+async def priority_status(
+    db: aiosqlite.Connection, spec: str = DEFAULT_PRIORITY
+) -> dict[str, object]:
+    """Counts, per priority group, of CSV-known ids the API mirror has not fetched yet.
+
+    An id counts as fetched once it is in `objects` or in `missing_objects` (a 404 is an answer).
+
+    Returns:
+        ``{"spec": str, "csv_objects": int, "unfetched": int, "groups": {group: count}}``,
+        groups in priority order (all of them, zero counts included).
+    """
+    groups = parse_priority(spec)
+    async with db.execute("SELECT COUNT(*) FROM csv_objects") as cursor:
+        row = await cursor.fetchone()
+    total = int(row[0]) if row else 0
+    counts: dict[str, int] = {name: 0 for name in groups} if groups else {PLAIN_ORDER: 0}
+    async with db.execute(_status_sql(groups)) as cursor:
+        for name, count in await cursor.fetchall():
+            counts[str(name)] = int(count)
+    return {
+        "spec": spec,
+        "csv_objects": total,
+        "unfetched": sum(counts.values()),
+        "groups": counts,
+    }
