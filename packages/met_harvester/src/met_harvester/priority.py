@@ -177,26 +177,32 @@ def _status_sql(groups: list[str]) -> str:
 
 async def priority_status(
     db: aiosqlite.Connection, spec: str = DEFAULT_PRIORITY
-) -> dict[str, object]:
+) -> dict[str, int | str | None]:
     """Counts, per priority group, of CSV-known ids the API mirror has not fetched yet.
 
     An id counts as fetched once it is in `objects` or in `missing_objects` (a 404 is an answer).
 
     Returns:
-        ``{"spec": str, "csv_objects": int, "unfetched": int, "groups": {group: count}}``,
-        groups in priority order (all of them, zero counts included).
+        A flat dict (for `status`): ``csv_objects`` (rows imported from the CSV), ``unfetched``,
+        then one count per group in priority order (zeros included), ``priority`` (the spec) and
+        ``last_import`` (when the last CSV import finished, or None).
     """
     groups = parse_priority(spec)
     async with db.execute("SELECT COUNT(*) FROM csv_objects") as cursor:
         row = await cursor.fetchone()
     total = int(row[0]) if row else 0
     counts: dict[str, int] = {name: 0 for name in groups} if groups else {PLAIN_ORDER: 0}
-    async with db.execute(_status_sql(groups)) as cursor:
-        for name, count in await cursor.fetchall():
-            counts[str(name)] = int(count)
-    return {
-        "spec": spec,
+    if total:
+        async with db.execute(_status_sql(groups)) as cursor:
+            for name, count in await cursor.fetchall():
+                counts[str(name)] = int(count)
+    async with db.execute("SELECT MAX(finished_at) FROM csv_imports") as cursor:
+        row = await cursor.fetchone()
+    status: dict[str, int | str | None] = {
         "csv_objects": total,
         "unfetched": sum(counts.values()),
-        "groups": counts,
     }
+    status.update(counts)
+    status["priority"] = spec
+    status["last_import"] = row[0] if row else None
+    return status

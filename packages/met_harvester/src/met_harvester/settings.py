@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -42,6 +43,10 @@ class HarvesterSettings(BaseSettings):
     block_cooldown: float = Field(
         60.0, ge=0, description="Seconds the whole client pauses after a firewall block."
     )
+    retry_wait: float = Field(
+        0.5, ge=0, description="First retry back-off in seconds (exponential, jittered)."
+    )
+    retry_wait_max: float = Field(30.0, ge=0, description="Longest retry back-off in seconds.")
     batch_size: int = Field(200, ge=1, description="Records written per DB transaction.")
 
     # --- images (issue 3) ---------------------------------------------------------------
@@ -52,7 +57,7 @@ class HarvesterSettings(BaseSettings):
     additional_images: bool = Field(False, description="Also take additionalImages.")
     image_rate: float = Field(20.0, gt=0, description="Ceiling on image requests per second.")
     image_concurrency: int = Field(8, ge=1, le=256, description="Image downloads in flight.")
-    image_hosts: list[str] = Field(
+    image_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["images.metmuseum.org"],
         description="Allowed image hosts, as host or host:port.",
     )

@@ -1,7 +1,7 @@
 """The columns of the Met's Open Access `MetObjects.csv` and how cells become typed values.
 
 Typed values follow the `objects` table (the API path), so CSV and API rows compare directly:
-text cells are kept as sent (`""` stays `""`), booleans `True`/`False` become 1/0, years become
+text cells are kept as sent but empty ones become NULL (as the API path stores `""`), booleans `True`/`False` become 1/0, years become
 integers, and the pipe-joined artist columns give their first entry (the API's `artistDisplayName`
 and `artistGender` describe the first constituent).
 """
@@ -9,8 +9,9 @@ and `artistGender` describe the first constituent).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 MET_COLUMNS: tuple[str, ...] = (
     "Object Number",
@@ -118,8 +119,14 @@ _TRUE = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "f"})
 
 
+_BOOL_FAST = {"True": 1, "False": 0}
+
+
 def parse_bool(cell: str) -> int | None:
     """`True`/`False` (any case, also 1/0, yes/no) as 1/0; anything else as None."""
+    fast = _BOOL_FAST.get(cell)
+    if fast is not None:
+        return fast
     value = cell.strip().lower()
     if value in _TRUE:
         return 1
@@ -139,6 +146,14 @@ def parse_int(cell: str) -> int | None:
 def first_of_pipes(cell: str) -> str:
     """The first entry of a pipe-joined multi-value cell, stripped (`"Female|"` -> `"Female"`)."""
     return cell.split("|", 1)[0].strip()
+
+
+def _or_none(cell: str) -> str | None:
+    return cell or None
+
+
+def _first_of_pipes_or_none(cell: str) -> str | None:
+    return first_of_pipes(cell) or None
 
 
 @dataclass(frozen=True)
@@ -181,38 +196,74 @@ class RowTyper:
 
     def __init__(self, header: Sequence[str]) -> None:
         index = {name: position for position, name in enumerate(header)}
+        missing = len(header)  # cells get one "" appended when a column is absent
+        self._pad = any(
+            name not in index
+            for name in (
+                *TEXT_COLUMNS.values(),
+                *FIRST_OF_PIPES_COLUMNS.values(),
+                *BOOL_COLUMNS.values(),
+                *INT_COLUMNS.values(),
+                "Tags",
+                "Tags AAT URL",
+                "Tags Wikidata URL",
+                "Metadata Date",
+            )
+        )
 
-        def at(name: str) -> int | None:
-            return index.get(name)
+        def getter(columns: Sequence[str]) -> Callable[[Sequence[str]], tuple[str, ...]]:
+            positions = [index.get(name, missing) for name in columns]
+            if len(positions) == 1:
+                only = positions[0]
+                return lambda cells: (cells[only],)
+            return itemgetter(*positions)
 
-        self._text = [at(col) for col in TEXT_COLUMNS.values()]
-        self._pipes = [at(col) for col in FIRST_OF_PIPES_COLUMNS.values()]
-        self._bools = [at(col) for col in BOOL_COLUMNS.values()]
-        self._ints = [at(col) for col in INT_COLUMNS.values()]
-        self._tags = (at("Tags"), at("Tags AAT URL"), at("Tags Wikidata URL"))
-        self._metadata_date = at("Metadata Date")
+        self._text = getter(tuple(TEXT_COLUMNS.values()))
+        self._pipes = getter(tuple(FIRST_OF_PIPES_COLUMNS.values()))
+        self._bools = getter(tuple(BOOL_COLUMNS.values()))
+        self._ints = getter(tuple(INT_COLUMNS.values()))
+        self._tags = getter(("Tags", "Tags AAT URL", "Tags Wikidata URL"))
+        self._metadata_date = index.get("Metadata Date", missing)
 
-    @staticmethod
-    def _cell(cells: Sequence[str], position: int | None) -> str:
-        return cells[position] if position is not None else ""
+    def _padded(self, cells: Sequence[str]) -> Sequence[str]:
+        return [*cells, ""] if self._pad else cells
 
     def typed_values(self, cells: Sequence[str]) -> list[object]:
         """The values of `TYPED_COLUMNS` for a row, in that order."""
-        cell = self._cell
-        values: list[object] = [cell(cells, p) for p in self._text]
-        values.extend(first_of_pipes(cell(cells, p)) for p in self._pipes)
-        values.extend(parse_bool(cell(cells, p)) for p in self._bools)
-        values.extend(parse_int(cell(cells, p)) for p in self._ints)
-        return values
+        cells = self._padded(cells)
+        return [
+            *map(_or_none, self._text(cells)),
+            *map(_first_of_pipes_or_none, self._pipes(cells)),
+            *map(parse_bool, self._bools(cells)),
+            *map(parse_int, self._ints(cells)),
+        ]
 
     def tags(self, cells: Sequence[str]) -> list[TagCell]:
         """The row's tags, aligned with their URLs."""
-        terms, aat, wikidata = (self._cell(cells, p) for p in self._tags)
+        terms, aat, wikidata = self._tags(self._padded(cells))
         return split_tags(terms, aat, wikidata)
 
     def metadata_date(self, cells: Sequence[str]) -> str | None:
         """The row's `Metadata Date`, or None when empty."""
-        return self._cell(cells, self._metadata_date).strip() or None
+        return self._padded(cells)[self._metadata_date].strip() or None
+
+
+def raw_row_encoder(header: Sequence[str]) -> Callable[[Sequence[str]], str]:
+    """A function giving the `raw_row` JSON of a row's cells: exactly
+    `json.dumps(dict(zip(header, cells)), ensure_ascii=False)`, about twice as fast."""
+    template = (
+        "{"
+        + ", ".join(
+            json.dumps(name, ensure_ascii=False).replace("%", "%%") + ": %s" for name in header
+        )
+        + "}"
+    )
+    encode = json.encoder.encode_basestring  # the C encoder behind ensure_ascii=False
+
+    def encode_row(cells: Sequence[str]) -> str:
+        return template % tuple(map(encode, cells))
+
+    return encode_row
 
 
 def tags_json(tags: Sequence[TagCell]) -> str:

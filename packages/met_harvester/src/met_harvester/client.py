@@ -1,0 +1,414 @@
+"""The Met collection API client: one aiohttp session, rate-limited, retried, never surprised.
+
+Every request waits for a place among ``settings.concurrency`` in flight, then for a start slot
+of the adaptive rate limiter, and its answer is judged by `met_harvester.retry`. ``get_object``
+never raises for HTTP trouble; the listing raises `ListingError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import aiohttp
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from met_harvester.ratelimit import AdaptiveRateLimiter
+from met_harvester.retry import (
+    AttemptBudget,
+    BlockedError,
+    RetryPolicy,
+    TransientError,
+    classify_status,
+    looks_like_html,
+    parse_retry_after,
+)
+
+if TYPE_CHECKING:
+    from met_harvester.metrics import HarvesterMetrics
+    from met_harvester.settings import HarvesterSettings
+
+log = logging.getLogger("met_harvester.client")
+
+FetchKind = Literal["ok", "missing", "failed"]
+
+
+@dataclass
+class FetchResult:
+    """The outcome of fetching one object record.
+
+    Attributes:
+        object_id: the id asked for.
+        kind: ok; missing (404, e.g. "ObjectID not found" / "Not a valid object", not retried);
+            failed (permanent 4xx, or retries exhausted).
+        status: last HTTP status, ``None`` if no answer came.
+        body: raw body text as received (for raw_json / quarantine).
+        data: parsed JSON object when kind is ok.
+        error: one-line reason when not ok.
+        attempts: attempts made.
+    """
+
+    object_id: int
+    kind: FetchKind
+    status: int | None
+    body: str | None
+    data: dict[str, Any] | None
+    error: str | None
+    attempts: int = 1
+
+
+class ApiError(Exception):
+    """An API request failed permanently or after all retries; the message is one line."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class ListingError(ApiError):
+    """The id listing could not be had (after retries)."""
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: str
+    data: Any  # parsed JSON, or None when the body is not JSON (e.g. on a 404 HTML page)
+    attempts: int
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _message(answer: _Answer) -> str:
+    """The API's own message: {"message": ...}, a bare JSON string, or the body's start."""
+    if isinstance(answer.data, dict) and isinstance(answer.data.get("message"), str):
+        return _one_line(answer.data["message"])
+    if isinstance(answer.data, str):
+        return _one_line(answer.data)
+    return _one_line(answer.body) or f"HTTP {answer.status}"
+
+
+class MetClient:
+    """Async client of the Met collection API (use as ``async with MetClient(settings) as c``).
+
+    Args:
+        settings: api_url, rate, concurrency, timeout, user_agent, max_attempts,
+            block_cooldown, retry_wait and retry_wait_max are used.
+        metrics: counts requests by endpoint and status, and retries by reason.
+        initial_rate: rate to start at (the learned rate of the last run).
+        limiter: a limiter to use instead of one built from the settings.
+    """
+
+    def __init__(
+        self,
+        settings: HarvesterSettings,
+        *,
+        metrics: HarvesterMetrics | None = None,
+        initial_rate: float | None = None,
+        limiter: AdaptiveRateLimiter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base_url = settings.api_url.rstrip("/")
+        self.metrics = metrics
+        self.limiter = limiter or AdaptiveRateLimiter(
+            settings.rate,
+            initial=initial_rate,
+            name="api",
+            cooldown=settings.block_cooldown,
+            metrics=metrics,
+        )
+        self.retry_policy = RetryPolicy(
+            max_attempts=settings.max_attempts,
+            block_attempts=settings.max_attempts,
+            wait=settings.retry_wait,
+            wait_max=settings.retry_wait_max,
+        )
+        self._in_flight = asyncio.Semaphore(settings.concurrency)
+        self._session: aiohttp.ClientSession | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> MetClient:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Create the one HTTP session (done by ``async with``)."""
+        if self._session is not None:
+            return
+        connector = aiohttp.TCPConnector(
+            limit=self.settings.concurrency, limit_per_host=self.settings.concurrency
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+            headers={"User-Agent": self.settings.user_agent, "Accept": "application/json"},
+        )
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def eta_seconds(self, remaining: int) -> float:
+        """Seconds to fetch `remaining` records at the learned (else current) rate."""
+        return self.limiter.eta_seconds(remaining)
+
+    # ------------------------------------------------------------------ endpoints
+    async def get_object(self, object_id: int) -> FetchResult:
+        """Fetch one record; never raises for HTTP trouble (see `FetchResult.kind`)."""
+        try:
+            answer = await self._request(f"/objects/{object_id}", None, "object", object_id)
+        except TransientError as exc:
+            return FetchResult(
+                object_id, "failed", exc.status, exc.body, None, _one_line(str(exc)), exc.attempts
+            )
+        if answer.status == 404:
+            return FetchResult(
+                object_id, "missing", 404, answer.body, None, _message(answer), answer.attempts
+            )
+        if answer.status >= 300:
+            error = f"HTTP {answer.status}: {_message(answer)}"
+            log.error(
+                "object %d failed permanently: %s", object_id, error, extra={"object_id": object_id}
+            )
+            return FetchResult(
+                object_id, "failed", answer.status, answer.body, None, error, answer.attempts
+            )
+        if not isinstance(answer.data, dict):
+            error = f"expected a JSON object, got {type(answer.data).__name__}"
+            return FetchResult(
+                object_id, "failed", answer.status, answer.body, None, error, answer.attempts
+            )
+        return FetchResult(
+            object_id, "ok", answer.status, answer.body, answer.data, None, answer.attempts
+        )
+
+    async def list_object_ids(
+        self,
+        *,
+        metadata_date: dt.date | None = None,
+        department_ids: Sequence[int] | None = None,
+    ) -> list[int]:
+        """All object ids (or those changed after `metadata_date`, in `department_ids`).
+
+        Raises:
+            ListingError: the listing could not be had after retries, or made no sense.
+        """
+        params: dict[str, str] = {}
+        if metadata_date is not None:
+            day = metadata_date.date() if isinstance(metadata_date, dt.datetime) else metadata_date
+            params["metadataDate"] = day.isoformat()
+        if department_ids:
+            params["departmentIds"] = "|".join(str(int(d)) for d in department_ids)
+        try:
+            data = await self.get_json("/objects", params, endpoint="listing")
+        except ApiError as exc:
+            raise ListingError(
+                f"cannot list object ids from {self.base_url}/objects: {exc}",
+                status=exc.status,
+                body=exc.body,
+            ) from exc
+        return _ids(data, f"{self.base_url}/objects")
+
+    async def search(self, query: str, **params: str | int | bool) -> list[int]:
+        """Ids matching ``/search?q=query&...`` (``objectIDs: null`` gives ``[]``)."""
+        args = {"q": query} | {
+            k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items()
+        }
+        data = await self.get_json("/search", args, endpoint="search")
+        return _ids(data, f"{self.base_url}/search")
+
+    async def get_departments(self) -> list[dict[str, Any]]:
+        """The ``/departments`` list: ``[{"departmentId": 1, "displayName": ...}, ...]``."""
+        data = await self.get_json("/departments", None, endpoint="departments")
+        departments = data.get("departments") if isinstance(data, dict) else None
+        if not isinstance(departments, list):
+            raise ApiError(f"unexpected /departments body: {_one_line(json.dumps(data))}")
+        return [d for d in departments if isinstance(d, dict)]
+
+    async def get_json(
+        self, path: str, params: Mapping[str, str] | None = None, *, endpoint: str = "other"
+    ) -> Any:
+        """GET ``<api-url><path>`` and return its JSON.
+
+        Raises:
+            ApiError: a 4xx answer, or retries exhausted; the message is one line.
+        """
+        try:
+            answer = await self._request(path, params, endpoint, None)
+        except TransientError as exc:
+            raise ApiError(str(exc), status=exc.status, body=exc.body) from exc
+        if answer.status >= 300:
+            raise ApiError(
+                f"HTTP {answer.status}: {_message(answer)}", status=answer.status, body=answer.body
+            )
+        return answer.data
+
+    # ------------------------------------------------------------------ machinery
+    async def _request(
+        self, path: str, params: Mapping[str, str] | None, endpoint: str, object_id: int | None
+    ) -> _Answer:
+        """One request with retries. Returns the final answer (2xx, 404 or permanent 4xx);
+        raises the last `TransientError` when the retries are used up."""
+        budget = AttemptBudget(self.retry_policy)
+        retrying = AsyncRetrying(
+            stop=budget,
+            wait=self.retry_policy.wait_seconds,
+            retry=retry_if_exception_type(TransientError),
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        answer = await self._attempt(path, params, endpoint)
+                    except TransientError as exc:
+                        budget.note(exc)
+                        raise
+                    answer.attempts = budget.attempts + 1
+                    return answer
+        except TransientError as exc:
+            what = f"object {object_id}" if object_id is not None else f"GET {path}"
+            message = f"{exc.reason}: {exc} (gave up after {budget.attempts} attempts)"
+            exc.args = (message,)
+            exc.attempts = budget.attempts
+            log.error(
+                "giving up on %s: %s",
+                what,
+                message,
+                extra={"object_id": object_id, "endpoint": endpoint},
+            )
+            raise
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _attempt(self, path: str, params: Mapping[str, str] | None, endpoint: str) -> _Answer:
+        if self._session is None:
+            raise RuntimeError("MetClient is not open: use `async with MetClient(settings)`")
+        url = self.base_url + path
+        async with self._in_flight:
+            await self.limiter.acquire()
+            started = self.limiter.now()
+            try:
+                async with self._session.get(url, params=params) as response:
+                    raw = await response.read()
+                    status = response.status
+                    content_type = response.headers.get("Content-Type", "")
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            except TimeoutError as exc:
+                self._transport_trouble(endpoint, "timeout")
+                raise TransientError(
+                    "timeout", f"no answer within {self.settings.timeout:g}s from {url}"
+                ) from exc
+            except aiohttp.ClientPayloadError as exc:
+                self._transport_trouble(endpoint, "truncated")
+                raise TransientError("truncated", f"truncated body from {url}: {exc}") from exc
+            except aiohttp.ClientError as exc:
+                self._transport_trouble(endpoint, "connection")
+                raise TransientError(
+                    "connection", f"connection error on {url}: {type(exc).__name__}: {exc}"
+                ) from exc
+        self._count_request(endpoint, str(status))
+        return self._judge(url, status, raw, content_type, retry_after, started)
+
+    def _judge(
+        self,
+        url: str,
+        status: int,
+        raw: bytes,
+        content_type: str,
+        retry_after: float | None,
+        started: float,
+    ) -> _Answer:
+        body = raw.decode("utf-8", errors="replace")
+        kind = classify_status(status)
+        html = looks_like_html(body, content_type)
+        if kind == "block" or (kind == "ok" and html):
+            self.limiter.on_block(retry_after, started_at=started)
+            what = "HTML page instead of JSON" if html else "refused"
+            raise BlockedError(
+                "blocked",
+                f"HTTP {status} {what} from {url}",
+                status=status,
+                body=body,
+                retry_after=retry_after,
+            )
+        if kind == "server":
+            if retry_after is not None:  # the server says when: that is a block
+                self.limiter.on_block(retry_after, started_at=started)
+            else:
+                self.limiter.on_server_error()
+            raise TransientError(
+                "server_error",
+                f"HTTP {status} from {url}: {_one_line(body, 80)}",
+                status=status,
+                body=body,
+                retry_after=retry_after,
+            )
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            if kind != "ok":  # a 404/400 without a JSON body is still a final answer
+                self.limiter.on_success()
+                return _Answer(status, body, None, 1)
+            self.limiter.on_server_error()
+            raise TransientError(
+                "invalid_json",
+                f"invalid JSON from {url} ({len(raw)} bytes): {exc}",
+                status=status,
+                body=body,
+            ) from exc
+        self.limiter.on_success()
+        return _Answer(status, body, data, 1)
+
+    def _transport_trouble(self, endpoint: str, label: str) -> None:
+        self.limiter.on_server_error()
+        self._count_request(endpoint, label)
+
+    def _count_request(self, endpoint: str, status: str) -> None:
+        if self.metrics is not None:
+            self.metrics.requests.labels(endpoint=endpoint, status=status).inc()
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        reason = exc.reason if isinstance(exc, TransientError) else "other"
+        if self.metrics is not None:
+            self.metrics.retries.labels(reason=reason).inc()
+        log.debug("retrying after %s: %s", reason, exc)
+
+
+def _ids(data: Any, where: str) -> list[int]:
+    """Object ids from ``{"total": n, "objectIDs": [...] | null}``, deduplicated, in order."""
+    if not isinstance(data, dict) or "objectIDs" not in data:
+        raise ListingError(f"unexpected body from {where}: {_one_line(json.dumps(data), 120)}")
+    raw = data["objectIDs"] or []
+    if not isinstance(raw, list):
+        raise ListingError(f"unexpected objectIDs from {where}: {type(raw).__name__}")
+    ids: list[int] = []
+    seen: set[int] = set()
+    for value in raw:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ListingError(f"non-integer object id {value!r} from {where}")
+        if value not in seen:
+            seen.add(value)
+            ids.append(value)
+    return ids

@@ -1,0 +1,112 @@
+"""Is a downloaded file a whole, sane image? Checked before it may become a blob.
+
+Pillow identifies the format from the header only (a short list of raster formats; never EPS
+or other formats that run external programs), the dimensions are checked against the pixel
+cap *before* any decoding (decompression bombs), and then completeness is proven cheaply:
+
+- JPEG: decoded at 1/8 scale (`draft`), which walks the whole entropy-coded stream without
+  materialising full-size pixels; a truncated file raises "image file is truncated".
+- PNG: `verify()` checks every chunk's CRC, and the file must end with the IEND chunk.
+- GIF, WebP, TIFF: `verify()` and a full decode (rare on the Met's image host).
+
+Memory stays bounded by the pixel cap / 64 for JPEG, whatever the file size. Pillow's own
+decompression-bomb guard (an error above 2 x `Image.MAX_IMAGE_PIXELS`) still applies on top of
+`max_pixels`; this module never changes that process-wide setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF")
+MAX_SIDE = 1 << 16
+PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_MARKUP_STARTS = (b"<", b"{", b"[")
+
+
+class InvalidImage(ValueError):
+    """The bytes are not a whole, sane image; the message is the reason recorded."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What Pillow found: format, mode and size."""
+
+    format: str
+    mode: str
+    width: int
+    height: int
+
+
+def looks_like_markup(head: bytes) -> bool:
+    """Whether the first bytes of a body look like HTML/XML/JSON rather than an image."""
+    start = head.lstrip()[:16].lower()
+    return start.startswith(_MARKUP_STARTS)
+
+
+def validate_image(path: Path, *, max_pixels: int) -> ImageInfo:
+    """Identify and check the image at `path`, or raise `InvalidImage` with the reason.
+
+    Args:
+        path: a complete downloaded file.
+        max_pixels: the largest width x height accepted.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(64)
+    if not head:
+        raise InvalidImage("empty body")
+    if looks_like_markup(head):
+        raise InvalidImage("not an image: body is HTML/XML/JSON")
+    try:
+        return _check(path, max_pixels)
+    except InvalidImage:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InvalidImage(f"decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise InvalidImage("not an image Pillow can identify") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as exc:
+        text = str(exc) or type(exc).__name__
+        if "truncated" in text.lower():
+            raise InvalidImage(f"truncated image data ({text})") from None
+        raise InvalidImage(f"broken image data ({text})") from None
+
+
+def _check(path: Path, max_pixels: int) -> ImageInfo:
+    with Image.open(path, formats=ALLOWED_FORMATS) as img:
+        info = ImageInfo(img.format or "?", img.mode, img.width, img.height)
+        _check_dimensions(info, max_pixels)
+        img.verify()
+    if info.format == "PNG":
+        _check_png_end(path)
+        return info
+    with Image.open(path, formats=ALLOWED_FORMATS) as img:
+        if info.format == "JPEG":
+            img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+        img.load()
+    return info
+
+
+def _check_dimensions(info: ImageInfo, max_pixels: int) -> None:
+    if info.width < 1 or info.height < 1:
+        raise InvalidImage(f"bad dimensions {info.width}x{info.height}")
+    if info.width > MAX_SIDE or info.height > MAX_SIDE:
+        raise InvalidImage(f"dimensions {info.width}x{info.height} exceed {MAX_SIDE} per side")
+    pixels = info.width * info.height
+    if pixels > max_pixels:
+        raise InvalidImage(
+            f"decompression bomb: {info.width}x{info.height} = {pixels} pixels "
+            f"exceeds the cap of {max_pixels}"
+        )
+
+
+def _check_png_end(path: Path) -> None:
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(0, size - 4096))
+        tail = fh.read()
+    if PNG_IEND not in tail:
+        raise InvalidImage("truncated image data (PNG without IEND chunk)")

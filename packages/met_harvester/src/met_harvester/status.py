@@ -1,0 +1,116 @@
+"""`status`: what the mirror holds, how the last sync went, the API rate and an honest ETA.
+
+`collect_status(db)` returns a JSON-ready dict. Its integer keys `objects` (stored, not withdrawn),
+`withdrawn`, `quarantined`, `failures` (pending retry), `missing` and `tags` are a stable
+interface; other parts of the harvester add their own keys (e.g. `images`) with small edits here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiosqlite
+
+from met_harvester.db import store
+from met_harvester.priority import priority_status
+from met_harvester.progress import format_eta
+
+_COUNTS = {
+    "objects": "SELECT COUNT(*) FROM objects WHERE withdrawn_at IS NULL",
+    "withdrawn": "SELECT COUNT(*) FROM objects WHERE withdrawn_at IS NOT NULL",
+    "quarantined": "SELECT COUNT(*) FROM quarantine",
+    "failures": "SELECT COUNT(*) FROM fetch_failures",
+    "missing": "SELECT COUNT(*) FROM missing_objects",
+    "tags": "SELECT COUNT(*) FROM tags",
+    "constituents": "SELECT COUNT(*) FROM constituents",
+    "object_versions": "SELECT COUNT(*) FROM object_versions",
+    "departments": "SELECT COUNT(*) FROM departments",
+}
+
+
+async def _count(db: aiosqlite.Connection, sql: str) -> int:
+    async with db.execute(sql) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+async def remaining_records(db: aiosqlite.Connection, counts: dict[str, Any]) -> int | None:
+    """Records still to fetch: listed ids not yet answered (stored, missing or quarantined) plus
+    pending failures; None before any full listing was seen."""
+    total = await store.get_state_float(db, store.LISTING_TOTAL_KEY)
+    if total is None:
+        return None
+    answered = counts["objects"] + counts["missing"] + counts["quarantined"]
+    return max(0, int(total) - answered) + counts["failures"]
+
+
+async def collect_status(db: aiosqlite.Connection) -> dict[str, Any]:
+    """The mirror's status as a JSON-ready dict.
+
+    Keys: the integer counts above, `last_sync` ({run_id, start, end, mode, status, counts,
+    error} or None), `rate` ({current, learned, ceiling} in requests/s, None when unknown),
+    `remaining` (records left to fetch, None before the first listing) and `eta_seconds` (the
+    remaining records at the learned rate, else the current rate, else the ceiling).
+    """
+    status: dict[str, Any] = {}
+    for key, sql in _COUNTS.items():
+        status[key] = await _count(db, sql)
+    async with db.execute(
+        "SELECT COUNT(*) FROM fetch_failures WHERE next_retry_at <= strftime('%Y-%m-%dT%H:%M:%fZ')"
+    ) as cursor:
+        row = await cursor.fetchone()
+    status["failures_due"] = int(row[0]) if row else 0
+    status["last_sync"] = await store.last_run(db)
+    rate = {name: await store.get_state_float(db, key) for name, key in store.RATE_KEYS.items()}
+    status["rate"] = rate
+    remaining = await remaining_records(db, status)
+    status["remaining"] = remaining
+    speed = rate["learned"] or rate["current"] or rate["ceiling"]
+    status["eta_seconds"] = None if remaining is None or not speed else round(remaining / speed, 1)
+    status["csv"] = await priority_status(db)  # CSV import and sync priority (issue 4)
+    return status
+
+
+def _rate_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}/s"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """A short, readable summary of `collect_status` output for a terminal."""
+    lines = [
+        f"objects      {status['objects']:>10,}   withdrawn {status['withdrawn']:,}",
+        f"tags         {status['tags']:>10,}   constituents {status['constituents']:,}",
+        f"quarantined  {status['quarantined']:>10,}   missing (404) {status['missing']:,}",
+        f"failures     {status['failures']:>10,}   due for retry now {status['failures_due']:,}",
+    ]
+    run = status.get("last_sync")
+    if run:
+        counts = run.get("counts") or {}
+        brief = ", ".join(
+            f"{k} {counts[k]}"
+            for k in ("fetched", "new", "updated", "missing", "failed", "quarantined", "withdrawn")
+            if k in counts
+        )
+        lines.append(
+            f"last sync    #{run['run_id']} {run['mode']} {run['status']}, "
+            f"{run['start']} .. {run['end'] or '(running)'}"
+        )
+        if brief:
+            lines.append(f"             {brief}")
+        if run.get("error"):
+            lines.append(f"             error: {run['error']}")
+    else:
+        lines.append("last sync    never")
+    rate = status["rate"]
+    lines.append(
+        f"rate         current {_rate_text(rate['current'])}, learned "
+        f"{_rate_text(rate['learned'])}, ceiling {_rate_text(rate['ceiling'])}"
+    )
+    remaining = status.get("remaining")
+    if remaining is not None:
+        lines.append(f"remaining    {remaining:>10,}   eta {format_eta(status.get('eta_seconds'))}")
+    for key, value in status.items():
+        if isinstance(value, dict) and key not in ("rate", "last_sync"):
+            parts = ", ".join(f"{k} {v}" for k, v in value.items() if not isinstance(v, dict))
+            lines.append(f"{key:<12} {parts}")
+    return "\n".join(lines)

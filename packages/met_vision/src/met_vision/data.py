@@ -1,0 +1,354 @@
+"""The dataset and `MetDataModule`: labelled images of the mirror for Lightning.
+
+The DataModule reads the frozen index that `python -m met_vision.prepare` wrote for its label
+space and split options (`<data-dir>/cache/<size>/datasets/<key>/`), and the resized images of
+that cache. Without a prepared index it builds the label space from the database and reads the
+raw blobs (with a warning: slower, and every DDP rank reads the database itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from met_vision.db import load_records
+from met_vision.labels import LabelSpace, LabelSpaceConfig, build_label_space
+from met_vision.prepare import dataset_key, open_rgb
+from met_vision.samplers import ClassBalancedSampler, class_balanced_weights, distributed_context
+from met_vision.splits import check_fractions
+from met_vision.transforms import DataConfig, build_transform, resolve_data_config
+
+log = logging.getLogger("met_vision.data")
+Stage = Literal["train", "val", "test", "predict"]
+
+
+class BadImageError(RuntimeError):
+    """Too many undecodable images in a row: the data, not one file, is broken."""
+
+
+class MetImageDataset(Dataset):
+    """Images with their labels; items are dicts {image, label, object_id}.
+
+    A file that cannot be decoded is skipped (the next one is returned in its place) with a
+    warning and counted in `bad_images`; `max_consecutive_bad` failures in a row raise
+    `BadImageError`.
+    """
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        *,
+        task: str,
+        num_classes: int,
+        transform: Callable[[Image.Image], torch.Tensor],
+        decode_size: int | None = None,
+        max_consecutive_bad: int = 20,
+    ) -> None:
+        self.paths = np.array(frame["path"].tolist(), dtype=object)
+        self.object_ids = frame["object_id"].to_numpy(dtype=np.int64)
+        self.targets = list(frame["target"])
+        self.task = task
+        self.num_classes = num_classes
+        self.transform = transform
+        self.decode_size = decode_size
+        self.max_consecutive_bad = max_consecutive_bad
+        self.bad_images = 0
+        self._bad_in_a_row = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def encode(self, target: Any) -> torch.Tensor:
+        """The label tensor: long scalar (multiclass) or float multi-hot (multilabel)."""
+        if self.task == "multiclass":
+            return torch.tensor(int(target), dtype=torch.long)
+        label = torch.zeros(self.num_classes, dtype=torch.float32)
+        if len(target):
+            label[torch.as_tensor(np.asarray(target, dtype=np.int64))] = 1.0
+        return label
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            try:
+                image = open_rgb(self.paths[i], min_size=self.decode_size)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                self.bad_images += 1
+                self._bad_in_a_row += 1
+                message = f"skipping unreadable image of object {self.object_ids[i]} ({self.paths[i]}): {exc}"
+                log.warning(message, extra={"object_id": int(self.object_ids[i])})
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                if self._bad_in_a_row >= self.max_consecutive_bad:
+                    raise BadImageError(
+                        f"{self._bad_in_a_row} unreadable images in a row (last: {self.paths[i]}); "
+                        "check the image store or re-run `python -m met_vision.prepare`"
+                    ) from exc
+                continue
+            self._bad_in_a_row = 0
+            return {
+                "image": self.transform(image),
+                "label": self.encode(self.targets[i]),
+                "object_id": torch.tensor(self.object_ids[i], dtype=torch.long),
+            }
+        raise BadImageError("no readable image in the dataset")
+
+
+class MetDataModule(pl.LightningDataModule):
+    """Train/val/test/predict loaders over a mirror's labelled images.
+
+    Args:
+        data_dir: the harvester's data dir.
+        task: 'multiclass' or 'multilabel'.
+        label_column: multiclass column (classification, department, object_name, culture).
+        tag_group: multiclass from tags: exactly one of these tags labels an object.
+        top_k, min_count, include, exclude, other: label space options (`LabelSpaceConfig`).
+        model_name: timm model whose input size and mean/std are used.
+        image_size: input size; overrides the model's.
+        cache_size: which prepared cache to read (default: the smallest prepared size >= the
+            input size that has an index for this configuration, else the largest).
+        batch_size, num_workers, pin_memory (None: when CUDA is available), persistent_workers.
+        augment: 'none' | 'flip' | 'trivial' | 'randaugment'.
+        crop_scale: RandomResizedCrop area range.
+        balanced_sampler: draw training samples class-balanced (with replacement).
+        split_salt, split_fractions, group_key: see `met_vision.splits`.
+        predict_split: which objects predict_dataloader covers: a split or 'all'.
+        max_consecutive_bad: unreadable images in a row that make loading fail.
+        seed: seed of the training shuffle / balanced draw.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        task: Literal["multiclass", "multilabel"] = "multilabel",
+        label_column: str = "classification",
+        top_k: int | None = None,
+        min_count: int = 1,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+        model_name: str | None = None,
+        image_size: int | None = None,
+        cache_size: int | None = None,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        augment: str = "flip",
+        balanced_sampler: bool = False,
+        split_salt: str = "met",
+        split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        group_key: str | None = None,
+        tag_group: list[str] | None = None,
+        other: bool = False,
+        crop_scale: tuple[float, float] = (0.35, 1.0),
+        predict_split: Literal["train", "val", "test", "all"] = "test",
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        max_consecutive_bad: int = 20,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir)
+        self.task = task
+        self.config = LabelSpaceConfig(
+            task=task,
+            column=label_column,
+            tag_group=tag_group,
+            min_count=min_count,
+            top_k=top_k,
+            other=other,
+            include=include,
+            exclude=exclude,
+        )
+        self.split_fractions = check_fractions(split_fractions)
+        self.data_config: DataConfig = resolve_data_config(model_name, image_size)
+        build_transform(self.data_config, train=True, augment=augment)  # validates `augment`
+        self.cache_size = cache_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augment = augment
+        self.crop_scale = crop_scale
+        self.balanced_sampler = balanced_sampler
+        self.split_salt = split_salt
+        self.group_key = group_key
+        self.predict_split = predict_split
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers
+        self.max_consecutive_bad = max_consecutive_bad
+        self.seed = seed
+        self._label_space: LabelSpace | None = None
+        self._frame: pd.DataFrame | None = None
+        self.source: Literal["cache", "raw"] | None = None
+        self.index_path: Path | None = None
+        self.datasets: dict[str, MetImageDataset] = {}
+
+    # --- the data ---------------------------------------------------------------------------
+    @property
+    def label_space(self) -> LabelSpace:
+        """The label space (read from the prepared index, else built from the database)."""
+        if self._label_space is None:
+            self._load()
+        assert self._label_space is not None
+        return self._label_space
+
+    @property
+    def num_classes(self) -> int:
+        """Number of outputs the model needs."""
+        return self.label_space.num_classes
+
+    @property
+    def label_names(self) -> list[str]:
+        """Label names, indexed like the model's outputs."""
+        return self.label_space.names
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """Every labelled object: object_id, path, target, split."""
+        if self._frame is None:
+            self._load()
+        assert self._frame is not None
+        return self._frame
+
+    def find_index(self) -> Path | None:
+        """The prepared index for this configuration, if any (see `cache_size`)."""
+        key = dataset_key(self.config, self.split_salt, self.split_fractions, self.group_key)
+        cache_root = self.data_dir / "cache"
+        if self.cache_size is not None:
+            sizes = [self.cache_size]
+        else:
+            sizes = sorted(int(p.name) for p in cache_root.glob("*") if p.name.isdigit())
+        found = [
+            (size, cache_root / str(size) / "datasets" / key / "index.parquet") for size in sizes
+        ]
+        found = [(size, path) for size, path in found if path.is_file()]
+        if not found:
+            return None
+        large_enough = [item for item in found if item[0] >= self.data_config.input_size]
+        return (large_enough[0] if large_enough else found[-1])[1]
+
+    def _load(self) -> None:
+        index_path = self.find_index()
+        if index_path is not None:
+            index = pd.read_parquet(index_path)
+            self._label_space = LabelSpace.load(index_path.parent / "labels.json")
+            if self._label_space.config.to_dict() != self.config.to_dict():
+                raise ValueError(f"{index_path.parent / 'labels.json'} does not match this label space")
+            paths = [str(self.data_dir / p) for p in index["cache_path"]]
+            frame = index.assign(path=paths)[["object_id", "path", "target", "split"]]
+            self.source, self.index_path = "cache", index_path
+            log.info("reading the prepared cache %s (%d objects)", index_path.parent, len(frame))
+        else:
+            size_hint = self.cache_size or 384
+            message = (
+                f"no prepared image cache for this label space under {self.data_dir / 'cache'}; "
+                "reading the raw image store (slower). Run `python -m met_vision.prepare "
+                f"--data-dir {self.data_dir} --size {size_hint}` with the same label options."
+            )
+            warnings.warn(message, UserWarning, stacklevel=2)
+            log.warning(message)
+            records = load_records(
+                self.data_dir,
+                include_withdrawn=True,
+                split_salt=self.split_salt,
+                split_fractions=self.split_fractions,
+                group_key=self.group_key,
+            )
+            self._label_space, kept = build_label_space(records, self.config)
+            frame = kept.rename(columns={"image_path": "path"})[["object_id", "path", "target", "split"]]
+            self.source = "raw"
+        if self.task == "multilabel":
+            frame = frame.assign(target=[list(np.asarray(t, dtype=np.int64)) for t in frame["target"]])
+        self._frame = frame.reset_index(drop=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets of every split (once)."""
+        if self.datasets:
+            return
+        frame = self.frame
+        space = self.label_space
+        for split in ("train", "val", "test", "all"):
+            part = frame if split == "all" else frame[frame["split"] == split]
+            train = split == "train"
+            self.datasets[split] = MetImageDataset(
+                part.reset_index(drop=True),
+                task=self.task,
+                num_classes=space.num_classes,
+                transform=build_transform(
+                    self.data_config, train=train, augment=self.augment, crop_scale=self.crop_scale
+                ),
+                decode_size=self.data_config.input_size,
+                max_consecutive_bad=self.max_consecutive_bad,
+            )
+
+    # --- loaders ----------------------------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.world_size, trainer.global_rank
+        return distributed_context(None, None)
+
+    def _loader(self, dataset: MetImageDataset, sampler: Sampler | None, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            drop_last=drop_last,
+        )
+
+    def train_sampler(self, num_replicas: int | None = None, rank: int | None = None) -> Sampler | None:
+        """The training sampler: class-balanced or, under DDP, a shuffling DistributedSampler."""
+        dataset = self.datasets["train"]
+        world, rank = self._world() if num_replicas is None or rank is None else (num_replicas, rank)
+        if self.balanced_sampler:
+            weights = class_balanced_weights(dataset.targets, self.task)
+            return ClassBalancedSampler(dataset, weights, num_replicas=world, rank=rank, seed=self.seed)
+        if world > 1:
+            return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        return None
+
+    def eval_sampler(self, stage: Stage, num_replicas: int | None = None, rank: int | None = None) -> Sampler | None:
+        """Under DDP: a sharding sampler (predict: without padding duplicates)."""
+        dataset = self._dataset(stage)
+        world, rank = self._world() if num_replicas is None or rank is None else (num_replicas, rank)
+        if world <= 1:
+            return None
+        if stage == "predict":
+            return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+
+    def _dataset(self, stage: Stage) -> MetImageDataset:
+        self.setup()
+        return self.datasets[self.predict_split if stage == "predict" else stage]
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (or class-balanced) training batches."""
+        dataset = self._dataset("train")
+        world, _ = self._world()
+        return self._loader(
+            dataset, self.train_sampler(), shuffle=True, drop_last=len(dataset) // world > self.batch_size
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed order."""
+        return self._loader(self._dataset("val"), self.eval_sampler("val"), False, False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in a fixed order."""
+        return self._loader(self._dataset("test"), self.eval_sampler("test"), False, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches of `predict_split` in a fixed order."""
+        return self._loader(self._dataset("predict"), self.eval_sampler("predict"), False, False)

@@ -1,0 +1,211 @@
+"""``python -m met_vision.fit --config configs/<name>.yaml``: train, then evaluate on the test split.
+
+A thin ``main(args=None)`` around ``LightningCLI`` (YAML ``--config`` plus dotted overrides such
+as ``--trainer.devices 4``, ``--model.backbone resnet101``, ``--data.data_dir ...``). Extra
+options:
+
+* ``--run_dir DIR`` (default ``<runs_root>/<name>/<timestamp>``, or ``slurm-<job id>`` inside a
+  SLURM job so a requeued job finds its run again); ``--name``; ``--runs_root`` (``runs``).
+* ``--ckpt_path PATH|last`` resumes training from a checkpoint.
+* ``--test false`` skips the final test; ``--test_ckpt best|last|current`` picks the weights.
+* ``--early_stopping.*`` and ``--checkpoint.*`` configure EarlyStopping and ModelCheckpoint
+  (both monitor ``val/score``: accuracy for multiclass, macro mAP for multilabel).
+
+The number of classes and the label manifest are linked from the data module into the model;
+the model's backbone is linked into the data module (input size, mean and std from timm).
+A config or option error prints one ``met_vision.fit: error: ...`` line and exits with 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ArgumentError
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from met_vision import slurm
+from met_vision.callbacks import RunDirCallback
+from met_vision.data import MetDataModule
+from met_vision.tasks import ClassificationTask
+
+PROG = "met_vision.fit"
+RUN_DIR_ENV = "MET_VISION_RUN_DIR"  # handed from rank zero to the DDP processes it launches
+DEBUG_ENV = "MET_VISION_DEBUG"
+
+
+def _manifest(label_space: Any) -> dict[str, Any]:
+    return label_space.manifest()
+
+
+class MetCLI(LightningCLI):
+    """LightningCLI with the run directory, checkpoints, early stopping and SLURM wiring."""
+
+    def __init__(self, args: list[str], started_at: float | None = None) -> None:
+        self.started_at = started_at if started_at is not None else time.time()
+        self.run_dir: Path = Path(".")
+        super().__init__(
+            ClassificationTask,
+            MetDataModule,
+            save_config_callback=None,
+            trainer_defaults={"max_epochs": 30, "log_every_n_steps": 10},
+            seed_everything_default=0,
+            parser_kwargs={"exit_on_error": False, "prog": f"python -m {PROG}"},
+            args=args,
+            run=False,
+            auto_configure_optimizers=False,
+            load_from_checkpoint_support=False,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Run-directory options, checkpointing, early stopping and the data/model links."""
+        parser.add_argument("--name", type=str | None, default=None, help="run name")
+        parser.add_argument("--runs_root", type=str, default="runs", help="parent of run dirs")
+        parser.add_argument("--run_dir", type=str | None, default=None, help="run directory")
+        parser.add_argument("--ckpt_path", type=str | None, default=None, help="resume from")
+        parser.add_argument("--fit", type=bool, default=True, help="train (false: test only)")
+        parser.add_argument("--test", type=bool, default=True, help="evaluate on test split")
+        parser.add_argument(
+            "--test_ckpt", type=str, default="best", help="best | last | current weights"
+        )
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults(
+            {"early_stopping.monitor": "val/score", "early_stopping.mode": "max", "early_stopping.patience": 5}
+        )
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/score",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 1,
+                "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.enable_version_counter": False,
+            }
+        )
+        parser.link_arguments("data.task", "model.task")
+        parser.link_arguments("model.backbone", "data.model_name")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments(
+            "data.label_space", "model.labels", compute_fn=_manifest, apply_on="instantiate"
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Choose the run directory (the same in every process of a run)."""
+        cfg = self.config
+        if cfg.test_ckpt not in ("best", "last", "current"):
+            raise ValueError(f"--test_ckpt must be best, last or current, not {cfg.test_ckpt!r}")
+        name = cfg.name or f"{cfg.model.backbone}-{cfg.data.task}"
+        cfg.name = name
+        explicit = cfg.run_dir or os.environ.get(RUN_DIR_ENV)
+        if explicit:
+            run_dir = Path(explicit)
+        else:
+            stamp = (
+                slurm.run_id()
+                or (f"elastic-{os.environ['TORCHELASTIC_RUN_ID']}" if "TORCHELASTIC_RUN_ID" in os.environ else None)
+                or datetime.now().strftime("%Y%m%d-%H%M%S")
+            )
+            run_dir = Path(cfg.runs_root) / name / stamp
+            if run_dir.exists() and stamp[0].isdigit():
+                run_dir = run_dir.with_name(f"{stamp}-{os.getpid()}")
+        self.run_dir = run_dir.resolve()
+        cfg.run_dir = str(self.run_dir)
+        info = slurm.slurm_info()
+        if info is not None:
+            slurm.check_layout(info, cfg.trainer.devices, cfg.trainer.num_nodes)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Add the loggers, the run-dir callback and the SLURM plugin; point checkpoints at the run."""
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        if trainer_cfg.get("logger") in (None, True):
+            kwargs["logger"] = [
+                TensorBoardLogger(self.run_dir, name="tb", version=""),
+                CSVLogger(self.run_dir, name="csv", version=""),
+            ]
+        if trainer_cfg.get("default_root_dir") is None:
+            kwargs["default_root_dir"] = str(self.run_dir)
+        if trainer_cfg.get("plugins") is None:
+            plugins = slurm.cluster_plugins()
+            if plugins:
+                kwargs["plugins"] = plugins
+        checkpoint = self._get(self.config_init, "checkpoint")
+        if checkpoint is not None and checkpoint.dirpath is None:
+            checkpoint.dirpath = str(self.run_dir / "checkpoints")
+        config_yaml = self.parser.dump(self.config, skip_unset=False)
+        callbacks = list(trainer_cfg.get("callbacks") or [])
+        callbacks.append(RunDirCallback(self.run_dir, config_yaml, self.config.name, self.started_at))
+        kwargs["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
+
+    def fit_and_test(self) -> None:
+        """Train (resuming from ``--ckpt_path`` if given), then test with the chosen weights."""
+        cfg = self.config
+        os.environ[RUN_DIR_ENV] = str(self.run_dir)
+        try:
+            if cfg.fit:
+                self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=cfg.ckpt_path)
+            if cfg.test:
+                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=self._test_ckpt())
+        finally:
+            os.environ.pop(RUN_DIR_ENV, None)
+
+    def _test_ckpt(self) -> str | None:
+        cfg = self.config
+        if not cfg.fit:
+            return cfg.ckpt_path
+        callback = self.trainer.checkpoint_callback
+        if cfg.test_ckpt == "current" or self.trainer.fast_dev_run or callback is None:
+            return None
+        if cfg.test_ckpt == "last":
+            last = getattr(callback, "last_model_path", "")
+            return last or None
+        best = getattr(callback, "best_model_path", "")
+        return best or None
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    # jsonargparse puts the useful part of nested errors on the following lines
+    for ln in lines[1:3]:
+        if ln.startswith(("-", "Given value", "Problem", "Key", "Does not")) or "expected" in ln:
+            text += " " + ln.lstrip("- ")
+    return text if len(text) < 400 else text[:397] + "..."
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run ``fit`` then ``test``; returns the exit status (2 for configuration errors).
+
+    Args:
+        args: command-line arguments (default ``sys.argv[1:]``). A leading ``fit`` is accepted.
+    """
+    started_at = time.time()
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] == "fit":
+        argv = argv[1:]
+    try:
+        cli = MetCLI(argv, started_at=started_at)
+    except SystemExit as exc:  # --help / --print_config
+        return int(exc.code or 0) if isinstance(exc.code, int) else 0
+    except (ArgumentError, ValueError, FileNotFoundError, KeyError) as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    cli.fit_and_test()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

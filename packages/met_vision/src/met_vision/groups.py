@@ -1,0 +1,167 @@
+"""Gender groups of objects, for the bias audit and for group-balanced training.
+
+Two groupings are read from the mirror (read-only):
+
+- ``depicted``: from tags. A configurable vocabulary maps tag terms to groups; the default maps
+  ``Women``/``Girls`` to ``female`` and ``Men``/``Boys`` to ``male``. An object may be in both
+  groups (a tag of each) or in neither.
+- ``artist``: from ``objects.artist_gender`` and the constituents' ``gender``. The Met records
+  ``Female`` or nothing, so the groups are ``female`` and ``unspecified`` (not "male").
+
+Mitigation helpers turn a membership matrix into per-object sampling or loss weights that make
+every (group, label) cell weigh the same, so that no label is more frequent in one group than
+in another in the weighted training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+DEFAULT_GENDER_VOCAB: dict[str, str] = {
+    "Women": "female",
+    "Girls": "female",
+    "Men": "male",
+    "Boys": "male",
+}
+ARTIST_GROUPS: tuple[str, str] = ("female", "unspecified")
+GroupBalance = Literal["none", "sampler", "reweight"]
+GROUP_BALANCE_MODES: tuple[str, ...] = ("none", "sampler", "reweight")
+
+
+def parse_gender_vocab(text: str | Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
+    """Reads a vocabulary like ``"Women=female,Girls=female,Men=male,Boys=male"``.
+
+    A bare term (``"Women"``) is its own group. ``None`` gives :data:`DEFAULT_GENDER_VOCAB`.
+
+    Raises:
+        ValueError: on an empty vocabulary or an empty term.
+    """
+    if text is None:
+        return dict(DEFAULT_GENDER_VOCAB)
+    if isinstance(text, Mapping):
+        vocab = {str(k).strip(): str(v).strip() for k, v in text.items()}
+    else:
+        items = text.split(",") if isinstance(text, str) else list(text)
+        vocab = {}
+        for item in items:
+            term, _, group = str(item).partition("=")
+            term, group = term.strip(), (group.strip() or term.strip())
+            if not term:
+                raise ValueError(f"empty term in gender vocabulary {text!r}")
+            vocab[term] = group
+    if not vocab:
+        raise ValueError("the gender vocabulary is empty; give terms like 'Women=female,Men=male'")
+    return vocab
+
+
+def group_names(vocab: Mapping[str, str]) -> list[str]:
+    """The distinct groups of a vocabulary, sorted."""
+    return sorted(set(vocab.values()))
+
+
+def depicted_membership(
+    tags: Iterable[Sequence[str]], vocab: Mapping[str, str]
+) -> tuple[NDArray[np.bool_], list[str]]:
+    """``(n, G)`` membership from each object's tags, and the group names."""
+    names = group_names(vocab)
+    index = {name: i for i, name in enumerate(names)}
+    rows = []
+    for terms in tags:
+        row = np.zeros(len(names), dtype=bool)
+        for term in terms:
+            group = vocab.get(term)
+            if group is not None:
+                row[index[group]] = True
+        rows.append(row)
+    matrix = np.array(rows, dtype=bool).reshape(len(rows), len(names))
+    return matrix, names
+
+
+def artist_membership(
+    artist_gender: Iterable[str], constituent_genders: Iterable[Sequence[str]]
+) -> tuple[NDArray[np.bool_], list[str]]:
+    """``(n, 2)`` membership ``female`` / ``unspecified`` from the artist and constituents."""
+    rows = []
+    for own, others in zip(artist_gender, constituent_genders, strict=True):
+        values = [str(own or "")] + [str(g or "") for g in others]
+        female = any("female" in v.lower() for v in values)
+        rows.append((female, not female))
+    return np.array(rows, dtype=bool).reshape(len(rows), 2), list(ARTIST_GROUPS)
+
+
+def membership_from_records(
+    records: pd.DataFrame, grouping: Literal["depicted", "artist"], vocab: Mapping[str, str]
+) -> tuple[NDArray[np.bool_], list[str]]:
+    """Membership for rows of :func:`met_vision.db.load_records` (``tags``, gender columns)."""
+    if grouping == "depicted":
+        return depicted_membership(records["tags"], vocab)
+    if grouping == "artist":
+        genders = records["constituent_genders"] if "constituent_genders" in records else [[]] * len(records)
+        return artist_membership(records["artist_gender"].fillna(""), genders)
+    raise ValueError(f"grouping must be 'depicted' or 'artist', got {grouping!r}")
+
+
+def cell_balance_weights(
+    membership: NDArray[np.bool_], labels: NDArray[np.generic], *, max_weight: float = 10.0
+) -> NDArray[np.float64]:
+    """Per-object weights that equalise every (group, label) cell within each label.
+
+    For an object in group g with label o, the weight of that cell is
+    ``mean_g' c(g', o) / c(g, o)``: after weighting each group holds the same mass of label o,
+    so label/group co-occurrence carries no signal. An object's weight is the mean over its
+    (group, label) cells; objects in no group, or with no label, keep weight 1. Weights are
+    clipped to ``[1/max_weight, max_weight]`` and rescaled to mean 1.
+
+    Args:
+        membership: ``(n, G)`` group membership.
+        labels: ``(n, C)`` multi-hot labels, or ``(n,)`` class indices.
+        max_weight: clip for rare cells.
+    """
+    groups = np.asarray(membership, dtype=bool)
+    y = np.asarray(labels)
+    if y.ndim == 1:
+        hot = np.zeros((len(y), int(y.max()) + 1 if len(y) else 0), dtype=bool)
+        hot[np.arange(len(y)), y.astype(int)] = True
+        y = hot
+    y = y.astype(bool)
+    counts = groups.T.astype(float) @ y.astype(float)  # (G, C)
+    target = counts.mean(axis=0, keepdims=True)
+    cell = np.ones_like(counts)
+    np.divide(target, counts, out=cell, where=counts > 0)
+    cell = np.clip(cell, 1.0 / max_weight, max_weight)
+    weights = np.ones(len(groups))
+    for i in range(len(groups)):
+        g_idx = np.flatnonzero(groups[i])
+        c_idx = np.flatnonzero(y[i])
+        if len(g_idx) and len(c_idx):
+            weights[i] = float(cell[np.ix_(g_idx, c_idx)].mean())
+    return weights / weights.mean() if len(weights) else weights
+
+
+def group_balance_weights(
+    records: pd.DataFrame,
+    labels: NDArray[np.generic],
+    *,
+    vocab: Mapping[str, str] | None = None,
+    grouping: Literal["depicted", "artist"] = "depicted",
+    exclude_group_labels: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
+) -> NDArray[np.float64]:
+    """Weights for training rows of the mirror, balancing gender groups per label.
+
+    The gender tags themselves (``exclude_group_labels``, default: the vocabulary's terms) are
+    not balanced against their own groups: they define the groups.
+    """
+    vocab = dict(vocab or DEFAULT_GENDER_VOCAB)
+    membership, _ = membership_from_records(records, grouping, vocab)
+    y = np.asarray(labels)
+    if y.ndim == 2 and label_names is not None:
+        skip = set(exclude_group_labels if exclude_group_labels is not None else vocab)
+        keep = np.array([name not in skip for name in label_names], dtype=bool)
+        y = y[:, keep]
+    return cell_balance_weights(membership, y)

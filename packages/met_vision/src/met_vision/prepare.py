@@ -1,0 +1,342 @@
+"""`python -m met_vision.prepare`: a cache of resized images and a frozen dataset index.
+
+Layout under `<data-dir>/cache/<size>/`:
+
+- `<sha[:2]>/<sha>.jpg`: the source blob `sha` scaled so its short side is `size` (never
+  upscaled), RGB, JPEG quality 90. Content-addressed and shared by every label space; written
+  atomically (temp file + rename), so a run can be interrupted and resumed.
+- `failed.json`: source sha256 -> error, for blobs that could not be decoded (not retried).
+- `datasets/<key>/index.parquet`: object_id, sha256, cache_path (relative to the data dir),
+  target (class index, or list of label indices), split; `labels.json` (the label manifest) and
+  `report.json` (exclusions, split report, what this run did). `<key>` hashes the label space and
+  split options, so the DataModule finds the index for its own configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image, ImageOps
+
+from met_vision.db import load_records
+from met_vision.labels import LabelSpaceConfig, build_label_space
+from met_vision.splits import GROUP_KEYS, check_fractions, split_report
+
+JPEG_QUALITY = 90
+# Met originals can be very large; decoding goes through draft(), so allow big declared sizes.
+MAX_IMAGE_PIXELS = 500_000_000
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow image to RGB: CMYK, L, P, 16-bit; alpha is composited over white."""
+    if image.mode == "RGB":
+        image.load()
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        image = image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+    if image.mode in _ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_rgb(path: Path | str, min_size: int | None = None, *, exif: bool = False) -> Image.Image:
+    """Decode an image file to RGB.
+
+    Args:
+        path: the file.
+        min_size: a JPEG is DCT-downscaled on decode (`draft`) to no less than this short side.
+        exif: apply the EXIF orientation.
+
+    Raises:
+        OSError, ValueError, SyntaxError: undecodable or truncated input.
+    """
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    with Image.open(path) as image:
+        if min_size and image.format == "JPEG":
+            width, height = image.size
+            scale = min(width, height) / min_size
+            if scale >= 2:
+                image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
+        if exif and image.getexif().get(0x0112, 1) != 1:
+            return to_rgb(ImageOps.exif_transpose(image))
+        return to_rgb(image)
+
+
+def resize_short_side(image: Image.Image, size: int) -> Image.Image:
+    """Scale so the short side is `size`; smaller images are kept as they are (no upscaling)."""
+    width, height = image.size
+    short = min(width, height)
+    if short <= size:
+        return image
+    scale = size / short
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def cache_path(cache_dir: Path, sha256: str) -> Path:
+    """Where the resized copy of the blob `sha256` lives in a cache of one size."""
+    return cache_dir / sha256[:2] / f"{sha256}.jpg"
+
+
+def make_cached_copy(
+    source: str, target: str, size: int, quality: int = JPEG_QUALITY
+) -> tuple[str, str | None]:
+    """Resize one blob into the cache (worker function). Returns (source, error or None)."""
+    try:
+        image = resize_short_side(open_rgb(source, min_size=size, exif=True), size)
+        out = Path(target)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        image.save(tmp, "JPEG", quality=quality)
+        os.replace(tmp, out)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return source, f"{type(exc).__name__}: {exc}"
+    return source, None
+
+
+def dataset_key(
+    config: LabelSpaceConfig | None,
+    split_salt: str,
+    split_fractions: Sequence[float],
+    group_key: str | None,
+) -> str:
+    """The directory name of a dataset index: a hash of label-space and split options."""
+    payload = {
+        "labels": config.to_dict() if config is not None else "all",
+        "split": {"salt": split_salt, "fractions": list(split_fractions), "group": group_key},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _run_jobs(jobs: list[tuple[str, str]], size: int, workers: int, progress: bool) -> dict[str, str]:
+    """Resize every (source, target); returns source -> error for the failures."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    failures: dict[str, str] = {}
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"resizing to {size}px", total=len(jobs))
+        results: Iterable[tuple[str, str | None]]
+        if workers <= 1:
+            results = (make_cached_copy(src, dst, size) for src, dst in jobs)
+            for source, error in results:
+                if error:
+                    failures[source] = error
+                bar.advance(task)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                chunk = max(1, min(64, len(jobs) // (workers * 8) or 1))
+                sources, targets = zip(*jobs, strict=True) if jobs else ((), ())
+                for source, error in pool.map(
+                    make_cached_copy, sources, targets, [size] * len(jobs), chunksize=chunk
+                ):
+                    if error:
+                        failures[source] = error
+                    bar.advance(task)
+    return failures
+
+
+def prepare(
+    data_dir: Path | str,
+    size: int,
+    config: LabelSpaceConfig | None,
+    *,
+    workers: int = 1,
+    split_salt: str = "met",
+    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    group_key: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Build (or top up) the cache of one size and write the dataset index.
+
+    Args:
+        data_dir: the harvester's data dir.
+        size: short side of the cached images, in pixels.
+        config: the label space whose objects are cached; None caches every object with an
+            image (index without targets).
+        workers: worker processes (<= 1: in this process).
+        split_salt, split_fractions, group_key: the split options (see `met_vision.splits`).
+        progress: show a rich progress bar.
+
+    Returns:
+        The report also written to `report.json`.
+    """
+    if size < 8:
+        raise ValueError(f"--size must be at least 8 pixels, got {size}")
+    data_dir = Path(data_dir)
+    fractions = check_fractions(split_fractions)
+    records = load_records(
+        data_dir,
+        include_withdrawn=True,
+        split_salt=split_salt, split_fractions=fractions, group_key=group_key
+    )
+    if config is not None:
+        space, kept = build_label_space(records, config)
+    else:
+        space, kept = None, records[records["has_image"] & ~records["withdrawn"]].reset_index(drop=True)
+        kept = kept.assign(target=None)
+
+    cache_dir = data_dir / "cache" / str(size)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    failed_file = cache_dir / "failed.json"
+    known_failures: dict[str, str] = json.loads(failed_file.read_text()) if failed_file.exists() else {}
+
+    jobs: dict[str, tuple[str, str]] = {}
+    already_cached: set[str] = set()
+    for sha, source in zip(kept["image_sha256"], kept["image_path"], strict=True):
+        target = cache_path(cache_dir, sha)
+        if sha in jobs or sha in known_failures or sha in already_cached:
+            continue
+        if target.exists():
+            already_cached.add(sha)
+        else:
+            jobs[sha] = (source, str(target))
+    by_source = {source: sha for sha, (source, _) in jobs.items()}
+    new_failures = _run_jobs(list(jobs.values()), size, workers, progress)
+    for source, error in new_failures.items():
+        known_failures[by_source[source]] = error
+    if new_failures:
+        tmp = failed_file.with_name(".failed.json.tmp")
+        tmp.write_text(json.dumps(known_failures, indent=1, sort_keys=True))
+        tmp.replace(failed_file)
+
+    ok = ~kept["image_sha256"].isin(list(known_failures))
+    failed_objects = kept.loc[~ok, ["object_id", "image_sha256"]]
+    kept = kept[ok].reset_index(drop=True)
+    index = pd.DataFrame(
+        {
+            "object_id": kept["object_id"].astype("int64"),
+            "sha256": kept["image_sha256"],
+            "cache_path": [
+                str(cache_path(cache_dir, sha).relative_to(data_dir)) for sha in kept["image_sha256"]
+            ],
+            "target": kept["target"],
+            "split": kept["split"],
+        }
+    )
+    key = dataset_key(config, split_salt, fractions, group_key)
+    out_dir = cache_dir / "datasets" / key
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp_index = out_dir / ".index.parquet.tmp"
+    index.to_parquet(tmp_index, index=False)
+    tmp_index.replace(out_dir / "index.parquet")
+
+    report: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "size": size,
+        "dataset_key": key,
+        "index": str((out_dir / "index.parquet").relative_to(data_dir)),
+        "objects_indexed": len(index),
+        "resized": len(jobs) - len(new_failures),
+        "already_cached": len(already_cached),
+        "failed_now": len(new_failures),
+        "failed_objects": [
+            {"object_id": int(oid), "sha256": sha, "error": known_failures[sha]}
+            for oid, sha in zip(failed_objects["object_id"], failed_objects["image_sha256"], strict=True)
+        ],
+    }
+    if space is not None:
+        space.extra = {"undecodable_images": len(failed_objects)}
+        space.save(out_dir / "labels.json")
+        report["exclusions"] = space.exclusions
+        report["splits"] = split_report(index, space.names, space.task)
+    tmp_report = out_dir / ".report.json.tmp"
+    tmp_report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    tmp_report.replace(out_dir / "report.json")
+    return report
+
+
+def add_label_space_arguments(parser: argparse.ArgumentParser) -> None:
+    """The label-space and split options (shared with other command-line tools)."""
+    group = parser.add_argument_group("label space")
+    group.add_argument("--task", choices=("multiclass", "multilabel"), default="multilabel")
+    group.add_argument("--label-column", default="classification", help="multiclass column")
+    group.add_argument("--tag-group", default=None, help="multiclass from tags: comma-separated")
+    group.add_argument("--min-count", type=int, default=1)
+    group.add_argument("--top-k", type=int, default=None)
+    group.add_argument("--other", action="store_true", help="multiclass: bucket rare classes")
+    group.add_argument("--include", default=None, help="comma-separated label values to keep")
+    group.add_argument("--exclude", default=None, help="comma-separated label values to drop")
+    splits = parser.add_argument_group("splits")
+    splits.add_argument("--split-salt", default="met")
+    splits.add_argument("--split-fractions", default="0.8,0.1,0.1", help="train,val,test")
+    splits.add_argument("--group-key", choices=GROUP_KEYS, default=None)
+
+
+def _csv_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def config_from_args(args: argparse.Namespace) -> LabelSpaceConfig:
+    """A LabelSpaceConfig from parsed `add_label_space_arguments` options."""
+    return LabelSpaceConfig(
+        task=args.task,
+        column=args.label_column,
+        tag_group=_csv_list(args.tag_group),
+        min_count=args.min_count,
+        top_k=args.top_k,
+        other=args.other,
+        include=_csv_list(args.include),
+        exclude=_csv_list(args.exclude),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m met_vision.prepare",
+        description="Cache resized images of a met_harvester mirror and write a dataset index.",
+    )
+    parser.add_argument("--data-dir", default="data", help="the harvester's data dir")
+    parser.add_argument("--size", type=int, default=384, help="short side of cached images")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--all", action="store_true", help="cache every object with an image")
+    parser.add_argument("--no-progress", action="store_true")
+    add_label_space_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        fractions = [float(f) for f in args.split_fractions.split(",")]
+        config = None if args.all else config_from_args(args)
+        report = prepare(
+            args.data_dir,
+            args.size,
+            config,
+            workers=args.workers,
+            split_salt=args.split_salt,
+            split_fractions=fractions,
+            group_key=args.group_key,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"met_vision.prepare: error: {exc}", file=sys.stderr)
+        return 2
+    for failure in report["failed_objects"]:
+        print(
+            f"met_vision.prepare: skipped object {failure['object_id']}: undecodable image "
+            f"{failure['sha256'][:12]}: {failure['error']}",
+            file=sys.stderr,
+        )
+    print(
+        f"indexed {report['objects_indexed']} objects at {args.size}px "
+        f"({report['resized']} resized, {report['already_cached']} already cached, "
+        f"{len(report['failed_objects'])} undecodable) -> {Path(args.data_dir) / report['index']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,475 @@
+"""``ClassificationTask``: one LightningModule for multiclass and multilabel training.
+
+In the torchgeo manner ``__init__`` calls ``save_hyperparameters()`` and then
+``configure_models``, ``configure_losses`` and ``configure_metrics``. The label manifest of the
+data (``hparams["labels"]``) travels with every checkpoint, so
+``ClassificationTask.load_from_checkpoint(path)`` rebuilds a usable model with no data module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal, cast
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from met_vision.backbones import BackboneError, create_backbone, data_config, head_parameter_names
+from met_vision.losses import balanced_class_weights, build_loss
+from met_vision.metrics import (
+    ScoreStore,
+    multilabel_threshold_metrics,
+    pr_curves,
+    scalar_collection,
+    tune_thresholds,
+)
+
+SPLITS = ("val", "test")
+
+
+class ClassificationTask(pl.LightningModule):
+    """Image classification with any timm backbone.
+
+    Args:
+        task: ``multiclass`` (one label, softmax) or ``multilabel`` (multi-hot, sigmoid).
+        backbone: a timm model name (``resnet50``, ``resnet101``, ``inception_resnet_v2``, ...).
+        num_classes: outputs of the head; linked from the data module by ``met_vision.fit``.
+        labels: the label manifest (``LabelSpace.manifest()``); filled from the data module.
+        pretrained: start from timm's hub weights (needs network).
+        pretrained_path: local ``.pth``/``.ckpt``/``.safetensors`` weights for offline nodes.
+        drop_rate: dropout before the classifier.
+        loss: ``ce`` or ``focal`` (multiclass), ``bce``, ``focal`` or ``asl`` (multilabel);
+            None picks ``ce`` / ``bce``.
+        label_smoothing: CE label smoothing.
+        class_weights: per-class loss weights, or ``"balanced"`` (inverse frequency from the
+            manifest counts).
+        pos_weight: BCE weight of positives, one value or one per label.
+        focal_gamma: focal loss gamma.
+        focal_alpha: multilabel focal alpha.
+        asl_gamma_neg: ASL negative focusing.
+        asl_gamma_pos: ASL positive focusing.
+        asl_clip: ASL probability margin.
+        optimizer: ``adamw`` or ``sgd`` (Nesterov momentum).
+        lr: peak learning rate.
+        weight_decay: weight decay (not applied to biases and norm weights).
+        momentum: SGD momentum.
+        warmup_epochs: linear warm-up length (fractions allowed), then cosine decay per step.
+        min_lr_ratio: final learning rate as a fraction of ``lr``.
+        freeze_backbone_epochs: train only the head for this many epochs (backbone lr 0,
+            BatchNorm statistics frozen; safe under DDP).
+        channels_last: NHWC layout; None means on when running on a GPU.
+        precision_at_k: the ``k`` values of multilabel precision@k.
+        log_per_class_max: log per-class F1 every epoch only up to this many classes.
+    """
+
+    thr_f1: Tensor
+    thr_f2: Tensor
+    thr_f1_class: Tensor
+    thr_f2_class: Tensor
+
+    def __init__(
+        self,
+        task: Literal["multiclass", "multilabel"] = "multiclass",
+        backbone: str = "resnet50",
+        num_classes: int | None = None,
+        labels: dict[str, Any] | None = None,
+        pretrained: bool = False,
+        pretrained_path: str | None = None,
+        drop_rate: float = 0.0,
+        loss: Literal["ce", "bce", "focal", "asl"] | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | Literal["balanced"] | None = None,
+        pos_weight: float | list[float] | None = None,
+        focal_gamma: float = 2.0,
+        focal_alpha: float | None = None,
+        asl_gamma_neg: float = 4.0,
+        asl_gamma_pos: float = 0.0,
+        asl_clip: float = 0.05,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        momentum: float = 0.9,
+        warmup_epochs: float = 1.0,
+        min_lr_ratio: float = 0.01,
+        freeze_backbone_epochs: int = 0,
+        channels_last: bool | None = None,
+        precision_at_k: list[int] | None = None,
+        log_per_class_max: int = 64,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if task not in ("multiclass", "multilabel"):
+            raise ValueError(f"task must be 'multiclass' or 'multilabel', not {task!r}")
+        if num_classes is None:
+            names = (labels or {}).get("names")
+            if not names:
+                raise ValueError("num_classes is not set and no label manifest gives it")
+            num_classes = len(names)
+            self.hparams["num_classes"] = num_classes
+        if num_classes < 2 and task == "multiclass":
+            raise ValueError(f"a multiclass task needs at least 2 classes, got {num_classes}")
+        self.task = task
+        self.num_classes = int(num_classes)
+        self._channels_last = bool(channels_last)
+        self.test_results: dict[str, Any] = {}
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    # ----------------------------------------------------------------- configuration
+    def configure_models(self) -> None:
+        """Create the timm backbone with a fresh head (and local weights if given)."""
+        h = self.hparams
+        self.model: nn.Module = create_backbone(
+            h["backbone"],
+            self.num_classes,
+            pretrained=h["pretrained"],
+            pretrained_path=h["pretrained_path"],
+            drop_rate=h["drop_rate"],
+        )
+        self._head_names = head_parameter_names(self.model)
+        # tuned on validation (multilabel); saved with the weights
+        self.register_buffer("thr_f1", torch.tensor(0.5))
+        self.register_buffer("thr_f2", torch.tensor(0.5))
+        self.register_buffer("thr_f1_class", torch.full((self.num_classes,), 0.5))
+        self.register_buffer("thr_f2_class", torch.full((self.num_classes,), 0.5))
+
+    def configure_losses(self) -> None:
+        """Build the loss from the hyperparameters (see ``met_vision.losses``)."""
+        h = self.hparams
+        name = h["loss"] or ("ce" if self.task == "multiclass" else "bce")
+        weights = h["class_weights"]
+        if weights == "balanced":
+            counts = (h["labels"] or {}).get("counts")
+            # the manifest arrives from the data module at setup(); rebuilt then
+            weights = (
+                balanced_class_weights(_counts_list(counts, self.label_names)) if counts else None
+            )
+        self.criterion = build_loss(
+            self.task,
+            name,
+            self.num_classes,
+            label_smoothing=h["label_smoothing"],
+            class_weights=weights,
+            pos_weight=h["pos_weight"],
+            focal_gamma=h["focal_gamma"],
+            focal_alpha=h["focal_alpha"],
+            asl_gamma_neg=h["asl_gamma_neg"],
+            asl_gamma_pos=h["asl_gamma_pos"],
+            asl_clip=h["asl_clip"],
+        )
+
+    def configure_metrics(self) -> None:
+        """One scalar ``MetricCollection`` and one ``ScoreStore`` per evaluation split."""
+        self.scalar_metrics = nn.ModuleDict(
+            {s: scalar_collection(self.task, self.num_classes) for s in SPLITS}
+        )
+        self.score_stores = nn.ModuleDict({s: ScoreStore() for s in SPLITS})
+
+    def _scalars(self, split: str) -> MetricCollection:
+        return cast(MetricCollection, self.scalar_metrics[split])
+
+    def _store(self, split: str) -> ScoreStore:
+        return cast(ScoreStore, self.score_stores[split])
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def label_names(self) -> list[str]:
+        """Class names from the manifest, or ``class_<i>`` when there is none."""
+        names = (self.hparams.get("labels") or {}).get("names")
+        if names and len(names) == self.num_classes:
+            return [str(n) for n in names]
+        return [f"class_{i}" for i in range(self.num_classes)]
+
+    @property
+    def label_manifest(self) -> dict[str, Any] | None:
+        """The label manifest stored with the model (``hparams["labels"]``)."""
+        return self.hparams.get("labels")
+
+    @property
+    def label_space(self) -> Any:
+        """The manifest as a ``met_vision.labels.LabelSpace`` (None when there is none)."""
+        manifest = self.label_manifest
+        if not manifest:
+            return None
+        from met_vision.labels import LabelSpace
+
+        return LabelSpace.from_manifest(manifest)
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """timm's data config of the backbone: input size, mean, std, interpolation."""
+        return data_config(self.model)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Total and trainable parameter counts."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"params": total, "trainable_params": trainable}
+
+    # ----------------------------------------------------------------- lifecycle
+    def setup(self, stage: str) -> None:
+        """Take the label manifest from the data module and choose the memory layout."""
+        trainer = self._trainer
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        space = getattr(dm, "label_space", None)
+        if space is not None and hasattr(space, "manifest"):
+            manifest = space.manifest()
+            n = len(manifest.get("names", []))
+            if n and n != self.num_classes:
+                raise ValueError(
+                    f"the data has {n} classes but the model head has {self.num_classes}; "
+                    "do not set model.num_classes by hand (met_vision.fit links it from the data)"
+                )
+            if self.hparams.get("labels") is None:
+                self.hparams["labels"] = manifest
+                if self.hparams["class_weights"] == "balanced":
+                    self.configure_losses()
+        if self.hparams["channels_last"] is None and trainer is not None:
+            self._channels_last = trainer.strategy.root_device.type == "cuda"
+        if self._channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the manifest and make the checkpoint loadable offline (no hub, no weights file)."""
+        hp = checkpoint.setdefault("hyper_parameters", {})
+        hp["pretrained"] = False
+        hp["pretrained_path"] = None
+        hp["labels"] = self.hparams.get("labels")
+        checkpoint["label_manifest"] = self.hparams.get("labels")
+
+    # ----------------------------------------------------------------- forward / steps
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]`` for images ``[B, 3, H, W]``."""
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def predict_probs(self, logits: Tensor) -> Tensor:
+        """Softmax (multiclass) or sigmoid (multilabel) scores."""
+        return logits.float().softmax(-1) if self.task == "multiclass" else logits.float().sigmoid()
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Loss on one batch (logged per step and per epoch)."""
+        x, y = batch["image"], batch["label"]
+        loss = self.criterion(self(x), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def _eval_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
+        x, y = batch["image"], batch["label"]
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        probs = self.predict_probs(logits)
+        target = y if self.task == "multiclass" else y.int()
+        self._scalars(split).update(probs, target)
+        self._store(split).update(probs, y)
+        self.log(f"{split}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Loss and metric updates on a validation batch."""
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Loss and metric updates on a test batch."""
+        return self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Scores and object ids for a batch."""
+        out = {"probs": self.predict_probs(self(batch["image"]))}
+        if "object_id" in batch:
+            out["object_id"] = batch["object_id"]
+        return out
+
+    # ----------------------------------------------------------------- epoch ends
+    def _compute(self, split: str) -> dict[str, Any] | None:
+        store = self._store(split)
+        if store._update_count == 0:  # no batches on this rank (e.g. empty split)
+            return None
+        values = self._scalars(split).compute()
+        probs, target = store.compute()
+        self._scalars(split).reset()
+        store.reset()
+        out: dict[str, Any] = {"probs": probs, "target": target}
+        if self.task == "multiclass":
+            out.update(values)
+            out["score"] = values["acc"]
+            return out
+        if split == "val" and not (self._trainer is not None and self.trainer.sanity_checking):
+            for beta, name in ((1.0, "f1"), (2.0, "f2")):
+                global_thr, per_class = tune_thresholds(probs, target, beta)
+                getattr(self, f"thr_{name}").fill_(global_thr)
+                getattr(self, f"thr_{name}_class").copy_(per_class)
+        out.update(values)
+        out.update(
+            multilabel_threshold_metrics(
+                probs,
+                target,
+                self.thresholds(),
+                tuple(self.hparams["precision_at_k"] or (1, 3)),
+            )
+        )
+        out["score"] = values["map_macro"]
+        return out
+
+    def thresholds(self) -> dict[str, Any]:
+        """The multilabel decision thresholds tuned on validation (0.5 before any tuning)."""
+        return {
+            "f1": float(self.thr_f1),
+            "f2": float(self.thr_f2),
+            "f1_per_class": self.thr_f1_class,
+            "f2_per_class": self.thr_f2_class,
+        }
+
+    def _log_epoch(self, split: str, out: dict[str, Any]) -> None:
+        names = self.label_names
+        per_class_log = self.num_classes <= self.hparams["log_per_class_max"]
+        for key, value in out.items():
+            if key in ("probs", "target", "confusion_matrix"):
+                continue
+            if isinstance(value, Tensor) and value.numel() > 1:
+                if per_class_log and key in ("f1_per_class", "ap_per_class"):
+                    for name, v in zip(names, value.tolist(), strict=True):
+                        self.log(f"{split}/{key}/{name}", float(v), sync_dist=True)
+                continue
+            self.log(f"{split}/{key}", float(value), sync_dist=True, prog_bar=key == "score")
+        if self.task == "multilabel":
+            self.log(f"{split}/threshold_f1", float(self.thr_f1), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        """Compute, tune thresholds (multilabel) and log the validation metrics."""
+        out = self._compute("val")
+        if out is not None:
+            self._log_epoch("val", out)
+
+    def on_test_epoch_end(self) -> None:
+        """Compute and log the test metrics; keep the full results in ``self.test_results``."""
+        out = self._compute("test")
+        if out is None:
+            self.test_results = {}
+            return
+        self._log_epoch("test", out)
+        self.test_results = self._results_for_report(out)
+
+    def _results_for_report(self, out: dict[str, Any]) -> dict[str, Any]:
+        names = self.label_names
+        scalars = {
+            k: float(v)
+            for k, v in out.items()
+            if k not in ("probs", "target") and (not isinstance(v, Tensor) or v.numel() == 1)
+        }
+        per_class: dict[str, dict[str, float]] = {}
+        for key in ("f1_per_class", "f2_per_class", "ap_per_class"):
+            if key in out:
+                per_class[key.removesuffix("_per_class")] = dict(
+                    zip(names, [float(v) for v in out[key].tolist()], strict=True)
+                )
+        probs, target = out["probs"], out["target"]
+        results: dict[str, Any] = {
+            "metrics": scalars,
+            "per_class": per_class,
+            "num_samples": len(probs),
+        }
+        if self.trainer.is_global_zero:
+            curves = pr_curves(probs.cpu(), target.cpu(), self.task)
+            results["pr_curves"] = {
+                ("micro" if k == "micro" else names[int(k)]): v for k, v in curves.items()
+            }
+        if "confusion_matrix" in out:
+            results["confusion_matrix"] = out["confusion_matrix"].int().tolist()
+        if self.task == "multilabel":
+            thr = self.thresholds()
+            results["thresholds"] = {
+                "f1": thr["f1"],
+                "f2": thr["f2"],
+                "f1_per_class": dict(zip(names, thr["f1_per_class"].tolist(), strict=True)),
+                "f2_per_class": dict(zip(names, thr["f2_per_class"].tolist(), strict=True)),
+            }
+        return results
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Any:
+        """AdamW/SGD with per-step linear warm-up then cosine decay; frozen-backbone epochs."""
+        h = self.hparams
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            is_head = name in self._head_names
+            decay = p.ndim > 1
+            groups.setdefault((is_head, decay), []).append(p)
+        param_groups = [
+            {
+                "params": params,
+                "weight_decay": h["weight_decay"] if decay else 0.0,
+                "is_head": is_head,
+            }
+            for (is_head, decay), params in sorted(groups.items())
+        ]
+        if h["optimizer"] == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(
+                param_groups, lr=h["lr"], momentum=h["momentum"], nesterov=True
+            )
+        else:
+            opt = torch.optim.AdamW(param_groups, lr=h["lr"])
+        total = float(self.trainer.estimated_stepping_batches)
+        max_epochs = self.trainer.max_epochs or 0
+        if math.isinf(total) or total <= 0:
+            per_epoch, total = float(self.trainer.num_training_batches or 1), math.inf
+        else:
+            per_epoch = total / max_epochs if max_epochs > 0 else total
+        warmup = max(0, int(h["warmup_epochs"] * per_epoch))
+        schedule = warmup_cosine(warmup, total, h["min_lr_ratio"])
+        lambdas = [
+            schedule if g["is_head"] else _frozen_for(self, h["freeze_backbone_epochs"], schedule)
+            for g in param_groups
+        ]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_train_epoch_start(self) -> None:
+        """Keep backbone BatchNorm statistics fixed while the backbone is frozen."""
+        if self.current_epoch < self.hparams["freeze_backbone_epochs"]:
+            for name, module in self.model.named_modules():
+                is_head = any(n.startswith(f"{name}.") for n in self._head_names)
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not is_head:
+                    module.eval()
+
+
+def warmup_cosine(warmup: int, total: float, min_ratio: float) -> Callable[[int], float]:
+    """Multiplier of the peak lr at optimiser step ``step``: linear warm-up, then cosine."""
+
+    def multiplier(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if math.isinf(total) or total <= warmup:
+            return 1.0
+        progress = min(1.0, (step - warmup) / (total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return multiplier
+
+
+def _frozen_for(
+    module: pl.LightningModule, epochs: int, schedule: Callable[[int], float]
+) -> Callable[[int], float]:
+    # a closure, not an object: LambdaLR.state_dict() would pickle an object's attributes
+    def multiplier(step: int) -> float:
+        if module._trainer is not None and module.current_epoch < epochs:
+            return 0.0
+        return schedule(step)
+
+    return multiplier
+
+
+def _counts_list(counts: Any, names: list[str]) -> list[int]:
+    if isinstance(counts, dict):
+        return [int(counts.get(n, 0)) for n in names]
+    return [int(c) for c in counts]
+
+
+__all__ = ["BackboneError", "ClassificationTask"]

@@ -1,0 +1,161 @@
+"""Small trained models on synthetic mirrors, shared by the explain/audit/predict/embed tests.
+
+Each model is trained once per test session (the result is cached in this module, so test
+modules that import the fixtures share it) with the real stack: ``make_mirror`` writes a real
+SQLite mirror and JPEG blobs, ``met_vision.prepare`` caches them, and ``MetDataModule`` +
+``ClassificationTask`` train a tiny timm ResNet in a real Lightning loop.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+BACKBONE = "test_resnet"
+IMAGE_SIZE = 96
+CACHE_SIZE = 112
+N_OBJECTS = 1500
+EPOCHS = 12
+# CAMs of test_resnet's layer4 are 3x3 at 96 px: layer3 (6x6) localises motifs of ~20 px.
+CAM_LAYER = "layer3"
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A finished run: where its mirror and checkpoint are, and its test metrics."""
+
+    data_dir: Path
+    ckpt: Path
+    truth: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def truth_path(self) -> Path:
+        """make_mirror's truth.json."""
+        return self.data_dir / "truth.json"
+
+    def split_ids(self, split: str) -> list[int]:
+        """Object ids (with images) of one split, as the data module assigns them."""
+        from met_vision.db import load_records
+
+        records = load_records(self.data_dir)
+        part = records[(records["split"] == split) & records["has_image"]]
+        return [int(i) for i in part["object_id"]]
+
+
+def _make_mirror_module() -> Any:
+    spec = importlib.util.spec_from_file_location("vision_make_mirror", HERE / "data" / "make_mirror.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_data(root: Path, *, bias: float | None, n_objects: int = N_OBJECTS, seed: int = 3) -> Path:
+    """A prepared synthetic mirror under ``root`` (multilabel over all tags)."""
+    from met_vision.labels import LabelSpaceConfig
+    from met_vision.prepare import prepare
+
+    data_dir = root / "data"
+    if not (data_dir / "met.sqlite").exists():
+        _make_mirror_module().make_mirror(data_dir, n_objects, seed, bias, specials=False, csv_only_rate=0.0)
+        prepare(data_dir, CACHE_SIZE, LabelSpaceConfig(task="multilabel"))
+    return data_dir
+
+
+def train(
+    root: Path,
+    *,
+    bias: float | None,
+    group_balance: str = "none",
+    epochs: int = EPOCHS,
+    data_dir: Path | None = None,
+    seed: int = 0,
+) -> TrainedModel:
+    """Train a multilabel tag model on a (new or given) synthetic mirror."""
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from met_vision.data import MetDataModule
+    from met_vision.tasks import ClassificationTask
+
+    data_dir = data_dir or make_data(root, bias=bias)
+    pl.seed_everything(seed, workers=True)
+    torch.set_num_threads(2)
+    extra: dict[str, Any] = {}
+    if group_balance != "none":
+        extra = {"group_balance": group_balance}
+    dm = MetDataModule(
+        data_dir=str(data_dir),
+        task="multilabel",
+        model_name=BACKBONE,
+        image_size=IMAGE_SIZE,
+        batch_size=32,
+        num_workers=0,
+        augment="flip",
+        crop_scale=(0.6, 1.0),
+        seed=seed,
+        **extra,
+    )
+    task = ClassificationTask(
+        task="multilabel",
+        backbone=BACKBONE,
+        num_classes=dm.num_classes,
+        labels=dm.label_space.manifest(),
+        lr=4e-3,
+        weight_decay=0.01,
+        warmup_epochs=0.5,
+    )
+    run_dir = root / f"run-{group_balance}"
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor="val/score", mode="max"
+    )
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[checkpoint],
+        default_root_dir=run_dir,
+        deterministic=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(task, datamodule=dm)
+        trainer.test(task, datamodule=dm, ckpt_path=checkpoint.best_model_path, verbose=False)
+    metrics = dict(task.test_results.get("metrics", {}))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    truth = json.loads((data_dir / "truth.json").read_text())
+    return TrainedModel(data_dir, Path(checkpoint.best_model_path), truth, metrics)
+
+
+_CACHE: dict[str, TrainedModel] = {}
+
+
+def cached(key: str, factory: pytest.TempPathFactory, **kwargs: Any) -> TrainedModel:
+    """Train once per session per key."""
+    if key not in _CACHE:
+        _CACHE[key] = train(factory.mktemp(key), **kwargs)
+    return _CACHE[key]
+
+
+@pytest.fixture(scope="session")
+def control_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """Trained on the unbiased control collection (tint independent of tags)."""
+    return cached("control", tmp_path_factory, bias=None)
+
+
+@pytest.fixture(scope="session")
+def biased_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """Trained on the planted-bias collection ("Women" -> warm tint in 90% of cases)."""
+    return cached("biased", tmp_path_factory, bias=0.9)
