@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from met_harvester.client import MetClient
 from met_harvester.metrics import HarvesterMetrics
@@ -75,12 +77,13 @@ async def test_rate_ceiling_and_throughput_measured_at_the_server(
     assert 0.97 * rate <= achieved <= rate * 1.01
 
 
+@pytest.mark.slow
 async def test_converges_below_a_firewall_and_finishes(
     fake_api_factory: FakeApiFactory, tmp_path: Path
 ) -> None:
     """Firewall: more than 30 requests within 1 s blocks the client for 0.5 s (403 HTML)."""
     firewall = FirewallConfig(max_requests=30, window=1.0, block=0.5)
-    api = await fake_api_factory(n_objects=400, firewall=firewall)
+    api = await fake_api_factory(n_objects=250, firewall=firewall)
     metrics = HarvesterMetrics()
     policy = AimdPolicy(quiet_period=0.4, clean_period=1.5, probe_period=30.0, observe_window=1.0)
     limiter = AdaptiveRateLimiter(60.0, cooldown=0.6, metrics=metrics, policy=policy)

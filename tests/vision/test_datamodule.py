@@ -98,7 +98,10 @@ def test_bad_images_are_skipped_then_an_error(prepared: Path, tmp_path: Path) ->
         broken, task="multiclass", num_classes=dm.num_classes,
         transform=build_transform(dm.data_config, train=False), max_consecutive_bad=3,
     )  # fmt: skip
-    with pytest.warns(RuntimeWarning), pytest.raises(BadImageError, match="3 unreadable images in a row"):
+    with (
+        pytest.warns(RuntimeWarning),
+        pytest.raises(BadImageError, match="3 unreadable images in a row"),
+    ):
         dataset[0]
 
 

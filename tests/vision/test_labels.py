@@ -68,7 +68,9 @@ def test_top_k_with_and_without_other(records: pd.DataFrame) -> None:
     full, _ = build_label_space(records, LabelSpaceConfig(task="multiclass"))
     top3 = sorted(full.names, key=lambda n: (-full.counts[n], n))[:3]
     dropped = sum(n for name, n in full.counts.items() if name not in top3)
-    with_other, kept = build_label_space(records, LabelSpaceConfig(task="multiclass", top_k=3, other=True))
+    with_other, kept = build_label_space(
+        records, LabelSpaceConfig(task="multiclass", top_k=3, other=True)
+    )
     assert with_other.names == [*sorted(top3), OTHER]
     assert with_other.counts[OTHER] == dropped
     assert len(kept) == full.exclusions["kept"]
@@ -112,8 +114,12 @@ def test_multilabel_multi_hot_top_k_include_exclude(
     assert space.names == sorted(ranked[:5])
     assert space.exclusions["no_label"] == sum(1 for o in expected.values() if not o["tags"])
     for oid, target in zip(kept["object_id"], kept["target"], strict=True):
-        assert [space.names[i] for i in target] == sorted(set(expected[oid]["tags"]) & set(space.names))
-    only, _ = build_label_space(records, LabelSpaceConfig(task="multilabel", include=["Birds", "Boats"]))
+        assert [space.names[i] for i in target] == sorted(
+            set(expected[oid]["tags"]) & set(space.names)
+        )
+    only, _ = build_label_space(
+        records, LabelSpaceConfig(task="multilabel", include=["Birds", "Boats"])
+    )
     assert only.names == ["Birds", "Boats"]
     assert only.counts == {"Birds": frequency["Birds"], "Boats": frequency["Boats"]}
 
@@ -137,7 +143,9 @@ def test_pipe_joined_value_is_ambiguous() -> None:
 
 
 def test_manifest_round_trip_and_hash(records: pd.DataFrame, tmp_path: Path) -> None:
-    config = LabelSpaceConfig(task="multilabel", top_k=4, include=["Women", "Men", "Birds", "Trees", "Boats"])
+    config = LabelSpaceConfig(
+        task="multilabel", top_k=4, include=["Women", "Men", "Birds", "Trees", "Boats"]
+    )
     space, _ = build_label_space(records, config)
     path = tmp_path / "labels.json"
     space.save(path)
@@ -148,7 +156,9 @@ def test_manifest_round_trip_and_hash(records: pd.DataFrame, tmp_path: Path) -> 
     assert manifest["source_columns"] and manifest["exclusions"]["kept"] > 0
     assert manifest["definition_hash"] == space.definition_hash
     # The same definition (include order aside) hashes the same; a different one does not.
-    again, _ = build_label_space(records, LabelSpaceConfig(task="multilabel", top_k=4, include=sorted(config.include or [])))
+    again, _ = build_label_space(
+        records, LabelSpaceConfig(task="multilabel", top_k=4, include=sorted(config.include or []))
+    )
     assert again.definition_hash == space.definition_hash
     other, _ = build_label_space(records, LabelSpaceConfig(task="multilabel", top_k=3))
     assert other.definition_hash != space.definition_hash

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from met_harvester.testing.collection import CollectionConfig, SyntheticCollection
 from PIL import Image
 
+from met_harvester.testing.collection import CollectionConfig, SyntheticCollection
 from met_vision.labels import LabelSpace, LabelSpaceConfig
 from met_vision.prepare import cache_path, main, prepare
 
@@ -46,7 +46,9 @@ def test_prepare_converts_special_inputs_and_skips_undecodable(fresh_mirror: Pat
     specials = truth["specials"]
     report = prepare(fresh_mirror, SIZE, MULTICLASS, workers=2)
     index = pd.read_parquet(fresh_mirror / report["index"])
-    expected = {int(k) for k, v in truth["objects"].items() if v["has_image"]} - {specials["truncated"]}
+    expected = {int(k) for k, v in truth["objects"].items() if v["has_image"]} - {
+        specials["truncated"]
+    }
     assert set(index["object_id"]) == expected
     assert [f["object_id"] for f in report["failed_objects"]] == [specials["truncated"]]
     assert "truncated" in report["failed_objects"][0]["error"]
@@ -115,7 +117,18 @@ def test_prepare_all_indexes_every_object_with_an_image(fresh_mirror: Path) -> N
 def test_cli_reports_and_fails_cleanly(
     fresh_mirror: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status = main(["--data-dir", str(fresh_mirror), "--size", str(SIZE), "--workers", "1", "--task", "multiclass"])
+    status = main(
+        [
+            "--data-dir",
+            str(fresh_mirror),
+            "--size",
+            str(SIZE),
+            "--workers",
+            "1",
+            "--task",
+            "multiclass",
+        ]
+    )
     captured = capsys.readouterr()
     assert status == 0
     assert "indexed" in captured.out and "1 undecodable" in captured.out
@@ -124,5 +137,8 @@ def test_cli_reports_and_fails_cleanly(
     err = capsys.readouterr().err.strip()
     assert status == 2
     assert err.startswith("met_vision.prepare: error: no mirror database") and "\n" not in err
-    assert main(["--data-dir", str(fresh_mirror), "--task", "multiclass", "--label-column", "medium"]) == 2
+    assert (
+        main(["--data-dir", str(fresh_mirror), "--task", "multiclass", "--label-column", "medium"])
+        == 2
+    )
     assert "unknown label column" in capsys.readouterr().err

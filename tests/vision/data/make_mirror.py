@@ -24,9 +24,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from met_harvester.db import connect_sync
 from met_harvester.testing.collection import CollectionConfig, SyntheticCollection
-from PIL import Image
 
 IMAGE_BASE_URL = "http://127.0.0.1:9"
 NOW = "2026-11-01T00:00:00.000Z"
@@ -82,7 +83,9 @@ def _special_bytes(kind: str, rgb: Image.Image) -> tuple[bytes, str]:
         palette.paste(0, mask=mask)
         return _encode(palette, "PNG", transparency=0), "palette PNG with transparency"
     if kind == "huge":
-        return _encode(rgb.resize(HUGE_SIZE, Image.Resampling.BILINEAR), "JPEG", quality=85), "6000x4000 JPEG"
+        return _encode(
+            rgb.resize(HUGE_SIZE, Image.Resampling.BILINEAR), "JPEG", quality=85
+        ), "6000x4000 JPEG"
     if kind == "truncated":
         data = _encode(rgb, "JPEG", quality=90)
         return data[: len(data) // 2], "truncated JPEG"
@@ -115,7 +118,9 @@ def _insert_object(conn: Any, record: dict[str, Any], withdrawn: bool) -> None:
     conn.execute(
         "INSERT INTO objects(object_id, raw_json, content_sha256, metadata_date, first_seen_at, "
         "fetched_at, withdrawn_at, is_public_domain, is_highlight, primary_image, "
-        "primary_image_small, additional_images, " + ", ".join(values) + ") VALUES ("
+        "primary_image_small, additional_images, "
+        + ", ".join(values)
+        + ") VALUES ("
         + ", ".join("?" * (12 + len(values)))
         + ")",
         (
@@ -262,7 +267,12 @@ def make_mirror(
                 width = height = fmt = mode = None
                 if kind != "truncated":
                     with Image.open(io.BytesIO(data)) as probe:
-                        width, height, fmt, mode = probe.width, probe.height, probe.format, probe.mode
+                        width, height, fmt, mode = (
+                            probe.width,
+                            probe.height,
+                            probe.format,
+                            probe.mode,
+                        )
                 url = record["primaryImage"] if size == "original" else record["primaryImageSmall"]
                 conn.execute(
                     "INSERT INTO images(object_id, role, position, variant, url, sha256, bytes, width, "

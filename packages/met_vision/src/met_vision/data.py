@@ -241,7 +241,9 @@ class MetDataModule(pl.LightningDataModule):
             index = pd.read_parquet(index_path)
             self._label_space = LabelSpace.load(index_path.parent / "labels.json")
             if self._label_space.config.to_dict() != self.config.to_dict():
-                raise ValueError(f"{index_path.parent / 'labels.json'} does not match this label space")
+                raise ValueError(
+                    f"{index_path.parent / 'labels.json'} does not match this label space"
+                )
             paths = [str(self.data_dir / p) for p in index["cache_path"]]
             frame = index.assign(path=paths)[["object_id", "path", "target", "split"]]
             self.source, self.index_path = "cache", index_path
@@ -263,10 +265,14 @@ class MetDataModule(pl.LightningDataModule):
                 group_key=self.group_key,
             )
             self._label_space, kept = build_label_space(records, self.config)
-            frame = kept.rename(columns={"image_path": "path"})[["object_id", "path", "target", "split"]]
+            frame = kept.rename(columns={"image_path": "path"})[
+                ["object_id", "path", "target", "split"]
+            ]
             self.source = "raw"
         if self.task == "multilabel":
-            frame = frame.assign(target=[list(np.asarray(t, dtype=np.int64)) for t in frame["target"]])
+            frame = frame.assign(
+                target=[list(np.asarray(t, dtype=np.int64)) for t in frame["target"]]
+            )
         self._frame = frame.reset_index(drop=True)
 
     def setup(self, stage: str | None = None) -> None:
@@ -296,7 +302,9 @@ class MetDataModule(pl.LightningDataModule):
             return trainer.world_size, trainer.global_rank
         return distributed_context(None, None)
 
-    def _loader(self, dataset: MetImageDataset, sampler: Sampler | None, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(
+        self, dataset: MetImageDataset, sampler: Sampler | None, shuffle: bool, drop_last: bool
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -308,25 +316,39 @@ class MetDataModule(pl.LightningDataModule):
             drop_last=drop_last,
         )
 
-    def train_sampler(self, num_replicas: int | None = None, rank: int | None = None) -> Sampler | None:
+    def train_sampler(
+        self, num_replicas: int | None = None, rank: int | None = None
+    ) -> Sampler | None:
         """The training sampler: class-balanced or, under DDP, a shuffling DistributedSampler."""
         dataset = self.datasets["train"]
-        world, rank = self._world() if num_replicas is None or rank is None else (num_replicas, rank)
+        world, rank = (
+            self._world() if num_replicas is None or rank is None else (num_replicas, rank)
+        )
         if self.balanced_sampler:
             weights = class_balanced_weights(dataset.targets, self.task)
-            return ClassBalancedSampler(dataset, weights, num_replicas=world, rank=rank, seed=self.seed)
+            return ClassBalancedSampler(
+                dataset, weights, num_replicas=world, rank=rank, seed=self.seed
+            )
         if world > 1:
-            return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+            return DistributedSampler(
+                dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
+            )
         return None
 
-    def eval_sampler(self, stage: Stage, num_replicas: int | None = None, rank: int | None = None) -> Sampler | None:
+    def eval_sampler(
+        self, stage: Stage, num_replicas: int | None = None, rank: int | None = None
+    ) -> Sampler | None:
         """Under DDP: a sharding sampler (predict: without padding duplicates)."""
         dataset = self._dataset(stage)
-        world, rank = self._world() if num_replicas is None or rank is None else (num_replicas, rank)
+        world, rank = (
+            self._world() if num_replicas is None or rank is None else (num_replicas, rank)
+        )
         if world <= 1:
             return None
         if stage == "predict":
-            return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+            return UnrepeatedDistributedSampler(
+                dataset, num_replicas=world, rank=rank, shuffle=False
+            )
         return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
 
     def _dataset(self, stage: Stage) -> MetImageDataset:
@@ -338,7 +360,10 @@ class MetDataModule(pl.LightningDataModule):
         dataset = self._dataset("train")
         world, _ = self._world()
         return self._loader(
-            dataset, self.train_sampler(), shuffle=True, drop_last=len(dataset) // world > self.batch_size
+            dataset,
+            self.train_sampler(),
+            shuffle=True,
+            drop_last=len(dataset) // world > self.batch_size,
         )
 
     def val_dataloader(self) -> DataLoader:

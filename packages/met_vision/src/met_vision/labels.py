@@ -69,7 +69,10 @@ class LabelSpaceConfig:
     def source_columns(self) -> list[str]:
         """The mirror columns the labels come from (API table first, CSV fallback second)."""
         if self.task == "multilabel" or self.tag_group is not None:
-            return ["object_tags(source='api').tags.term", "object_tags(source='csv')/csv_objects.tags"]
+            return [
+                "object_tags(source='api').tags.term",
+                "object_tags(source='csv')/csv_objects.tags",
+            ]
         return [f"objects.{self.column}", f"csv_objects.{self.column}"]
 
     def to_dict(self) -> dict[str, Any]:
@@ -261,7 +264,8 @@ def build_label_space(
             else:
                 targets.append(lookup[OTHER] if config.other else None)
         exclusions["rare_class"] = sum(
-            t is None and v is not None and v != "\x00" for t, v in zip(targets, values, strict=True)
+            t is None and v is not None and v != "\x00"
+            for t, v in zip(targets, values, strict=True)
         )
     else:
         tag_lists = [[t for t in tags if _allowed(t, config)] for tags in records["tags"]]

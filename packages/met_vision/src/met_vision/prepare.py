@@ -122,12 +122,19 @@ def dataset_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _run_jobs(jobs: list[tuple[str, str]], size: int, workers: int, progress: bool) -> dict[str, str]:
+def _run_jobs(
+    jobs: list[tuple[str, str]], size: int, workers: int, progress: bool
+) -> dict[str, str]:
     """Resize every (source, target); returns source -> error for the failures."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     failures: dict[str, str] = {}
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task(f"resizing to {size}px", total=len(jobs))
         results: Iterable[tuple[str, str | None]]
@@ -182,18 +189,25 @@ def prepare(
     records = load_records(
         data_dir,
         include_withdrawn=True,
-        split_salt=split_salt, split_fractions=fractions, group_key=group_key
+        split_salt=split_salt,
+        split_fractions=fractions,
+        group_key=group_key,
     )
     if config is not None:
         space, kept = build_label_space(records, config)
     else:
-        space, kept = None, records[records["has_image"] & ~records["withdrawn"]].reset_index(drop=True)
+        space, kept = (
+            None,
+            records[records["has_image"] & ~records["withdrawn"]].reset_index(drop=True),
+        )
         kept = kept.assign(target=None)
 
     cache_dir = data_dir / "cache" / str(size)
     cache_dir.mkdir(parents=True, exist_ok=True)
     failed_file = cache_dir / "failed.json"
-    known_failures: dict[str, str] = json.loads(failed_file.read_text()) if failed_file.exists() else {}
+    known_failures: dict[str, str] = (
+        json.loads(failed_file.read_text()) if failed_file.exists() else {}
+    )
 
     jobs: dict[str, tuple[str, str]] = {}
     already_cached: set[str] = set()
@@ -222,7 +236,8 @@ def prepare(
             "object_id": kept["object_id"].astype("int64"),
             "sha256": kept["image_sha256"],
             "cache_path": [
-                str(cache_path(cache_dir, sha).relative_to(data_dir)) for sha in kept["image_sha256"]
+                str(cache_path(cache_dir, sha).relative_to(data_dir))
+                for sha in kept["image_sha256"]
             ],
             "target": kept["target"],
             "split": kept["split"],
@@ -246,7 +261,9 @@ def prepare(
         "failed_now": len(new_failures),
         "failed_objects": [
             {"object_id": int(oid), "sha256": sha, "error": known_failures[sha]}
-            for oid, sha in zip(failed_objects["object_id"], failed_objects["image_sha256"], strict=True)
+            for oid, sha in zip(
+                failed_objects["object_id"], failed_objects["image_sha256"], strict=True
+            )
         ],
     }
     if space is not None:

@@ -20,7 +20,9 @@ def distributed_context(num_replicas: int | None, rank: int | None) -> tuple[int
     """(world size, rank): explicit values, else the initialised process group, else (1, 0)."""
     if num_replicas is None or rank is None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            num_replicas = torch.distributed.get_world_size() if num_replicas is None else num_replicas
+            num_replicas = (
+                torch.distributed.get_world_size() if num_replicas is None else num_replicas
+            )
             rank = torch.distributed.get_rank() if rank is None else rank
         else:
             num_replicas = 1 if num_replicas is None else num_replicas
@@ -82,7 +84,9 @@ class ClassBalancedSampler(DistributedSampler):
         """This epoch's draw over all ranks (identical on every rank)."""
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.epoch)
-        draw = torch.multinomial(self.weights, self.total_size, replacement=True, generator=generator)
+        draw = torch.multinomial(
+            self.weights, self.total_size, replacement=True, generator=generator
+        )
         return draw.tolist()
 
     def __iter__(self) -> Iterator[int]:

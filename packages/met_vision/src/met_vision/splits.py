@@ -33,7 +33,9 @@ def hash_unit(key: str, salt: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_of(key: str | int, salt: str = "met", fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> str:
+def split_of(
+    key: str | int, salt: str = "met", fractions: Sequence[float] = (0.8, 0.1, 0.1)
+) -> str:
     """The split ('train', 'val' or 'test') of one object id or group key."""
     train, val, _ = check_fractions(fractions)
     unit = hash_unit(str(key), salt)
@@ -75,7 +77,9 @@ def assign_splits(
     """The split of every row of `records` (needs object_id; artist/accession columns for groups)."""
     check_fractions(fractions)
     if group_key is not None and group_key not in GROUP_KEYS:
-        raise ValueError(f"unknown split group key {group_key!r}; use one of {', '.join(GROUP_KEYS)}")
+        raise ValueError(
+            f"unknown split group key {group_key!r}; use one of {', '.join(GROUP_KEYS)}"
+        )
     columns = [c for c in ("object_id", "artist_display_name", "accession_number") if c in records]
     keys = [group_value(group_key, row) for row in records[columns].to_dict("records")]
     cache: dict[str, str] = {}

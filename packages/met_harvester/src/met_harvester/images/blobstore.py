@@ -111,6 +111,7 @@ class BlobStore:
                 actual = os.fstat(fd).st_size
                 if actual != size:
                     raise ValueError(f"temp file has {actual} bytes, expected {size}")
+                os.fchmod(fd, 0o444)  # blobs are never modified: read-only from the start
                 os.fsync(fd)
             finally:
                 os.close(fd)

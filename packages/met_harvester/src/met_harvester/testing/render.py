@@ -187,7 +187,7 @@ def _draw_motif(
     elif shape == "star":
         pts = []
         for k in range(10):
-            r = s / 2 if k % 2 == 0 else s / 4.6
+            r = s / 2 if k % 2 == 0 else s / 3.3
             a = -math.pi / 2 + k * math.pi / 5
             pts.append((cx + r * math.cos(a), cy + r * math.sin(a)))
         poly(pts)

@@ -335,8 +335,7 @@ class FakeMetAPI:
         for start in range(0, len(body), chunk):
             await resp.write(body[start : start + chunk])
             await asyncio.sleep(chunk / max(1.0, f.image_slow_rate))
-        await resp.write_eof()
-        return resp, fault
+        return resp, fault  # aiohttp ends the body after the middleware has logged it
 
     # ----- API handlers -------------------------------------------------------------------------
     async def _objects(self, request: web.Request) -> web.Response:

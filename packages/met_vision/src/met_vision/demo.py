@@ -1,0 +1,445 @@
+"""`python -m met_vision.demo` (what `make demo` runs): the whole pipeline, offline, on CPU.
+
+1. start the fake Met API with a synthetic learnable collection (a planted bias: "Women" tends to
+   come with a warm background tint);
+2. `met-harvester sync` against it (rate-limited, progress bar), then `status`;
+3. `python -m met_vision.prepare`, then `python -m met_vision.fit` of a small multilabel model;
+4. `explain --evaluate` on a handful of test objects, and `audit`;
+5. `demo-output/REPORT.md` with the harvest figures, the training curve, the test metrics, a
+   Grad-CAM grid and the audit summary, the pictures beside it.
+
+Every stage is the real command a user would type, run as a subprocess. Re-running is
+incremental: the sync only fetches what changed, `prepare` skips cached images, and a finished
+training run is reused unless `--retrain`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PY = sys.executable
+
+
+class DemoError(RuntimeError):
+    """A stage failed; the message names the stage and the command."""
+
+
+def _run(stage: str, cmd: list[str], log: Path, *, capture: bool = False) -> str:
+    """Run one stage's command, tee its output to `log`, raise DemoError on failure."""
+    print(f"\n== {stage}: {' '.join(cmd)}", flush=True)
+    started = time.time()
+    with log.open("a") as fh:
+        fh.write(f"\n== {stage}: {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.run(
+            cmd,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=fh if capture else None,
+            text=True,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise DemoError(f"stage {stage!r} failed (exit {proc.returncode}): {' '.join(cmd)}")
+    print(f"   {stage} done in {time.time() - started:.1f} s", flush=True)
+    return proc.stdout or ""
+
+
+class FakeApiProcess:
+    """The fake Met API as a subprocess on 127.0.0.1 (an ephemeral port)."""
+
+    def __init__(self, objects: int, seed: int, bias: float | None, truth_out: Path) -> None:
+        cmd = [
+            PY,
+            "-m",
+            "met_harvester",
+            "fake-api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--objects",
+            str(objects),
+            "--seed",
+            str(seed),
+            "--truth-out",
+            str(truth_out),
+        ]
+        if bias is not None:
+            cmd += ["--bias", str(bias)]
+        print(f"\n== fake API: {' '.join(cmd)}", flush=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if "listening on " not in line:
+            self.stop()
+            raise DemoError(f"the fake API did not start (it printed {line!r})")
+        self.api_url = line.split("listening on ", 1)[1]
+        self.image_host = self.api_url.split("//", 1)[1].split("/", 1)[0]
+        print(f"   fake API at {self.api_url}", flush=True)
+
+    def stop(self) -> None:
+        """Terminate the server process."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _latest_run(runs_root: Path) -> Path | None:
+    done = sorted(runs_root.glob("**/metrics.json"), key=lambda p: p.stat().st_mtime)
+    return done[-1].parent if done else None
+
+
+def _best_ckpt(run_dir: Path) -> Path:
+    for name in ("best.ckpt", "last.ckpt"):
+        found = sorted(run_dir.glob(f"**/{name}"))
+        if found:
+            return found[0]
+    raise DemoError(f"no checkpoint in {run_dir}")
+
+
+def _test_ids(data_dir: Path, n: int) -> list[int]:
+    """A handful of test-split objects that have an image, via the vision library."""
+    from met_vision.db import load_records
+
+    frame = load_records(data_dir)
+    test = frame[frame["split"] == "test"] if "split" in frame else frame
+    return [int(i) for i in test["object_id"].head(n)]
+
+
+def _plot_training_curve(run_dir: Path, out: Path) -> Path | None:
+    """Plot the per-epoch validation score and losses from the run's CSV log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    logs = sorted(run_dir.glob("**/metrics.csv"))
+    if not logs:
+        return None
+    frame = pd.read_csv(logs[-1])
+    cols = [
+        c for c in frame.columns if c in ("val/score", "val/loss", "train/loss_epoch", "train/loss")
+    ]
+    if "epoch" not in frame or not cols:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for col in cols:
+        series = frame[["epoch", col]].dropna().groupby("epoch")[col].last()
+        ax.plot(series.index, series.values, marker="o", label=col)
+    ax.set_xlabel("epoch")
+    ax.set_title("training curve")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _write_report(out: Path, facts: dict[str, Any]) -> Path:
+    """REPORT.md from what each stage left behind."""
+    status = facts["status"]
+    metrics = facts["metrics"]
+    lines = [
+        "# met-collection demo report",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `make demo` "
+        f"({facts['objects']} synthetic objects, planted bias {facts['bias']}).",
+        "",
+        "## Harvest",
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
+    for key in (
+        "objects",
+        "withdrawn",
+        "missing",
+        "quarantined",
+        "failures",
+        "tags",
+        "images",
+        "image_failures",
+    ):
+        if key in status:
+            lines.append(f"| {key} | {status[key]} |")
+    last = status.get("last_sync") or {}
+    if last:
+        lines.append(
+            f"| last sync | {last.get('mode')} {last.get('status')}, {last.get('start')} → {last.get('end')} |"
+        )
+    lines.append(f"| sync wall time (this run) | {facts['sync_seconds']:.1f} s |")
+    lines += ["", "## Training", ""]
+    lines.append(f"Run directory: `{facts['run_dir']}`.")
+    if facts.get("curve"):
+        lines += ["", f"![training curve]({facts['curve']})"]
+    lines += ["", "### Test metrics", "", "| metric | value |", "|---|---|"]
+    flat = metrics.get("test", metrics)
+    for key, value in sorted(flat.items()):
+        if isinstance(value, int | float):
+            lines.append(f"| {key} | {_fmt(value)} |")
+    lines += ["", "## Grad-CAM", ""]
+    if facts.get("cam_grid"):
+        lines.append(f"![Grad-CAM grid]({facts['cam_grid']})")
+    evaluation = facts.get("cam_eval") or {}
+    overall = evaluation.get("overall", evaluation)
+    if overall:
+        lines += ["", "| CAM check against the motif boxes | value |", "|---|---|"]
+        for key, value in overall.items():
+            if isinstance(value, int | float):
+                lines.append(f"| {key} | {_fmt(value)} |")
+    lines += ["", "## Bias audit", ""]
+    if facts.get("audit_md"):
+        lines.append(f"Full report: [{facts['audit_md']}]({facts['audit_md']}).")
+    for flag in facts.get("audit_flags", []):
+        lines.append(f"- flagged: {flag}")
+    if not facts.get("audit_flags"):
+        lines.append("- nothing flagged")
+    lines.append("")
+    report = out / "REPORT.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def _audit_flags(audit_json: Path) -> list[str]:
+    if not audit_json.exists():
+        return []
+    data = json.loads(audit_json.read_text())
+    flags = data.get("flags", [])
+    return [json.dumps(f) if not isinstance(f, str) else f for f in flags]
+
+
+def run_demo(
+    out: Path,
+    *,
+    objects: int = 2000,
+    seed: int = 0,
+    bias: float | None = 0.9,
+    size: int = 64,
+    max_epochs: int = 8,
+    explain_n: int = 8,
+    retrain: bool = False,
+    rate: float = 200.0,
+    config: Path = Path("configs/demo-multilabel.yaml"),
+    fit_args: Sequence[str] = (),
+) -> Path:
+    """Run every stage into `out`; returns the REPORT.md path."""
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = out / "data"
+    log = out / "demo.log"
+    truth = out / "truth.json"
+    runs_root = out / "runs"
+    facts: dict[str, Any] = {"objects": objects, "bias": bias}
+
+    api = FakeApiProcess(objects, seed, bias, truth)
+    try:
+        started = time.time()
+        _run(
+            "sync",
+            [
+                PY,
+                "-m",
+                "met_harvester",
+                "sync",
+                "--data-dir",
+                str(data_dir),
+                "--api-url",
+                api.api_url,
+                "--rate",
+                str(rate),
+                "--concurrency",
+                "16",
+                "--image-hosts",
+                api.image_host,
+                "--image-rate",
+                str(rate),
+                "--image-concurrency",
+                "8",
+                "--block-cooldown",
+                "1",
+            ],
+            log,
+        )
+        facts["sync_seconds"] = time.time() - started
+    finally:
+        api.stop()
+    status_text = _run(
+        "status",
+        [PY, "-m", "met_harvester", "status", "--data-dir", str(data_dir), "--json"],
+        log,
+        capture=True,
+    )
+    facts["status"] = json.loads(status_text)
+    print(json.dumps({k: v for k, v in facts["status"].items() if isinstance(v, int)}, indent=1))
+
+    label_opts = ["--task", "multilabel", "--min-count", "5"]
+    _run(
+        "prepare",
+        [
+            PY,
+            "-m",
+            "met_vision.prepare",
+            "--data-dir",
+            str(data_dir),
+            "--size",
+            str(size),
+            "--workers",
+            str(min(2, os.cpu_count() or 1)),
+            *label_opts,
+        ],
+        log,
+    )
+
+    run_dir = None if retrain else _latest_run(runs_root)
+    if run_dir is None:
+        run_dir = runs_root / "demo-multilabel"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        _run(
+            "fit",
+            [
+                PY,
+                "-m",
+                "met_vision.fit",
+                "--config",
+                str(config),
+                "--data.data_dir",
+                str(data_dir),
+                "--data.image_size",
+                str(size),
+                "--data.cache_size",
+                str(size),
+                "--trainer.max_epochs",
+                str(max_epochs),
+                "--run_dir",
+                str(run_dir),
+                *fit_args,
+            ],
+            log,
+        )
+    else:
+        print(f"\n== fit: reusing the finished run {run_dir} (--retrain to train again)")
+    facts["run_dir"] = str(run_dir.relative_to(out))
+    facts["metrics"] = json.loads((run_dir / "metrics.json").read_text())
+    curve = _plot_training_curve(run_dir, out / "training_curve.png")
+    facts["curve"] = curve.name if curve else None
+    ckpt = _best_ckpt(run_dir)
+
+    ids = _test_ids(data_dir, explain_n)
+    explain_dir = out / "explain"
+    _run(
+        "explain",
+        [
+            PY,
+            "-m",
+            "met_vision.explain",
+            "--ckpt",
+            str(ckpt),
+            "--data-dir",
+            str(data_dir),
+            "--object-ids",
+            ",".join(map(str, ids)),
+            "--method",
+            "gradcam",
+            "--target",
+            "predicted",
+            "--evaluate",
+            str(truth),
+            "--out",
+            str(explain_dir),
+        ],
+        log,
+    )
+    grids = sorted(explain_dir.glob("*grid*.png"))
+    facts["cam_grid"] = str(grids[0].relative_to(out)) if grids else None
+    evals = sorted(explain_dir.glob("*evaluat*.json"))
+    facts["cam_eval"] = json.loads(evals[0].read_text()) if evals else {}
+
+    audit_dir = out / "audit"
+    _run(
+        "audit",
+        [
+            PY,
+            "-m",
+            "met_vision.audit",
+            "--ckpt",
+            str(ckpt),
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(audit_dir),
+        ],
+        log,
+    )
+    mds = sorted(audit_dir.glob("*.md"))
+    facts["audit_md"] = str(mds[0].relative_to(out)) if mds else None
+    jsons = sorted(audit_dir.glob("*.json"))
+    facts["audit_flags"] = _audit_flags(jsons[0]) if jsons else []
+
+    report = _write_report(out, facts)
+    print(f"\n== report: {report}")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(
+        prog="python -m met_vision.demo", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--out", type=Path, default=Path("demo-output"), help="output directory")
+    parser.add_argument("--objects", type=int, default=2000, help="synthetic objects served")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic collection")
+    parser.add_argument(
+        "--bias", type=float, default=0.9, help="planted Women→warm-tint rate; <0 for none"
+    )
+    parser.add_argument("--size", type=int, default=64, help="image size for cache and training")
+    parser.add_argument("--max-epochs", type=int, default=8, help="training epochs")
+    parser.add_argument("--explain", type=int, default=8, help="test objects to explain")
+    parser.add_argument("--rate", type=float, default=200.0, help="API and image requests/s")
+    parser.add_argument(
+        "--config", type=Path, default=Path("configs/demo-multilabel.yaml"), help="fit config"
+    )
+    parser.add_argument("--retrain", action="store_true", help="train again even if a run exists")
+    args = parser.parse_args(argv)
+    started = time.time()
+    try:
+        report = run_demo(
+            args.out,
+            objects=args.objects,
+            seed=args.seed,
+            bias=None if args.bias < 0 else args.bias,
+            size=args.size,
+            max_epochs=args.max_epochs,
+            explain_n=args.explain,
+            retrain=args.retrain,
+            rate=args.rate,
+            config=args.config,
+        )
+    except DemoError as exc:
+        print(f"met_vision.demo: error: {exc} (see {args.out / 'demo.log'})", file=sys.stderr)
+        return 1
+    print(f"demo finished in {time.time() - started:.0f} s; open {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""`python -m met_vision.embed`: penultimate-layer embeddings, k-means clusters, similar objects.
+
+    python -m met_vision.embed --ckpt best.ckpt --data-dir data --out emb/ --clusters 8
+    python -m met_vision.embed similar --index emb/ --object-id 123 -k 10
+
+The first writes ``embeddings.npy`` (float32, one L2-normalised row per object: the backbone's
+pooled features before the classifier), ``index.parquet`` (row -> object_id, image, split,
+cluster), ``meta.json`` and, with ``--clusters K``, ``clusters.json`` and one
+``montages/cluster_<k>.png`` per cluster (the images nearest its centre). The second prints the
+nearest neighbours of an object by cosine similarity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from met_vision.inference import InputError, LoadedModel, iter_batches, load_model
+
+PROG = "met_vision.embed"
+MONTAGE_MAX = 16
+THUMB = 96
+
+
+@torch.no_grad()
+def embed_batch(loaded: LoadedModel, images: torch.Tensor) -> np.ndarray:
+    """Pooled pre-logits features ``(N, D)`` of a normalised batch."""
+    net = loaded.network
+    features = net.forward_features(images.to(next(net.parameters()).device))
+    pooled = net.forward_head(features, pre_logits=True)
+    return pooled.reshape(len(images), -1).float().cpu().numpy()
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    """L2-normalise rows (zero rows stay zero)."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def compute_embeddings(
+    loaded: LoadedModel, paths: Sequence[str], batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(ok_mask, embeddings of the readable images, errors)``."""
+    ok = np.zeros(len(paths), dtype=bool)
+    chunks: list[np.ndarray] = []
+    errors: list[str] = []
+    for positions, batch, errs in iter_batches(paths, loaded, batch_size):
+        errors.extend(errs)
+        if positions:
+            chunks.append(embed_batch(loaded, batch))
+            ok[positions] = True
+    dim = int(chunks[0].shape[1]) if chunks else 0
+    matrix = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
+    return ok, normalize_rows(matrix), errors
+
+
+def cluster(embeddings: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """k-means labels ``(N,)`` and centres ``(k, D)`` (k is capped at N)."""
+    from sklearn.cluster import KMeans
+
+    k = max(1, min(k, len(embeddings)))
+    model = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(embeddings)
+    return model.labels_.astype(np.int64), model.cluster_centers_.astype(np.float32)
+
+
+def montage(paths: Sequence[str], out: Path, title: str, thumb: int = THUMB) -> None:
+    """A square grid of thumbnails with a title bar, as PNG."""
+    from PIL import ImageDraw
+
+    cols = max(1, int(np.ceil(np.sqrt(len(paths)))))
+    rows = max(1, int(np.ceil(len(paths) / cols)))
+    bar = 18
+    sheet = Image.new("RGB", (cols * thumb, rows * thumb + bar), (255, 255, 255))
+    ImageDraw.Draw(sheet).text((4, 3), title, fill=(0, 0, 0))
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as image:
+                tile = image.convert("RGB")
+                tile.thumbnail((thumb, thumb))
+        except OSError:
+            continue
+        x, y = (i % cols) * thumb, (i // cols) * thumb + bar
+        sheet.paste(tile, (x + (thumb - tile.width) // 2, y + (thumb - tile.height) // 2))
+    sheet.save(out)
+
+
+def write_index(
+    loaded: LoadedModel,
+    out: Path,
+    object_ids: Sequence[int],
+    paths: Sequence[str],
+    splits: Sequence[str],
+    *,
+    clusters: int | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Embed the images and write the index directory; returns meta.json's content."""
+    out.mkdir(parents=True, exist_ok=True)
+    ok, embeddings, errors = compute_embeddings(loaded, paths, batch_size)
+    keep = np.flatnonzero(ok)
+    index = pd.DataFrame(
+        {
+            "row": np.arange(len(keep)),
+            "object_id": [int(object_ids[i]) for i in keep],
+            "image": [str(paths[i]) for i in keep],
+            "split": [str(splits[i]) for i in keep],
+        }
+    )
+    np.save(out / "embeddings.npy", embeddings)
+    meta: dict[str, Any] = {
+        "model_id": loaded.model_id,
+        "label_manifest_hash": loaded.manifest_hash,
+        "checkpoint": str(loaded.ckpt_path),
+        "count": len(index),
+        "dim": int(embeddings.shape[1]) if embeddings.ndim == 2 else 0,
+        "normalised": "l2",
+        "errors": errors,
+    }
+    if clusters and len(index):
+        labels, centres = cluster(embeddings, clusters, seed)
+        index["cluster"] = labels
+        (out / "montages").mkdir(exist_ok=True)
+        summary = []
+        for c in range(len(centres)):
+            members = np.flatnonzero(labels == c)
+            distance = np.linalg.norm(embeddings[members] - centres[c], axis=1)
+            nearest = members[np.argsort(distance)[:MONTAGE_MAX]]
+            name = f"montages/cluster_{c:02d}.png"
+            montage([index["image"][i] for i in nearest], out / name, f"cluster {c}: {len(members)} objects")
+            summary.append(
+                {
+                    "cluster": c,
+                    "size": int(len(members)),
+                    "montage": name,
+                    "examples": [int(index["object_id"][i]) for i in nearest],
+                }
+            )
+        (out / "clusters.json").write_text(json.dumps(summary, indent=2) + "\n")
+        meta["clusters"] = len(centres)
+    index.to_parquet(out / "index.parquet", index=False)
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def similar(index_dir: str | Path, object_id: int, k: int = 10) -> pd.DataFrame:
+    """The ``k`` nearest objects to ``object_id`` by cosine similarity (itself excluded).
+
+    Raises:
+        InputError: when the index is missing or does not hold the object.
+    """
+    directory = Path(index_dir)
+    if not (directory / "embeddings.npy").is_file() or not (directory / "index.parquet").is_file():
+        raise InputError(f"{directory} is not an embedding index (run `python -m {PROG}` first)")
+    embeddings = np.load(directory / "embeddings.npy")
+    index = pd.read_parquet(directory / "index.parquet")
+    rows = np.flatnonzero(index["object_id"].to_numpy() == object_id)
+    if not len(rows):
+        raise InputError(f"object {object_id} is not in the embedding index {directory}")
+    query = embeddings[rows[0]]
+    scores = embeddings @ query
+    scores[rows] = -np.inf
+    order = np.argsort(-scores)[: max(0, min(k, len(index) - len(rows)))]
+    result = index.iloc[order][["object_id", "image"]].copy()
+    result.insert(1, "similarity", scores[order].astype(float))
+    return result.reset_index(drop=True)
+
+
+def _similar_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"{PROG} similar", description="Nearest neighbours of an object.")
+    parser.add_argument("--index", required=True, help="directory written by the embed command")
+    parser.add_argument("--object-id", required=True, type=int)
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    try:
+        result = similar(args.index, args.object_id, args.k)
+    except InputError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(orient="records")))
+    else:
+        print(result.to_string(index=False))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point (``similar`` as first argument runs the lookup); 2 on bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "similar":
+        return _similar_main(argv[1:])
+    parser = argparse.ArgumentParser(prog=PROG, description="Embeddings and clusters of the mirror.")
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--split", default="all", choices=("train", "val", "test", "all"))
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--clusters", type=int, help="k-means with K clusters and montages")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.clusters is not None and args.clusters < 1:
+        parser.error("--clusters must be at least 1")
+    try:
+        from met_vision.inference import mirror_frame
+
+        loaded = load_model(args.ckpt)
+        frame = mirror_frame(loaded, args.data_dir)
+        if args.split != "all":
+            frame = frame[frame["split"] == args.split]
+        meta = write_index(
+            loaded,
+            args.out,
+            [int(i) for i in frame["object_id"]],
+            [str(p) for p in frame["path"]],
+            [str(s) for s in frame["split"]],
+            clusters=args.clusters,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+    except (InputError, FileNotFoundError, ValueError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    for error in meta["errors"]:
+        print(f"{PROG}: warning: {error}", file=sys.stderr)
+    print(f"{meta['count']} embeddings ({meta['dim']}-d) in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
