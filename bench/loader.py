@@ -55,13 +55,12 @@ def make_originals(out: Path, n: int, seed: int = 0) -> list[Path]:
 
 def plain_pil(path: Path) -> torch.Tensor:
     """The reference loop body: open, convert, resize short side, crop, to tensor."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
+    with Image.open(path) as file:
+        image = file.convert("RGB")
     w, h = image.size
     scale = INPUT / min(w, h)
-    image = image.resize(
-        (max(INPUT, round(w * scale)), max(INPUT, round(h * scale))), Image.Resampling.BILINEAR
-    )
+    size = (max(INPUT, round(w * scale)), max(INPUT, round(h * scale)))
+    image = image.resize(size, Image.Resampling.BILINEAR)
     return pil_to_tensor(center_crop(image, [INPUT, INPUT])).float().div_(255)  # type: ignore[arg-type]
 
 

@@ -186,7 +186,10 @@ class ImageServer:
             return web.Response(status=304, headers=headers)
         if route.status != 200:
             return web.Response(
-                status=route.status, body=route.body, headers=headers, content_type=route.content_type
+                status=route.status,
+                body=route.body,
+                headers=headers,
+                content_type=route.content_type,
             )
         resp = web.StreamResponse(status=200, headers=headers)
         resp.content_type = route.content_type
@@ -274,6 +277,8 @@ def test_settings(data_dir: Path, hosts: list[str], **extra: Any) -> HarvesterSe
         "image_concurrency": 4,
         "max_attempts": 2,
         "block_cooldown": 0.05,
+        "retry_wait": 0.01,
+        "retry_wait_max": 0.05,
         "timeout": 5.0,
     }
     values.update(extra)

@@ -255,3 +255,16 @@ def test_issue_text_names_row_and_lines() -> None:
     issue = CsvIssue(7, 12, "malformed", "bad", skipped=True, end_line=14)
     assert str(issue) == "row 7 (lines 12-14): bad; row skipped"
     assert str(CsvIssue(None, 1, "columns", "extra", skipped=False)) == "header (line 1): extra"
+
+
+@pytest.mark.parametrize("n_rows", [10, 400])
+def test_unterminated_quote_running_to_the_end_of_the_file(tmp_path: Path, n_rows: int) -> None:
+    """No later quote closes it: the parser hits the end (or, past 128 KiB, the field limit)."""
+    rows = [{k: v.replace(",", "") for k, v in r.items()} for r in plain_rows(n_rows, seed=7)]
+    lines = [line_of(r) for r in rows]
+    assert '"' not in "".join(lines)
+    lines[1] = lines[1].replace("Title ", '"Title ', 1)
+    report = import_csv(write_lines(tmp_path / "f.csv", lines), tmp_path / "d")
+    assert [(i.row, i.line, i.kind) for i in report.issues] == [(2, 3, "malformed")]
+    assert report.inserted == n_rows - 1
+    assert imported_ids(tmp_path / "d") == ids([r for i, r in enumerate(rows) if i != 1])

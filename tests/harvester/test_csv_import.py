@@ -221,3 +221,30 @@ def test_cli_import_csv_prints_a_summary_and_refuses_a_non_met_file(tmp_path: Pa
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "not the Met Open Access CSV" in lines[0]
     assert not db_path(tmp_path / "e").exists()
+
+
+def test_a_failing_write_stops_the_import_and_keeps_committed_batches(
+    tmp_path: Path, conn_of: Any
+) -> None:
+    path = tmp_path / "MetObjects.csv"
+    rows = list(met_rows(100, seed=8))
+    write_csv(path, rows)
+    poison = int(rows[70]["Object ID"])
+    conn = conn_of(tmp_path / "data")
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON csv_objects "
+        f"WHEN NEW.object_id = {poison} BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+    )
+    conn.commit()
+    with pytest.raises(sqlite3.IntegrityError, match="disk says no"):
+        import_csv(path, tmp_path / "data", batch_size=25)
+    # batches before the failing one are committed, the failing one is rolled back
+    assert conn.execute("SELECT COUNT(*) FROM csv_objects").fetchone() == (50,)
+    finished, counts = conn.execute("SELECT finished_at, counts_json FROM csv_imports").fetchone()
+    assert finished is None
+    assert json.loads(counts)["interrupted"] is True
+    assert json.loads(counts)["inserted"] == 50
+
+    result = run_cli("import-csv", str(path), "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "disk says no" in result.stderr

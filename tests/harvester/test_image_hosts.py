@@ -52,7 +52,9 @@ def test_parse_allowlist() -> None:
         AllowedHost("127.0.0.1", 8080),
         AllowedHost("::1", 81),
     )
-    assert AllowedHost("127.0.0.1", 8080).loopback and not AllowedHost("images.metmuseum.org").loopback
+    assert (
+        AllowedHost("127.0.0.1", 8080).loopback and not AllowedHost("images.metmuseum.org").loopback
+    )
     assert is_loopback_host("localhost") and not is_loopback_host("example.org")
     for bad in ("https://images.metmuseum.org", "host/path", "user@host", "host:0", "host:99999"):
         with pytest.raises(ValueError):
@@ -108,7 +110,11 @@ def test_refused_urls(url: str, reason: str) -> None:
 def test_loopback_entries_allow_plain_http_on_their_port_only() -> None:
     assert check_url("http://127.0.0.1:8080/a.jpg", LOCAL).port == 8080
     assert check_url("http://localhost:9000/a.jpg", LOCAL).port == 9000
-    for url in ("http://127.0.0.1:8081/a.jpg", "http://127.0.0.1/a.jpg", "http://127.0.0.2:8080/a.jpg"):
+    for url in (
+        "http://127.0.0.1:8081/a.jpg",
+        "http://127.0.0.1/a.jpg",
+        "http://127.0.0.2:8080/a.jpg",
+    ):
         with pytest.raises(UrlRefused):
             check_url(url, LOCAL)
 
@@ -134,6 +140,8 @@ async def test_guarded_resolver_drops_non_public_answers() -> None:
     with pytest.raises(OSError, match="non-public"):
         await rebinding.resolve("images.metmuseum.org", 443)
     mixed = GuardedResolver(MET, _FixedResolver("10.0.0.7", "93.184.216.34"))  # type: ignore[arg-type]
-    assert [r["host"] for r in await mixed.resolve("images.metmuseum.org", 443)] == ["93.184.216.34"]
+    assert [r["host"] for r in await mixed.resolve("images.metmuseum.org", 443)] == [
+        "93.184.216.34"
+    ]
     local = GuardedResolver(LOCAL, _FixedResolver("127.0.0.1"))  # type: ignore[arg-type]
     assert [r["host"] for r in await local.resolve("localhost", 9000)] == ["127.0.0.1"]

@@ -127,7 +127,14 @@ async def test_variants_and_additional_images(tmp_path: Path, server: ImageServe
     server.routes = {f"/{n}.jpg": Route(make_jpeg(n)) for n in range(10, 14)}
     put_objects(
         tmp_path,
-        [(1, server.url("/10.jpg"), server.url("/11.jpg"), [server.url("/12.jpg"), server.url("/13.jpg")])],
+        [
+            (
+                1,
+                server.url("/10.jpg"),
+                server.url("/11.jpg"),
+                [server.url("/12.jpg"), server.url("/13.jpg")],
+            )
+        ],
     )
     settings = test_settings(
         tmp_path, [server.netloc], image_variant="original", additional_images=True
@@ -187,7 +194,9 @@ async def test_hostile_bodies_are_refused_and_never_stored(
     assert "not an image" in failed["noise.jpg"]
     assert failed["gone.jpg"] == "HTTP 404"
     assert "empty" in failed["empty.jpg"]
-    assert all(r["attempts"] == 1 and r["next_retry_at"] for r in rows.values() if r["status"] == "failed")
+    assert all(
+        r["attempts"] == 1 and r["next_retry_at"] for r in rows.values() if r["status"] == "failed"
+    )
     # Transient troubles were retried (max_attempts=2); permanent ones were asked for once.
     assert server.count("/html-200.jpg") == 2 and server.count("/cut.jpg") == 2
     assert server.count("/noise.jpg") == 1 and server.count("/bomb.png") == 1
@@ -294,7 +303,9 @@ async def test_incremental_runs_history_and_conditional_requests(
         "/1.jpg": Route(first, etag='"v1"', last_modified="Mon, 01 Jan 2024 00:00:00 GMT"),
         "/2.jpg": Route(make_jpeg(24)),
     }
-    put_objects(tmp_path, [(1, server.url("/1.jpg"), None, None), (2, server.url("/2.jpg"), None, None)])
+    put_objects(
+        tmp_path, [(1, server.url("/1.jpg"), None, None), (2, server.url("/2.jpg"), None, None)]
+    )
     settings = test_settings(tmp_path, [server.netloc])
     assert (await run(settings)).stored == 2
 
@@ -322,7 +333,9 @@ async def test_incremental_runs_history_and_conditional_requests(
     report = await run(settings)
     assert report.queued == 0  # no validators known yet for /1b.jpg
     db = await open_db(tmp_path)
-    await db.execute("UPDATE images SET etag = '\"b1\"' WHERE url LIKE '%/1b.jpg' AND is_current = 1")
+    await db.execute(
+        "UPDATE images SET etag = '\"b1\"' WHERE url LIKE '%/1b.jpg' AND is_current = 1"
+    )
     await db.commit()
     await db.close()
     await _record_changed(tmp_path, 1)
@@ -434,3 +447,111 @@ def _temps(store: BlobStore) -> list:  # type: ignore[type-arg]
         if temp.path.exists():
             found.append(temp)
     return found
+
+
+# --- end to end: run_sync against the fake Met API ------------------------------------------
+
+
+def _e2e_settings(data_dir: Path, api: object, **extra: object) -> HarvesterSettings:
+    return test_settings(
+        data_dir,
+        [api.image_host],  # type: ignore[attr-defined]
+        api_url=api.api_url,  # type: ignore[attr-defined]
+        rate=5000.0,
+        concurrency=8,
+        **extra,
+    )
+
+
+def _expected_slots(data_dir: Path) -> int:
+    from met_harvester.db.connection import connect_sync
+
+    conn = connect_sync(data_dir)
+    try:
+        return int(
+            conn.execute(
+                "SELECT COUNT(*) FROM objects WHERE is_public_domain = 1 AND withdrawn_at IS NULL "
+                "AND coalesce(primary_image_small, primary_image, '') != ''"
+            ).fetchone()[0]
+        )
+    finally:
+        conn.close()
+
+
+async def test_sync_mirrors_the_fake_api_images_incrementally(
+    tmp_path: Path, fake_api_factory  # type: ignore[no-untyped-def]
+) -> None:
+    from met_harvester.status import collect_status
+    from met_harvester.sync import run_sync
+
+    api = await fake_api_factory(n_objects=60, seed=3)
+    settings = _e2e_settings(tmp_path, api)
+    report = await run_sync(settings)
+    assert report.status == "completed" and report.images is not None
+    wanted = _expected_slots(tmp_path)
+    rows = image_rows(tmp_path)
+    assert wanted > 0 and len(rows) == wanted
+    assert all(r["status"] == "ok" and r["etag"] and r["last_modified"] for r in rows)
+    assert_store_sound(tmp_path)
+    db = await open_db(tmp_path)
+    status = await collect_status(db)
+    await db.close()
+    assert status["images"] == len({r["sha256"] for r in rows}) and status["image_failures"] == 0
+
+    # A second sync: no image is fetched again.
+    fetched = api.count("/images/")
+    await run_sync(settings)
+    assert api.count("/images/") == fetched
+
+    # A changed image: only the new URL is fetched; the old row stays as history.
+    changed = rows[0]["object_id"]
+    api.change_image(changed)
+    await run_sync(settings)
+    assert api.count("/images/") == fetched + 1
+    history = [r for r in image_rows(tmp_path, current_only=False) if r["object_id"] == changed]
+    assert [r["is_current"] for r in history] == [0, 1] and history[0]["url"] != history[1]["url"]
+    assert history[0]["sha256"] != history[1]["sha256"]
+
+
+@pytest.mark.slow
+async def test_image_faults_never_reach_the_store(
+    tmp_path: Path, fake_api_factory  # type: ignore[no-untyped-def]
+) -> None:
+    from met_harvester.sync import run_sync
+    from met_harvester.testing import FaultConfig
+
+    faults = FaultConfig(
+        p_image_truncate=0.1,
+        p_image_wrong_type=0.1,
+        p_image_html=0.04,
+        p_image_bomb=0.1,
+        p_image_slow=0.05,
+        image_slow_rate=200_000.0,
+        seed=5,
+    )
+    api = await fake_api_factory(n_objects=80, seed=4, faults=faults)
+    settings = _e2e_settings(tmp_path, api)
+    await run_sync(settings)
+    rows = image_rows(tmp_path)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed, "with these fault rates some images should fail"
+    assert all(r["error"] for r in failed)
+    assert_store_sound(tmp_path)
+    from PIL import Image
+
+    for path in blob_files(tmp_path).values():  # every stored blob is a whole image
+        with Image.open(path) as img:
+            img.load()
+
+    # Faults gone and retry times reached: the store ends equal to a fault-free mirror.
+    api.set_faults(None)
+    db = await open_db(tmp_path)
+    await db.execute("UPDATE images SET next_retry_at = NULL")
+    await db.commit()
+    await db.close()
+    await run_sync(settings)
+    clean = tmp_path / "clean"
+    clean_api = await fake_api_factory(n_objects=80, seed=4)
+    await run_sync(_e2e_settings(clean, clean_api))
+    assert {r["status"] for r in image_rows(tmp_path)} == {"ok"}
+    assert set(blob_files(tmp_path)) == set(blob_files(clean))

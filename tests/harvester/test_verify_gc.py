@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 import typer
-from image_server import ImageServer, Route, image_rows, make_jpeg, put_objects, sha256, test_settings
+from image_server import (
+    ImageServer,
+    Route,
+    image_rows,
+    make_jpeg,
+    put_objects,
+    sha256,
+    test_settings,
+)
 from typer.testing import CliRunner
 
 from met_harvester.commands import images_cmd
@@ -57,7 +65,11 @@ async def test_clean_mirror_verifies_clean(tmp_path: Path, server: ImageServer) 
     await mirror(tmp_path, server)
     code, out = cli("verify", "--data-dir", str(tmp_path))
     assert code == 0, out
-    assert "integrity_check: ok" in out and "re-hashed: 4 (all)" in out and out.strip().endswith("clean")
+    assert (
+        "integrity_check: ok" in out
+        and "re-hashed: 4 (all)" in out
+        and out.strip().endswith("clean")
+    )
 
 
 async def test_corrupt_blob_is_detected_and_repaired(tmp_path: Path, server: ImageServer) -> None:
@@ -119,7 +131,9 @@ async def test_missing_orphaned_and_temp_files(tmp_path: Path, server: ImageServ
     assert cli("verify", "--data-dir", str(tmp_path))[0] == 0
 
 
-async def test_gc_keeps_history_blobs_and_recent_orphans(tmp_path: Path, server: ImageServer) -> None:
+async def test_gc_keeps_history_blobs_and_recent_orphans(
+    tmp_path: Path, server: ImageServer
+) -> None:
     bodies = await mirror(tmp_path, server, n=1)
     server.routes["/new.jpg"] = Route(make_jpeg(77))
     put_objects(tmp_path, [(1, server.url("/new.jpg"), None, None)])
@@ -161,7 +175,16 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
 async def test_verify_through_the_real_cli(tmp_path: Path, server: ImageServer) -> None:
     await mirror(tmp_path, server, n=2)
     proc = subprocess.run(
-        [sys.executable, "-m", "met_harvester", "verify", "--sample", "50%", "--data-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "met_harvester",
+            "verify",
+            "--sample",
+            "50%",
+            "--data-dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -127,18 +127,17 @@ def test_class_balanced_sampler_shards_one_draw_and_balances(prepared: Path) -> 
     dm = _module(prepared, task="multiclass", balanced_sampler=True)
     dm.setup("fit")
     samplers = [dm.train_sampler(num_replicas=2, rank=r) for r in (0, 1)]
-    assert all(isinstance(s, ClassBalancedSampler) for s in samplers)
-    first, second = (list(s) for s in samplers)  # type: ignore[union-attr]
-    draw = samplers[0].global_draw()  # type: ignore[union-attr]
+    balanced = [s for s in samplers if isinstance(s, ClassBalancedSampler)]
+    assert len(balanced) == 2
+    first, second = (list(s) for s in balanced)
+    draw = balanced[0].global_draw()
     assert len(first) == len(second) == len(draw) // 2
     assert first == draw[0::2] and second == draw[1::2]  # disjoint positions of one draw
-    samplers[0].set_epoch(1)  # type: ignore[union-attr]
-    assert list(samplers[0]) != first  # type: ignore[arg-type]
+    balanced[0].set_epoch(1)
+    assert list(balanced[0]) != first
     big = ClassBalancedSampler(
-        dm.datasets["train"],
-        samplers[0].weights,  # type: ignore[union-attr]
-        num_samples=12_000, num_replicas=1, rank=0,
-    )  # fmt: skip
+        dm.datasets["train"], balanced[0].weights, num_samples=12_000, num_replicas=1, rank=0
+    )
     targets = dm.datasets["train"].targets
     shares = Counter(int(targets[i]) for i in big)
     assert max(shares.values()) / min(shares.values()) < 1.3

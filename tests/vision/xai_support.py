@@ -51,22 +51,33 @@ class TrainedModel:
 
 
 def _make_mirror_module() -> Any:
-    spec = importlib.util.spec_from_file_location("vision_make_mirror", HERE / "data" / "make_mirror.py")
+    spec = importlib.util.spec_from_file_location(
+        "vision_make_mirror", HERE / "data" / "make_mirror.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def make_data(root: Path, *, bias: float | None, n_objects: int = N_OBJECTS, seed: int = 3) -> Path:
+def make_data(
+    root: Path,
+    *,
+    bias: float | None,
+    n_objects: int = N_OBJECTS,
+    seed: int = 3,
+    cache_size: int = CACHE_SIZE,
+) -> Path:
     """A prepared synthetic mirror under ``root`` (multilabel over all tags)."""
     from met_vision.labels import LabelSpaceConfig
     from met_vision.prepare import prepare
 
     data_dir = root / "data"
     if not (data_dir / "met.sqlite").exists():
-        _make_mirror_module().make_mirror(data_dir, n_objects, seed, bias, specials=False, csv_only_rate=0.0)
-        prepare(data_dir, CACHE_SIZE, LabelSpaceConfig(task="multilabel"))
+        _make_mirror_module().make_mirror(
+            data_dir, n_objects, seed, bias, specials=False, csv_only_rate=0.0
+        )
+        prepare(data_dir, cache_size, LabelSpaceConfig(task="multilabel"))
     return data_dir
 
 
@@ -78,6 +89,9 @@ def train(
     epochs: int = EPOCHS,
     data_dir: Path | None = None,
     seed: int = 0,
+    n_objects: int = N_OBJECTS,
+    image_size: int = IMAGE_SIZE,
+    max_steps: int = -1,
 ) -> TrainedModel:
     """Train a multilabel tag model on a (new or given) synthetic mirror."""
     import lightning.pytorch as pl
@@ -87,7 +101,9 @@ def train(
     from met_vision.data import MetDataModule
     from met_vision.tasks import ClassificationTask
 
-    data_dir = data_dir or make_data(root, bias=bias)
+    data_dir = data_dir or make_data(
+        root, bias=bias, n_objects=n_objects, cache_size=max(CACHE_SIZE, image_size + 16)
+    )
     pl.seed_everything(seed, workers=True)
     torch.set_num_threads(2)
     extra: dict[str, Any] = {}
@@ -97,7 +113,7 @@ def train(
         data_dir=str(data_dir),
         task="multilabel",
         model_name=BACKBONE,
-        image_size=IMAGE_SIZE,
+        image_size=image_size,
         batch_size=32,
         num_workers=0,
         augment="flip",
@@ -120,6 +136,7 @@ def train(
     )
     trainer = pl.Trainer(
         max_epochs=epochs,
+        max_steps=max_steps,
         accelerator="cpu",
         devices=1,
         logger=False,
@@ -159,3 +176,9 @@ def control_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
 def biased_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """Trained on the planted-bias collection ("Women" -> warm tint in 90% of cases)."""
     return cached("biased", tmp_path_factory, bias=0.9)
+
+
+@pytest.fixture(scope="session")
+def quick_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A barely trained model on a small mirror: for fast tests of the commands' mechanics."""
+    return cached("quick", tmp_path_factory, bias=None, n_objects=160, epochs=1, max_steps=3, image_size=64)

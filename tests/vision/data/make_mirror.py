@@ -219,8 +219,8 @@ def make_mirror(
     public = [oid for oid in ids if collection.is_public_domain(oid)]
     special_of: dict[int, str] = {}
     if specials and len(public) >= 4 * len(SPECIAL_KINDS):
-        for kind, oid in zip(SPECIAL_KINDS, rng.sample(public, len(SPECIAL_KINDS)), strict=True):
-            special_of[oid] = kind
+        chosen = rng.sample(public, len(SPECIAL_KINDS))
+        special_of = dict(zip(chosen, SPECIAL_KINDS, strict=True))
     conn = connect_sync(out_dir)
     tag_cache: dict[str, int] = {}
     truth: dict[str, Any] = {

@@ -1,10 +1,16 @@
 """An exact, adaptive request-rate limiter (pure: no network, injectable clock and sleep).
 
-Start times are scheduled on a grid (GCRA / virtual scheduling with a burst of one), so the
-ceiling holds in every 1-second window (at most ``ceil(rate) + 1`` starts) while the client still
-sustains the rate: a late wake-up does not cost throughput, the next slot simply comes sooner.
-The grid runs 2% below the rate (``headroom``) so that jitter on the way to the server cannot
-push a window over the ceiling; the client sustains 98% of the current rate. An AIMD controller on top sets the current rate:
+Two rules decide when a request may start:
+
+* pacing: start times lie on a grid (GCRA / virtual scheduling with a burst of one) spaced for
+  ``rate * (1 - headroom)``; slots missed by a late wake-up or a busy event loop are caught up
+  (up to ``catch_up`` seconds late), so the client sustains 98% of the current rate;
+* a hard cap: a log of the last ``ceil(rate) + 1`` start times forbids more than that many
+  starts in any window of ``1 + jitter_margin`` seconds. So the ceiling holds in every 1-second
+  window even as the server sees it, with up to 20 ms of jitter on the way, whatever the
+  catching-up does.
+
+An AIMD controller on top sets the current rate:
 
 * a block (403, HTML where JSON was expected, 429, or a run of 5xx/timeouts) pauses every
   acquirer for a cool-down (``Retry-After`` if the server gave one) and cuts the rate
@@ -33,6 +39,9 @@ if TYPE_CHECKING:
     from met_harvester.metrics import HarvesterMetrics
 
 log = logging.getLogger("met_harvester.ratelimit")
+
+MAX_LOGGED_RATE = 10_000
+"""Above this many requests/s the hard cap's log is not kept (pacing alone bounds windows)."""
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
@@ -97,9 +106,10 @@ class AdaptiveRateLimiter:
         clock: monotonic clock in seconds.
         sleep: coroutine function sleeping for the given seconds.
         policy: AIMD tuning.
-        headroom: starts are spaced for ``rate * (1 - headroom)``, so that up to about
-            ``headroom`` seconds (20 ms) of jitter between our start and the server's clock
-            still keeps every 1-second window *seen by the server* within ``ceil(rate) + 1``.
+        headroom: pacing runs at ``rate * (1 - headroom)``.
+        jitter_margin: the hard cap counts starts in windows of ``1 + jitter_margin`` seconds,
+            so that much delay between our start and the server's clock is tolerated.
+        catch_up: slots missed by up to this many seconds are still used (bounded by the cap).
     """
 
     def __init__(
@@ -114,6 +124,8 @@ class AdaptiveRateLimiter:
         sleep: Sleep = asyncio.sleep,
         policy: AimdPolicy | None = None,
         headroom: float = 0.02,
+        jitter_margin: float = 0.02,
+        catch_up: float = 0.1,
     ) -> None:
         if not ceiling > 0:
             raise ValueError(f"rate ceiling must be > 0, got {ceiling}")
@@ -124,6 +136,8 @@ class AdaptiveRateLimiter:
         if not 0 <= headroom < 0.03:
             raise ValueError(f"headroom must be in [0, 0.03), got {headroom}")
         self.headroom = headroom
+        self.jitter_margin = jitter_margin
+        self.catch_up = catch_up
         self._metrics = metrics
         self._clock = clock
         self._sleep = sleep
@@ -153,6 +167,8 @@ class AdaptiveRateLimiter:
         self._anchor = -math.inf
         self._slot_index = 0
         self._last_slot: float | None = None
+        self._starts: deque[float] | None = None  # the hard cap's log; None above MAX_LOGGED_RATE
+        self._resize_log()
         self._grants: deque[float] = deque()
         self._export_rate()
 
@@ -190,15 +206,24 @@ class AdaptiveRateLimiter:
                 spacing_rate = self.current_rate * (1.0 - self.headroom)
                 interval = 1.0 / spacing_rate
                 slot = self._anchor + self._slot_index / spacing_rate
-                if slot < now - interval:  # idle: restart the grid, one burst slot allowed
+                late_limit = interval if self._starts is None else max(interval, self.catch_up)
+                if slot < now - late_limit:  # idle: restart the grid, one burst slot allowed
                     self._anchor = now - interval
                     self._slot_index = 0
                     slot = self._anchor
-                if slot > now:
+                if slot - now > 1e-9:
                     await self._sleep(slot - now)
                     continue  # the rate or a pause may have changed meanwhile
+                starts = self._starts
+                if starts is not None and len(starts) == starts.maxlen:
+                    wait = starts[0] + 1.0 + self.jitter_margin - now
+                    if wait > 1e-9:
+                        await self._sleep(wait)
+                        continue
                 self._slot_index += 1
                 self._last_slot = slot
+                if starts is not None:
+                    starts.append(now)
                 self._record_grant(now)
                 return
 
@@ -349,12 +374,21 @@ class AdaptiveRateLimiter:
             )
         self.current_rate = rate
         self._last_change = now
+        self._resize_log()
         if self._last_slot is not None:  # continue the grid from the last start at the new rate
             self._anchor = self._last_slot + 1.0 / (rate * (1.0 - self.headroom))
             self._slot_index = 0
         if self._metrics is not None:
             self._metrics.throttle_changes.labels(pool=self.name, direction=direction).inc()
         self._export_rate()
+
+    def _resize_log(self) -> None:
+        size = math.ceil(self.current_rate) + 1
+        if size > MAX_LOGGED_RATE:
+            self._starts = None  # at such rates strict pacing alone bounds every window
+            return
+        old = self._starts or ()
+        self._starts = deque(old, maxlen=size)
 
     def _export_rate(self) -> None:
         if self._metrics is not None:

@@ -12,6 +12,7 @@ from typing import Any
 import aiosqlite
 
 from met_harvester.db import store
+from met_harvester.images.sync import image_status
 from met_harvester.priority import priority_status
 from met_harvester.progress import format_eta
 
@@ -68,6 +69,7 @@ async def collect_status(db: aiosqlite.Connection) -> dict[str, Any]:
     speed = rate["learned"] or rate["current"] or rate["ceiling"]
     status["eta_seconds"] = None if remaining is None or not speed else round(remaining / speed, 1)
     status["csv"] = await priority_status(db)  # CSV import and sync priority (issue 4)
+    status.update(await image_status(db))  # images, image_failures, ... (issue 3)
     return status
 
 
@@ -106,6 +108,11 @@ def format_status(status: dict[str, Any]) -> str:
         f"rate         current {_rate_text(rate['current'])}, learned "
         f"{_rate_text(rate['learned'])}, ceiling {_rate_text(rate['ceiling'])}"
     )
+    if "images" in status:  # issue 3
+        lines.append(
+            f"images       {status['images']:>10,}   failures {status['image_failures']:,}, "
+            f"pending {status.get('images_pending', 0):,}, refused {status.get('images_refused', 0):,}"
+        )
     remaining = status.get("remaining")
     if remaining is not None:
         lines.append(f"remaining    {remaining:>10,}   eta {format_eta(status.get('eta_seconds'))}")

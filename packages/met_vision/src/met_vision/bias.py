@@ -166,7 +166,9 @@ def bias_amplification(
     counted = ~np.all(np.isnan(per_pair), axis=0)
     summed = np.nansum(per_pair, axis=0)
     value = float(summed[counted].mean()) if counted.any() else 0.0
-    return BiasAmplification(per_pair=per_pair, reference_bias=ref, predicted_bias=pred, value=value)
+    return BiasAmplification(
+        per_pair=per_pair, reference_bias=ref, predicted_bias=pred, value=value
+    )
 
 
 # --- directional bias amplification (Wang & Russakovsky 2021) -------------------------------
@@ -209,7 +211,11 @@ def directional_bias_amplification(
     a = _binary(attributes, "attributes").astype(float)
     t = _binary(tasks, "tasks").astype(float)
     hat = _binary(predictions, "predictions").astype(float)
-    ra = a if reference_attributes is None else _binary(reference_attributes, "attributes").astype(float)
+    ra = (
+        a
+        if reference_attributes is None
+        else _binary(reference_attributes, "attributes").astype(float)
+    )
     rt = t if reference_tasks is None else _binary(reference_tasks, "tasks").astype(float)
     n_ref = float(len(ra))
     joint = (ra.T @ rt) / n_ref
@@ -286,7 +292,9 @@ def border_mask(height: int, width: int, border: float = 0.15) -> NDArray[np.boo
     return mask
 
 
-def saliency_border_stats(cams: NDArray[np.floating], border: float = 0.15) -> dict[str, FloatArray]:
+def saliency_border_stats(
+    cams: NDArray[np.floating], border: float = 0.15
+) -> dict[str, FloatArray]:
     """Share of CAM energy on the border frame and in the centre, per image.
 
     Args:
@@ -331,7 +339,9 @@ def box_mask(height: int, width: int, box: tuple[float, float, float, float]) ->
     return mask
 
 
-def pointing_hit(cam: NDArray[np.floating], box: tuple[float, float, float, float], tolerance: int = 0) -> bool:
+def pointing_hit(
+    cam: NDArray[np.floating], box: tuple[float, float, float, float], tolerance: int = 0
+) -> bool:
     """Pointing game: is the CAM's maximum inside the box (grown by ``tolerance`` pixels)?"""
     height, width = cam.shape
     row, col = np.unravel_index(int(np.argmax(cam)), cam.shape)

@@ -187,9 +187,13 @@ def compute_cams(
     try:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size].to(device)
-            targets = [ClassifierOutputTarget(int(c)) for c in class_indices[start : start + batch_size]]
+            targets = [
+                ClassifierOutputTarget(int(c)) for c in class_indices[start : start + batch_size]
+            ]
             with torch.enable_grad():
-                out.append(np.asarray(explainer(input_tensor=chunk, targets=targets), dtype=np.float32))
+                out.append(
+                    np.asarray(explainer(input_tensor=chunk, targets=targets), dtype=np.float32)
+                )
     finally:
         explainer.activations_and_grads.release()
     if not out:

@@ -114,8 +114,8 @@ def _test_ids(data_dir: Path, n: int) -> list[int]:
     from met_vision.db import load_records
 
     frame = load_records(data_dir)
-    test = frame[frame["split"] == "test"] if "split" in frame else frame
-    return [int(i) for i in test["object_id"].head(n)]
+    usable = frame[(frame["split"] == "test") & frame["has_image"] & (frame["tags"].map(len) > 0)]
+    return [int(i) for i in usable["object_id"].head(n)]
 
 
 def _plot_training_curve(run_dir: Path, out: Path) -> Path | None:

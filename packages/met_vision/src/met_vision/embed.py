@@ -136,11 +136,15 @@ def write_index(
             distance = np.linalg.norm(embeddings[members] - centres[c], axis=1)
             nearest = members[np.argsort(distance)[:MONTAGE_MAX]]
             name = f"montages/cluster_{c:02d}.png"
-            montage([index["image"][i] for i in nearest], out / name, f"cluster {c}: {len(members)} objects")
+            montage(
+                [index["image"][i] for i in nearest],
+                out / name,
+                f"cluster {c}: {len(members)} objects",
+            )
             summary.append(
                 {
                     "cluster": c,
-                    "size": int(len(members)),
+                    "size": len(members),
                     "montage": name,
                     "examples": [int(index["object_id"][i]) for i in nearest],
                 }
@@ -176,7 +180,9 @@ def similar(index_dir: str | Path, object_id: int, k: int = 10) -> pd.DataFrame:
 
 
 def _similar_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog=f"{PROG} similar", description="Nearest neighbours of an object.")
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} similar", description="Nearest neighbours of an object."
+    )
     parser.add_argument("--index", required=True, help="directory written by the embed command")
     parser.add_argument("--object-id", required=True, type=int)
     parser.add_argument("-k", type=int, default=10)
@@ -199,7 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "similar":
         return _similar_main(argv[1:])
-    parser = argparse.ArgumentParser(prog=PROG, description="Embeddings and clusters of the mirror.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Embeddings and clusters of the mirror."
+    )
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--split", default="all", choices=("train", "val", "test", "all"))

@@ -148,7 +148,9 @@ def load_truth(path: str | Path) -> dict[str, dict[str, Any]]:
     return {str(k): v for k, v in data.items()}
 
 
-def crop_box(box: Sequence[float], width: int, height: int, size: int, crop_pct: float) -> Box | None:
+def crop_box(
+    box: Sequence[float], width: int, height: int, size: int, crop_pct: float
+) -> Box | None:
     """Map a box normalised to the full image into the evaluation crop (resize short side to
     ``size / crop_pct``, centre crop ``size``). None when less than half of it stays visible."""
     resize_to = int(np.floor(size / crop_pct))
@@ -207,7 +209,7 @@ def write_grid(cells: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_title(f"{cell['title'][:22]}\n{cell['label']} {cell['score']:.2f}", fontsize=7)
     extra = f" (first {GRID_MAX_CELLS} of {len(cells)})" if len(cells) > len(shown) else ""
     fig.suptitle(title + extra, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.7 * rows + 0.4)))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -256,7 +258,9 @@ def explain(
         ``{"cells": [...], "evaluation": {...} | None, "errors": [...]}``.
     """
     if target not in ("predicted", "top-k", "truth") and target not in loaded.names:
-        raise InputError(f"--target {target!r} is not predicted, top-k, truth or a label of the model")
+        raise InputError(
+            f"--target {target!r} is not predicted, top-k, truth or a label of the model"
+        )
     if target == "truth" and truth is None:
         raise InputError("--target truth needs --evaluate truth.json")
     (out / "overlays").mkdir(parents=True, exist_ok=True)
@@ -350,13 +354,19 @@ def explain(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Grad-CAM explanations of a trained model.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Grad-CAM explanations of a trained model."
+    )
     parser.add_argument("--ckpt", required=True, help="a ClassificationTask checkpoint")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--object-ids", help="comma-separated object ids of the mirror")
     source.add_argument("--images", nargs="+", help="image files")
-    source.add_argument("--split", choices=("train", "val", "test", "all"), help="a split of the mirror")
-    parser.add_argument("--data-dir", default="data", help="the mirror (for --object-ids / --split)")
+    source.add_argument(
+        "--split", choices=("train", "val", "test", "all"), help="a split of the mirror"
+    )
+    parser.add_argument(
+        "--data-dir", default="data", help="the mirror (for --object-ids / --split)"
+    )
     parser.add_argument("--method", default="gradcam", choices=sorted(METHODS))
     parser.add_argument(
         "--target", default="predicted", help="predicted | top-k | truth | <label name>"

@@ -19,6 +19,7 @@ A config or option error prints one ``met_vision.fit: error: ...`` line and exit
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from datetime import datetime
@@ -32,6 +33,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from met_vision import slurm
+from met_vision.backbones import check_backbone_name
 from met_vision.callbacks import RunDirCallback
 from met_vision.data import MetDataModule
 from met_vision.tasks import ClassificationTask
@@ -48,7 +50,7 @@ def _manifest(label_space: Any) -> dict[str, Any]:
 class MetCLI(LightningCLI):
     """LightningCLI with the run directory, checkpoints, early stopping and SLURM wiring."""
 
-    def __init__(self, args: list[str], started_at: float | None = None) -> None:
+    def __init__(self, args: list[str] | None, started_at: float | None = None) -> None:
         self.started_at = started_at if started_at is not None else time.time()
         self.run_dir: Path = Path(".")
         super().__init__(
@@ -57,7 +59,11 @@ class MetCLI(LightningCLI):
             save_config_callback=None,
             trainer_defaults={"max_epochs": 30, "log_every_n_steps": 10},
             seed_everything_default=0,
-            parser_kwargs={"exit_on_error": False, "prog": f"python -m {PROG}"},
+            parser_kwargs={
+                "exit_on_error": False,
+                "allow_abbrev": False,
+                "prog": f"python -m {PROG}",
+            },
             args=args,
             run=False,
             auto_configure_optimizers=False,
@@ -105,6 +111,7 @@ class MetCLI(LightningCLI):
             raise ValueError(f"--test_ckpt must be best, last or current, not {cfg.test_ckpt!r}")
         name = cfg.name or f"{cfg.model.backbone}-{cfg.data.task}"
         cfg.name = name
+        check_backbone_name(cfg.model.backbone)
         explicit = cfg.run_dir or os.environ.get(RUN_DIR_ENV)
         if explicit:
             run_dir = Path(explicit)
@@ -172,15 +179,29 @@ class MetCLI(LightningCLI):
         return best or None
 
 
+def _pretty_type(text: str) -> str:
+    text = re.sub(r"<class '([\w.]+)'>", r"\1", text)
+    return text.replace("typing.Literal[", "one of [")
+
+
 def _one_line(exc: BaseException) -> str:
+    """Condense a (possibly multi-line jsonargparse) error into one line."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__
-    text = lines[0]
-    # jsonargparse puts the useful part of nested errors on the following lines
-    for ln in lines[1:3]:
-        if ln.startswith(("-", "Given value", "Problem", "Key", "Does not")) or "expected" in ln:
-            text += " " + ln.lstrip("- ")
+    text = lines[0].rstrip(":")
+    given = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Given value:")), None)
+    expected = [
+        _pretty_type(ln.removeprefix("- Expected a ").strip())
+        for ln in lines
+        if ln.startswith("- Expected a ") and "NoneType" not in ln
+    ]
+    if given is not None:
+        text += f": got {given!r}"
+        if expected:
+            text += f", expected {' or '.join(expected)}"
+    elif len(lines) > 1:
+        text += ": " + lines[1].lstrip("- ")
     return text if len(text) < 400 else text[:397] + "..."
 
 
@@ -191,9 +212,12 @@ def main(args: list[str] | None = None) -> int:
         args: command-line arguments (default ``sys.argv[1:]``). A leading ``fit`` is accepted.
     """
     started_at = time.time()
-    argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] == "fit":
-        argv = argv[1:]
+    if args is None:
+        if sys.argv[1:2] == ["fit"]:
+            del sys.argv[1]
+        argv = None  # LightningCLI reads sys.argv itself
+    else:
+        argv = list(args[1:] if args[:1] == ["fit"] else args)
     try:
         cli = MetCLI(argv, started_at=started_at)
     except SystemExit as exc:  # --help / --print_config

@@ -16,7 +16,7 @@ in another in the weighted training data.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -101,7 +101,11 @@ def membership_from_records(
     if grouping == "depicted":
         return depicted_membership(records["tags"], vocab)
     if grouping == "artist":
-        genders = records["constituent_genders"] if "constituent_genders" in records else [[]] * len(records)
+        genders = (
+            records["constituent_genders"]
+            if "constituent_genders" in records
+            else [[]] * len(records)
+        )
         return artist_membership(records["artist_gender"].fillna(""), genders)
     raise ValueError(f"grouping must be 'depicted' or 'artist', got {grouping!r}")
 
@@ -165,3 +169,112 @@ def group_balance_weights(
         keep = np.array([name not in skip for name in label_names], dtype=bool)
         y = y[:, keep]
     return cell_balance_weights(membership, y)
+
+
+# --- image attributes -------------------------------------------------------------------------
+
+WARM_THRESHOLD = 0.2
+IMAGE_ATTRIBUTES: tuple[str, ...] = ("warm",)
+
+
+def image_stats(path: str, border: float = 0.1, side: int = 64) -> dict[str, float]:
+    """Colour statistics of an image, robust to objects in the middle.
+
+    ``warmth`` is the median of (R - B) / 255 over the outer frame (``border`` of each side),
+    where backgrounds show; ``brightness`` the mean luminance / 255 of the whole image.
+    """
+    from PIL import Image
+
+    from met_vision.prepare import open_rgb
+
+    with open_rgb(path, min_size=side) as image:
+        small = image.resize((side, side), Image.Resampling.BILINEAR)
+    rgb = np.asarray(small, dtype=np.float32) / 255.0
+    edge = max(1, round(side * border))
+    frame = np.ones((side, side), dtype=bool)
+    frame[edge:-edge, edge:-edge] = False
+    warmth = float(np.median(rgb[..., 0][frame] - rgb[..., 2][frame]))
+    brightness = float((rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).mean())
+    return {"warmth": warmth, "brightness": brightness}
+
+
+def warm_membership(
+    warmth: Sequence[float] | NDArray[np.floating], threshold: float = WARM_THRESHOLD
+) -> tuple[NDArray[np.bool_], list[str]]:
+    """``(n, 2)`` membership ``warm`` / ``not warm`` from border warmth values."""
+    warm = np.asarray(warmth, dtype=float) > threshold
+    return np.stack([warm, ~warm], axis=1), ["warm background", "other background"]
+
+
+def training_weights(
+    records: pd.DataFrame,
+    labels: NDArray[np.generic],
+    *,
+    grouping: Literal["depicted", "artist"] = "depicted",
+    attribute: str | None = None,
+    vocab: Mapping[str, str] | None = None,
+    label_names: Sequence[str] | None = None,
+    warm_threshold: float = WARM_THRESHOLD,
+) -> NDArray[np.float64]:
+    """Per-object weights for group-balanced training (sampling or loss weights).
+
+    Without ``attribute`` every (gender group, label) cell is equalised within each label (see
+    :func:`group_balance_weights`). With ``attribute="warm"`` every (gender group, background
+    warmth) cell is equalised within each gender group (objects in no gender group form their
+    own group), so the image attribute carries no information about gender in the weighted data.
+    ``records`` needs ``tags``/gender columns and, for the attribute, ``path`` (an image file).
+    """
+    vocab = dict(vocab or DEFAULT_GENDER_VOCAB)
+    if attribute is None:
+        return group_balance_weights(
+            records, labels, vocab=vocab, grouping=grouping, label_names=label_names
+        )
+    if attribute != "warm":
+        raise ValueError(f"unknown image attribute {attribute!r}; choose one of {IMAGE_ATTRIBUTES}")
+    membership, _ = membership_from_records(records, grouping, vocab)
+    gender_cells = np.concatenate([membership, ~membership.any(axis=1, keepdims=True)], axis=1)
+    warmth = [image_stats(str(p))["warmth"] for p in records["path"]]
+    attribute_bins, _ = warm_membership(warmth, warm_threshold)
+    return cell_balance_weights(attribute_bins, gender_cells)
+
+
+def datamodule_train_weights(dm: Any) -> NDArray[np.float64]:
+    """Group-balance weights of a set-up ``MetDataModule``'s training rows (in dataset order).
+
+    Reads ``group_balance_by``, ``group_balance_attribute`` and ``gender_vocab`` from the data
+    module's hyperparameters; the gender columns come read-only from the mirror.
+    """
+    from met_vision.db import load_records
+
+    hp = dm.hparams
+    frame = dm.frame
+    train = frame[frame["split"] == "train"].reset_index(drop=True)
+    records = load_records(
+        dm.data_dir,
+        split_salt=hp.get("split_salt", "met"),
+        split_fractions=tuple(hp.get("split_fractions", (0.8, 0.1, 0.1))),
+        group_key=hp.get("group_key"),
+        check_blobs=False,
+    )
+    meta = records[["object_id", "tags", "artist_gender", "constituent_genders"]]
+    merged = train.merge(meta, on="object_id", how="left", validate="one_to_one")
+    merged["tags"] = [t if isinstance(t, list) else [] for t in merged["tags"]]
+    merged["artist_gender"] = merged["artist_gender"].fillna("")
+    merged["constituent_genders"] = [
+        g if isinstance(g, list) else [] for g in merged["constituent_genders"]
+    ]
+    names = list(dm.label_names)
+    if dm.task == "multiclass":
+        labels: NDArray[np.generic] = np.asarray(merged["target"], dtype=np.int64)
+    else:
+        labels = np.zeros((len(merged), len(names)), dtype=bool)
+        for row, target in enumerate(merged["target"]):
+            labels[row, np.asarray(target, dtype=np.int64)] = True
+    return training_weights(
+        merged,
+        labels,
+        grouping=hp.get("group_balance_by", "depicted"),
+        attribute=hp.get("group_balance_attribute"),
+        vocab=parse_gender_vocab(hp.get("gender_vocab")),
+        label_names=names,
+    )

@@ -114,7 +114,9 @@ def load_model(ckpt: str | Path, device: str = "cpu") -> LoadedModel:
     )
 
 
-def load_tensor(path: str | Path, transform: Callable[[Image.Image], torch.Tensor], size: int) -> torch.Tensor:
+def load_tensor(
+    path: str | Path, transform: Callable[[Image.Image], torch.Tensor], size: int
+) -> torch.Tensor:
     """Decode one image file to a normalised tensor."""
     return transform(open_rgb(path, min_size=size))
 

@@ -50,12 +50,15 @@ class LabelSpaceConfig:
     def __post_init__(self) -> None:
         if self.task not in ("multiclass", "multilabel"):
             raise ValueError(f"task must be 'multiclass' or 'multilabel', got {self.task!r}")
-        if self.task == "multiclass" and self.tag_group is None:
-            if self.column not in CATEGORY_COLUMNS:
-                raise ValueError(
-                    f"unknown label column {self.column!r}; use one of "
-                    f"{', '.join(CATEGORY_COLUMNS)}, or tag_group=[...] for a tag group"
-                )
+        if (
+            self.task == "multiclass"
+            and self.tag_group is None
+            and self.column not in CATEGORY_COLUMNS
+        ):
+            raise ValueError(
+                f"unknown label column {self.column!r}; use one of "
+                f"{', '.join(CATEGORY_COLUMNS)}, or tag_group=[...] for a tag group"
+            )
         if self.tag_group is not None and len(self.tag_group) < 2:
             raise ValueError("tag_group needs at least two tags")
         if self.min_count < 1:

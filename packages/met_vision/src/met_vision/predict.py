@@ -97,7 +97,10 @@ def write_predictions_db(data_dir: str | Path, loaded: LoadedModel, table: pd.Da
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     for oid, part in table.dropna(subset=["object_id"]).groupby("object_id", sort=True):
         part = part.sort_values("rank")
-        top = [{"label": lab, "score": round(float(s), 6)} for lab, s in zip(part["label"], part["score"], strict=True)]
+        top = [
+            {"label": lab, "score": round(float(s), 6)}
+            for lab, s in zip(part["label"], part["score"], strict=True)
+        ]
         predicted = [lab for lab, p in zip(part["label"], part["predicted"], strict=True) if p]
         rows.append(
             (
@@ -187,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     wanted = [int(p) for p in args.object_ids.split(",") if p.strip()]
                 except ValueError:
-                    raise InputError(f"--object-ids must be integers, got {args.object_ids!r}") from None
+                    raise InputError(
+                        f"--object-ids must be integers, got {args.object_ids!r}"
+                    ) from None
             ids, paths = mirror_inputs(loaded, args.data_dir, args.split, wanted)
         ok, probs, errors = predict_paths(loaded, paths, args.batch_size)
         keep = np.flatnonzero(ok)

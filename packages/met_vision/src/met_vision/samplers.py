@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler
@@ -32,20 +33,19 @@ def distributed_context(num_replicas: int | None, rank: int | None) -> tuple[int
     return num_replicas, rank
 
 
-def class_balanced_weights(targets: Sequence[int | Sequence[int]], task: str) -> torch.Tensor:
+def class_balanced_weights(targets: Sequence[Any], task: str) -> torch.Tensor:
     """Per-sample weights giving every class about the same share of draws.
 
     multiclass: 1 / count(class). multilabel: 1 / count of the sample's rarest label; a sample
     with no positive label gets 1 / (number of such samples).
     """
     if task == "multiclass":
-        counts = Counter(int(t) for t in targets)  # type: ignore[arg-type]
-        return torch.tensor([1.0 / counts[int(t)] for t in targets], dtype=torch.double)  # type: ignore[arg-type]
-    counts = Counter(int(i) for t in targets for i in t)  # type: ignore[union-attr]
-    empty = sum(1 for t in targets if len(t) == 0) or 1  # type: ignore[arg-type]
+        counts = Counter(int(t) for t in targets)
+        return torch.tensor([1.0 / counts[int(t)] for t in targets], dtype=torch.double)
+    label_counts = Counter(int(i) for t in targets for i in t)
+    empty = sum(1 for t in targets if len(t) == 0) or 1
     weights = [
-        max(1.0 / counts[int(i)] for i in t) if len(t) else 1.0 / empty  # type: ignore[arg-type, union-attr]
-        for t in targets
+        max(1.0 / label_counts[int(i)] for i in t) if len(t) else 1.0 / empty for t in targets
     ]
     return torch.tensor(weights, dtype=torch.double)
 

@@ -102,7 +102,7 @@ def build_transform(
     size = config.input_size
     to_tensor = ToNormalizedTensor(config.mean, config.std)
     if not train or augment == "none":
-        resize_to = int(math.floor(size / config.crop_pct))
+        resize_to = math.floor(size / config.crop_pct)
         steps: list[Any] = [
             v2.Resize(resize_to, interpolation=_interpolation(config.interpolation)),
             v2.CenterCrop(size),

@@ -2,7 +2,7 @@
 
 Exit codes of `import-csv`: 0 the file was imported (bad rows, if any, were reported with their
 row and line and skipped); 2 the file is not the Met CSV, or a bad option (nothing written);
-1 the database could not be written. `diff-csv`: 0 with the report, 1 when there is no mirror.
+1 the database could not be written; 130 interrupted (committed batches are kept). `diff-csv`: 0 with the report, 1 when there is no mirror.
 """
 
 from __future__ import annotations
@@ -134,6 +134,8 @@ def import_csv_cmd(
             )
     except NotMetCsvError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail("import-csv interrupted; the batches written so far are kept (run it again)", 130)
     except (sqlite3.Error, OSError) as exc:
         fail(f"cannot import into {db_path(settings.data_dir)}: {exc}", 1)
     if printer.count > _SHOWN_ISSUES:

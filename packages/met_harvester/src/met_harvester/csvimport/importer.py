@@ -1,8 +1,9 @@
 """Import the Met's Open Access CSV into `csv_objects`, seeding `tags`/`object_tags` (source 'csv').
 
-The file is streamed (constant memory) and written in batches, one transaction per batch, through
-a plain sqlite3 connection. A row whose content hash is unchanged is not touched, so re-importing
-the same file changes nothing; a changed row keeps its previous version in `csv_object_versions`
+The file is streamed (constant memory) and written in batches, one transaction per batch, by a
+writer thread with its own sqlite3 connection (`writer.BatchWriter`) while the next batch is
+parsed. A row whose content hash is unchanged is not touched, so re-importing the same file
+changes nothing; a changed row keeps its previous version in `csv_object_versions`
 and has its csv tags replaced. Each run is recorded in `csv_imports` with its counts and issues.
 
 Bad rows are reported with their location and skipped; the rest is imported:
@@ -26,14 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from met_harvester.csvimport.columns import (
-    TYPED_COLUMNS,
-    RowTyper,
-    TagCell,
-    raw_row_encoder,
-    tags_json,
-)
+from met_harvester.csvimport.columns import RowTyper, raw_row_encoder, tags_json
 from met_harvester.csvimport.reader import CsvIssue, DataRow, MetCsvReader
+from met_harvester.csvimport.writer import BatchWork, BatchWriter
 from met_harvester.db.connection import connect_sync, utc_now
 
 log = logging.getLogger("met_harvester.csvimport")
@@ -46,21 +42,6 @@ ProgressCallback = Callable[[int, int, int], None]
 """Called after each batch with (bytes_read, bytes_total, rows_read)."""
 
 _SURROGATES = re.compile("[\udc80-\udcff]+")
-
-_INSERT_SQL = (
-    "INSERT INTO csv_objects (object_id, raw_row, row_sha256, metadata_date, first_seen_at, "
-    f"imported_at, source_file, {', '.join(TYPED_COLUMNS)}, tags) "
-    f"VALUES ({', '.join('?' * (8 + len(TYPED_COLUMNS)))})"
-)
-_UPDATE_SQL = (
-    "UPDATE csv_objects SET raw_row = ?, row_sha256 = ?, metadata_date = ?, imported_at = ?, "
-    f"source_file = ?, {', '.join(f'{col} = ?' for col in TYPED_COLUMNS)}, tags = ? "
-    "WHERE object_id = ?"
-)
-_KEEP_VERSION_SQL = (
-    "INSERT INTO csv_object_versions (object_id, raw_row, row_sha256, imported_at, replaced_at) "
-    "SELECT object_id, raw_row, row_sha256, imported_at, ? FROM csv_objects WHERE object_id = ?"
-)
 
 
 def repair_encoding(cell: str) -> str:
@@ -151,12 +132,17 @@ class _Pending:
 
 
 class CsvImporter:
-    """One import of one file into one database (see `import_csv`)."""
+    """One import of one file into one database (see `import_csv`).
+
+    The main thread parses, checks and types rows and compares them with what is stored (through
+    `conn`); a `BatchWriter` thread writes each prepared batch in one transaction.
+    """
 
     def __init__(
         self,
         reader: MetCsvReader,
         conn: sqlite3.Connection,
+        data_dir: Path | str,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: ProgressCallback | None = None,
@@ -164,6 +150,7 @@ class CsvImporter:
     ) -> None:
         self.reader = reader
         self.conn = conn
+        self.data_dir = data_dir
         self.batch_size = batch_size
         self.progress = progress
         self.on_issue = on_issue
@@ -172,13 +159,10 @@ class CsvImporter:
         self.id_column = reader.header.index("Object ID")
         self.source_file = str(reader.path.resolve())
         self.seen = _IdSet()
-        self.tag_ids: dict[str, int] = dict(conn.execute("SELECT term, tag_id FROM tags"))
-        self.tags_touched: set[str] = set()
-        started = utc_now()
         with conn:
             cursor = conn.execute(
                 "INSERT INTO csv_imports (path, started_at) VALUES (?, ?)",
-                (self.source_file, started),
+                (self.source_file, utc_now()),
             )
         assert cursor.lastrowid is not None
         self.report = ImportReport(path=self.source_file, import_id=cursor.lastrowid)
@@ -251,95 +235,56 @@ class CsvImporter:
             )
         return _Pending(object_id, raw_row, hashlib.sha256(encoded).hexdigest(), cells)
 
-    def _tag_id(self, tag: TagCell) -> int:
-        tag_id = self.tag_ids.get(tag.term)
-        if tag_id is not None and tag.term in self.tags_touched:
-            return tag_id
-        self.tags_touched.add(tag.term)
-        self.conn.execute(
-            "INSERT INTO tags (term, aat_url, wikidata_url) VALUES (?, ?, ?) "
-            "ON CONFLICT(term) DO UPDATE SET "
-            "aat_url = COALESCE(tags.aat_url, excluded.aat_url), "
-            "wikidata_url = COALESCE(tags.wikidata_url, excluded.wikidata_url)",
-            (tag.term, tag.aat_url, tag.wikidata_url),
-        )
-        if tag_id is None:
-            (tag_id,) = self.conn.execute(
-                "SELECT tag_id FROM tags WHERE term = ?", (tag.term,)
-            ).fetchone()
-            self.tag_ids[tag.term] = tag_id
-        return tag_id
-
-    def _flush(self, batch: Sequence[_Pending]) -> None:
-        if not batch:
-            return
-        conn = self.conn
+    def _prepare(self, batch: Sequence[_Pending]) -> BatchWork:
+        """Compare a batch with the stored rows; type the new and changed ones."""
         now = utc_now()
         marks = ",".join("?" * len(batch))
         existing = dict(
-            conn.execute(
+            self.conn.execute(
                 f"SELECT object_id, row_sha256 FROM csv_objects WHERE object_id IN ({marks})",
                 [item.object_id for item in batch],
             )
         )
-        inserts: list[tuple[object, ...]] = []
-        updates: list[tuple[object, ...]] = []
-        links: list[tuple[int, int]] = []
-        with conn:
-            for item in batch:
-                old_sha = existing.get(item.object_id)
-                if old_sha == item.sha256:
-                    self.report.unchanged += 1
-                    continue
-                typed = self.typer.typed_values(item.cells)
-                tags = self.typer.tags(item.cells)
-                metadata_date = self.typer.metadata_date(item.cells)
-                links.extend((item.object_id, self._tag_id(tag)) for tag in tags)
-                if old_sha is None:
-                    inserts.append(
-                        (
-                            item.object_id,
-                            item.raw_row,
-                            item.sha256,
-                            metadata_date,
-                            now,
-                            now,
-                            self.source_file,
-                            *typed,
-                            tags_json(tags),
-                        )
+        work = BatchWork(now)
+        typer, source_file = self.typer, self.source_file
+        for item in batch:
+            old_sha = existing.get(item.object_id)
+            if old_sha == item.sha256:
+                self.report.unchanged += 1
+                continue
+            cells = item.cells
+            typed = typer.typed_values(cells)
+            tags = typer.tags(cells)
+            metadata_date = typer.metadata_date(cells)
+            work.links.extend((item.object_id, tag) for tag in tags)
+            if old_sha is None:
+                work.inserts.append(
+                    (
+                        item.object_id,
+                        item.raw_row,
+                        item.sha256,
+                        metadata_date,
+                        now,
+                        now,
+                        source_file,
+                        *typed,
+                        tags_json(tags),
                     )
-                else:
-                    updates.append(
-                        (
-                            item.raw_row,
-                            item.sha256,
-                            metadata_date,
-                            now,
-                            self.source_file,
-                            *typed,
-                            tags_json(tags),
-                            item.object_id,
-                        )
+                )
+            else:
+                work.updates.append(
+                    (
+                        item.raw_row,
+                        item.sha256,
+                        metadata_date,
+                        now,
+                        source_file,
+                        *typed,
+                        tags_json(tags),
+                        item.object_id,
                     )
-            if inserts:
-                conn.executemany(_INSERT_SQL, inserts)
-            if updates:
-                changed = [(row[-1],) for row in updates]
-                conn.executemany(_KEEP_VERSION_SQL, [(now, oid) for (oid,) in changed])
-                conn.executemany(
-                    "DELETE FROM object_tags WHERE object_id = ? AND source = 'csv'", changed
                 )
-                conn.executemany(_UPDATE_SQL, updates)
-            if links:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO object_tags (object_id, tag_id, source) "
-                    "VALUES (?, ?, 'csv')",
-                    links,
-                )
-        self.report.inserted += len(inserts)
-        self.report.updated += len(updates)
-        self.report.tags_linked += len(links)
+        return work
 
     # --- the run --------------------------------------------------------------------------
     def run(self) -> ImportReport:
@@ -348,29 +293,38 @@ class CsvImporter:
         for issue in self.reader.header_issues:
             self._issue(issue)
         began = time.perf_counter()
+        writer = BatchWriter(self.data_dir)
+        writer.start()
         batch: list[_Pending] = []
         try:
-            for item in self.reader:
-                report.rows_read += 1
-                if isinstance(item, CsvIssue):
-                    self._issue(item)
-                    continue
-                pending = self._check_row(item)
-                if pending is None:
-                    continue
-                batch.append(pending)
-                if len(batch) >= self.batch_size:
-                    self._flush(batch)
-                    batch = []
-                    if self.progress is not None:
-                        self.progress(
-                            self.reader.bytes_read, self.reader.bytes_total, report.rows_read
-                        )
-            self._flush(batch)
+            try:
+                for item in self.reader:
+                    report.rows_read += 1
+                    if isinstance(item, CsvIssue):
+                        self._issue(item)
+                        continue
+                    pending = self._check_row(item)
+                    if pending is None:
+                        continue
+                    batch.append(pending)
+                    if len(batch) >= self.batch_size:
+                        writer.submit(self._prepare(batch))
+                        batch = []
+                        if self.progress is not None:
+                            self.progress(
+                                self.reader.bytes_read, self.reader.bytes_total, report.rows_read
+                            )
+                if batch:
+                    writer.submit(self._prepare(batch))
+            finally:
+                writer.close()  # waits for the queued batches to be committed
         except BaseException:
             report.interrupted = True
             raise
         finally:
+            report.inserted = writer.counts.inserted
+            report.updated = writer.counts.updated
+            report.tags_linked = writer.counts.tags_linked
             report.seconds = time.perf_counter() - began
             self._record()
         if self.progress is not None:
@@ -419,7 +373,7 @@ def import_csv(
         conn = connect_sync(data_dir)
         try:
             importer = CsvImporter(
-                reader, conn, batch_size=batch_size, progress=progress, on_issue=on_issue
+                reader, conn, data_dir, batch_size=batch_size, progress=progress, on_issue=on_issue
             )
             return importer.run()
         finally:

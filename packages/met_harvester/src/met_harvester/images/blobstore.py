@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import re
 import secrets
@@ -29,6 +30,8 @@ INCOMING = ".incoming"
 CORRUPT = ".corrupt"
 TEMP_PREFIX = ".tmp-"
 HASH_CHUNK = 1 << 20
+_TEMP_TAG = secrets.token_hex(4)  # with the pid and a counter: unique temp names, no syscall
+_temp_counter = itertools.count()
 
 
 def fsync_dir(path: Path) -> None:
@@ -66,6 +69,7 @@ class BlobStore:
         self.root = Path(root)
         self.incoming = self.root / INCOMING
         self.corrupt_dir = self.root / CORRUPT
+        self._incoming_ready = False
 
     @classmethod
     def for_data_dir(cls, data_dir: Path | str) -> BlobStore:
@@ -90,8 +94,10 @@ class BlobStore:
     # --- writing --------------------------------------------------------------------------
     def new_temp(self) -> Path:
         """A fresh temp file name in the incoming folder (created by the caller)."""
-        self.incoming.mkdir(parents=True, exist_ok=True)
-        return self.incoming / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+        if not self._incoming_ready:
+            self.incoming.mkdir(parents=True, exist_ok=True)
+            self._incoming_ready = True
+        return self.incoming / f"{TEMP_PREFIX}{os.getpid()}-{_TEMP_TAG}-{next(_temp_counter)}"
 
     def commit(self, temp: Path, sha256: str, size: int) -> bool:
         """Make a complete temp file the blob `sha256`; the temp name is gone afterwards.
@@ -112,10 +118,9 @@ class BlobStore:
                 if actual != size:
                     raise ValueError(f"temp file has {actual} bytes, expected {size}")
                 os.fchmod(fd, 0o444)  # blobs are never modified: read-only from the start
-                os.fsync(fd)
+                os.fdatasync(fd)  # the bytes (and size) on disk before the name appears
             finally:
                 os.close(fd)
-            final.parent.mkdir(parents=True, exist_ok=True)
             stored = self._link_once(temp, final, size)
             if stored:
                 fsync_dir(final.parent)
@@ -129,6 +134,11 @@ class BlobStore:
             try:
                 os.link(temp, final)
                 return True
+            except FileNotFoundError:
+                if not temp.exists():
+                    raise
+                final.parent.mkdir(parents=True, exist_ok=True)  # first blob of this folder
+                continue
             except FileExistsError:
                 try:
                     if final.stat().st_size == size:

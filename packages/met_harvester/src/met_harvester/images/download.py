@@ -17,8 +17,10 @@ import hashlib
 import logging
 import os
 import socket
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import aiohttp
 import yarl
@@ -154,7 +156,10 @@ class ImageFetcher:
         session: from `make_session`.
         limiter: the image pool's adaptive limiter.
         metrics: optional counters.
-        retry_initial: first back-off between attempts, in seconds.
+        executor: threads for validation and the fsync'ing commit (None: asyncio's default);
+            give it one thread per concurrent download so fsyncs overlap.
+
+    Back-off between attempts: `settings.retry_wait` doubling up to `settings.retry_wait_max`.
     """
 
     def __init__(
@@ -166,15 +171,15 @@ class ImageFetcher:
         limiter: AdaptiveRateLimiter,
         allowed: tuple[AllowedHost, ...],
         metrics: HarvesterMetrics | None = None,
-        retry_initial: float = 0.5,
+        executor: Executor | None = None,
     ) -> None:
         self.settings = settings
+        self.executor = executor
         self.store = store
         self.session = session
         self.limiter = limiter
         self.allowed = allowed
         self.metrics = metrics
-        self.retry_initial = retry_initial
 
     async def fetch(
         self, url: str, *, etag: str | None = None, last_modified: str | None = None
@@ -187,7 +192,9 @@ class ImageFetcher:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.max_attempts),
             wait=wait_exponential_jitter(
-                multiplier=self.retry_initial, jitter=self.retry_initial, max=30.0
+                multiplier=self.settings.retry_wait,
+                jitter=self.settings.retry_wait,
+                max=self.settings.retry_wait_max,
             ),
             retry=retry_if_exception_type(TransientFetchError),
             before_sleep=self._count_retry,
@@ -299,12 +306,22 @@ class ImageFetcher:
         self.limiter.on_success()
         return outcome
 
+    def _validate_and_commit(self, temp: Path, sha256: str, size: int) -> tuple[ImageInfo, bool]:
+        """In a worker thread: validate the complete temp file, then commit it as a blob."""
+        info = validate_image(temp, max_pixels=self.settings.max_image_pixels)
+        return info, self.store.commit(temp, sha256, size)
+
     async def _stream(
         self, url: yarl.URL, resp: aiohttp.ClientResponse, length: int | None
     ) -> FetchOutcome:
         limit = self.settings.max_image_bytes
         temp = self.store.new_temp()
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:  # the incoming folder was removed under us: make it again
+            temp.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        committed = False
         try:
             digest = hashlib.sha256()
             size = 0
@@ -328,19 +345,21 @@ class ImageFetcher:
                 )
             if size == 0:
                 raise PermanentFetchError("empty body", resp.status)
+            sha256 = digest.hexdigest()
+            loop = asyncio.get_running_loop()
             try:
-                info = await asyncio.to_thread(
-                    validate_image, temp, max_pixels=self.settings.max_image_pixels
+                info, stored = await loop.run_in_executor(
+                    self.executor, self._validate_and_commit, temp, sha256, size
                 )
             except InvalidImage as exc:
                 raise PermanentFetchError(str(exc), resp.status) from None
-            sha256 = digest.hexdigest()
-            stored = await asyncio.to_thread(self.store.commit, temp, sha256, size)
+            committed = True  # commit() has removed the temp name
         finally:
             if fd >= 0:
                 os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+            if not committed:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
         return FetchOutcome(
             "stored" if stored else "deduplicated",
             str(url),
@@ -351,13 +370,3 @@ class ImageFetcher:
             etag=resp.headers.get("ETag"),
             last_modified=resp.headers.get("Last-Modified"),
         )
-
-
-def outcome_summary(outcome: FetchOutcome) -> dict[str, Any]:
-    """A small dict of an outcome, for logs."""
-    return {
-        "kind": outcome.kind,
-        "url": outcome.url,
-        "status": outcome.status,
-        "error": outcome.error,
-    }

@@ -182,24 +182,45 @@ async def _plan_batch(
     present = set(await asyncio.to_thread(lambda: [r[0] for r in ok_rows if store.has(r[6], r[7])]))
     plan.objects += len(rows)
     seen: set[tuple[int, str, int, str]] = set()
+    to_insert: list[Slot] = []
+    to_supersede: list[int] = []
     for row in rows:
         for slot in wanted_slots(row, settings):
             plan.slots += 1
             seen.add(slot.key)
             existing = current.get(slot.key)
             if existing is None:
-                plan.fetch_ids.append(await _insert_pending(db, slot))
+                to_insert.append(slot)
                 plan.new += 1
             elif existing[5] != slot.url:
-                await _supersede(db, existing[0], now)
-                plan.fetch_ids.append(await _insert_pending(db, slot))
+                to_supersede.append(existing[0])
+                to_insert.append(slot)
                 plan.superseded += 1
             else:
                 _plan_existing(existing, present, changed_at, allowed, now, plan)
     for key, existing in current.items():
         if key not in seen and _managed(key, settings):
-            await _supersede(db, existing[0], now)
+            to_supersede.append(existing[0])
             plan.superseded += 1
+    # Old rows leave the current slot first (the unique index), then the new rows come in.
+    await db.executemany(
+        "UPDATE images SET is_current = 0, superseded_at = ? WHERE image_id = ?",
+        [(now, image_id) for image_id in to_supersede],
+    )
+    await db.executemany(
+        "INSERT INTO images (object_id, role, position, variant, url, status) "
+        "VALUES (?, ?, ?, ?, ?, 'pending')",
+        [(s.object_id, s.role, s.position, s.variant, s.url) for s in to_insert],
+    )
+    if to_insert:
+        new_keys = {slot.key for slot in to_insert}
+        async with db.execute(
+            "SELECT image_id, object_id, role, position, variant FROM images "
+            f"WHERE is_current = 1 AND status = 'pending' AND object_id IN ({marks})",
+            ids,
+        ) as cur:
+            inserted = {(r[1], r[2], r[3], r[4]): r[0] for r in await cur.fetchall()}
+        plan.fetch_ids.extend(inserted[key] for key in sorted(new_keys))
 
 
 def _plan_existing(
@@ -244,20 +265,3 @@ def _plan_existing(
                 plan.refused += 1  # refused by a redirect: asked again after the back-off
             else:
                 plan.fetch_ids.append(image_id)
-
-
-async def _insert_pending(db: aiosqlite.Connection, slot: Slot) -> int:
-    cur = await db.execute(
-        "INSERT INTO images (object_id, role, position, variant, url, status) "
-        "VALUES (?, ?, ?, ?, ?, 'pending')",
-        (slot.object_id, slot.role, slot.position, slot.variant, slot.url),
-    )
-    assert cur.lastrowid is not None
-    return int(cur.lastrowid)
-
-
-async def _supersede(db: aiosqlite.Connection, image_id: int, now: str) -> None:
-    await db.execute(
-        "UPDATE images SET is_current = 0, superseded_at = ? WHERE image_id = ?",
-        (now, image_id),
-    )

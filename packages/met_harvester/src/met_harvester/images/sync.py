@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -173,9 +174,18 @@ async def _fetch_all(
     )
     work: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=settings.image_concurrency * 4)
     results: asyncio.Queue[tuple[_Work, FetchOutcome] | None] = asyncio.Queue()
+    executor = ThreadPoolExecutor(
+        max_workers=settings.image_concurrency, thread_name_prefix="met-image-commit"
+    )
     async with make_session(settings, allowed) as session:
         fetcher = ImageFetcher(
-            settings, store, session=session, limiter=limiter, allowed=allowed, metrics=metrics
+            settings,
+            store,
+            session=session,
+            limiter=limiter,
+            allowed=allowed,
+            metrics=metrics,
+            executor=executor,
         )
 
         async def worker() -> None:
@@ -200,6 +210,7 @@ async def _fetch_all(
             await asyncio.gather(*workers, return_exceptions=True)
             await results.put(None)
             await writer
+            executor.shutdown(wait=True)
     if limiter.learned_rate is not None:
         await set_state(db, LEARNED_RATE_KEY, round(limiter.learned_rate, 4))
         await db.commit()
@@ -282,6 +293,7 @@ async def _record(
 ) -> None:
     now_dt = datetime.now(UTC)
     now = _iso(now_dt)
+    plain_ok: list[tuple[Any, ...]] = []  # the common case, written with one executemany
     for item, outcome in batch:
         extra = {"object_id": item.object_id, "image_id": item.image_id, "url": item.url}
         if outcome.kind in ("stored", "deduplicated"):
@@ -294,7 +306,11 @@ async def _record(
                     metrics.image_bytes.inc(outcome.size or 0)
             else:
                 report.deduplicated += 1
-            await _save_ok(db, item, outcome, now)
+            values = _ok_values(item, outcome, now)
+            if values is not None:
+                plain_ok.append(values)
+            else:
+                await _save_new_content(db, item, outcome, now)
         elif outcome.kind == "not_modified":
             report.not_modified += 1
             await db.execute(
@@ -323,13 +339,23 @@ async def _record(
             if metrics is not None:
                 metrics.failures.labels("image").inc()
             await _save_failure(db, item, outcome, now_dt, extra)
+    await db.executemany(
+        "UPDATE images SET sha256 = ?, bytes = ?, width = ?, height = ?, format = ?, mode = ?, "
+        "fetched_at = ?, etag = ?, last_modified = ?, status = 'ok', error = NULL, "
+        "attempts = 0, next_retry_at = NULL WHERE image_id = ?",
+        plain_ok,
+    )
     await db.commit()
 
 
-async def _save_ok(db: aiosqlite.Connection, item: _Work, outcome: FetchOutcome, now: str) -> None:
+def _ok_values(item: _Work, outcome: FetchOutcome, now: str) -> tuple[Any, ...] | None:
+    """Parameters of the plain `ok` update, or None when the row's old blob must become
+    history (same URL, new bytes)."""
+    if item.status == "ok" and item.sha256 and item.sha256 != outcome.sha256:
+        return None
     info = outcome.info
     assert info is not None
-    values = (
+    return (
         outcome.sha256,
         outcome.size,
         info.width,
@@ -339,25 +365,40 @@ async def _save_ok(db: aiosqlite.Connection, item: _Work, outcome: FetchOutcome,
         now,
         outcome.etag,
         outcome.last_modified,
+        item.image_id,
     )
-    if item.status == "ok" and item.sha256 and item.sha256 != outcome.sha256:
-        # Same URL, new bytes: keep the old link as history, start a new current row.
-        await db.execute(
-            "UPDATE images SET is_current = 0, superseded_at = ? WHERE image_id = ?",
-            (now, item.image_id),
-        )
-        await db.execute(
-            "INSERT INTO images (object_id, role, position, variant, url, sha256, bytes, width, "
-            "height, format, mode, fetched_at, etag, last_modified, status) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok')",
-            (item.object_id, item.role, item.position, item.variant, item.url, *values),
-        )
-        return
+
+
+async def _save_new_content(
+    db: aiosqlite.Connection, item: _Work, outcome: FetchOutcome, now: str
+) -> None:
+    """Same URL, new bytes: keep the old link as history, start a new current row."""
+    info = outcome.info
+    assert info is not None
     await db.execute(
-        "UPDATE images SET sha256 = ?, bytes = ?, width = ?, height = ?, format = ?, mode = ?, "
-        "fetched_at = ?, etag = ?, last_modified = ?, status = 'ok', error = NULL, "
-        "attempts = 0, next_retry_at = NULL WHERE image_id = ?",
-        (*values, item.image_id),
+        "UPDATE images SET is_current = 0, superseded_at = ? WHERE image_id = ?",
+        (now, item.image_id),
+    )
+    await db.execute(
+        "INSERT INTO images (object_id, role, position, variant, url, sha256, bytes, width, "
+        "height, format, mode, fetched_at, etag, last_modified, status) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok')",
+        (
+            item.object_id,
+            item.role,
+            item.position,
+            item.variant,
+            item.url,
+            outcome.sha256,
+            outcome.size,
+            info.width,
+            info.height,
+            info.format,
+            info.mode,
+            now,
+            outcome.etag,
+            outcome.last_modified,
+        ),
     )
 
 
@@ -378,7 +419,10 @@ async def _save_failure(
         return
     attempts = item.attempts + 1
     next_retry = _iso(now_dt + retry_delay(attempts, permanent=outcome.permanent))
-    log.warning(
+    # Transient trouble that outlasted every retry is a give-up (ERROR); a body that is not a
+    # whole, sane image is the server's content, reported as a warning.
+    log.log(
+        logging.WARNING if outcome.permanent else logging.ERROR,
         "image failed (attempt %d, next try %s): %s",
         attempts,
         next_retry,

@@ -4,18 +4,20 @@ Pillow identifies the format from the header only (a short list of raster format
 or other formats that run external programs), the dimensions are checked against the pixel
 cap *before* any decoding (decompression bombs), and then completeness is proven cheaply:
 
-- JPEG: decoded at 1/8 scale (`draft`), which walks the whole entropy-coded stream without
-  materialising full-size pixels; a truncated file raises "image file is truncated".
+- JPEG: the end-of-image marker (FF D9) must follow the start of the scan data. Entropy-coded
+  data stuffs every FF byte, so no FF D9 can occur inside it: a body cut anywhere lacks it.
+  Found with `rfind` on a read-only mmap, so a 100 MB file costs a few pages, not a decode.
 - PNG: `verify()` checks every chunk's CRC, and the file must end with the IEND chunk.
 - GIF, WebP, TIFF: `verify()` and a full decode (rare on the Met's image host).
 
-Memory stays bounded by the pixel cap / 64 for JPEG, whatever the file size. Pillow's own
+Nothing is decoded for JPEG and PNG, so memory and CPU do not grow with the pixel count. Pillow's own
 decompression-bomb guard (an error above 2 x `Image.MAX_IMAGE_PIXELS`) still applies on top of
 `max_pixels`; this module never changes that process-wide setting.
 """
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,15 +81,23 @@ def _check(path: Path, max_pixels: int) -> ImageInfo:
     with Image.open(path, formats=ALLOWED_FORMATS) as img:
         info = ImageInfo(img.format or "?", img.mode, img.width, img.height)
         _check_dimensions(info, max_pixels)
+        # After open, a JPEG's file position is just past the first SOS header.
+        scan_start = img.fp.tell() if info.format == "JPEG" and img.fp is not None else 0
         img.verify()
-    if info.format == "PNG":
+    if info.format == "JPEG":
+        _check_jpeg_end(path, scan_start)
+    elif info.format == "PNG":
         _check_png_end(path)
-        return info
-    with Image.open(path, formats=ALLOWED_FORMATS) as img:
-        if info.format == "JPEG":
-            img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
-        img.load()
+    else:
+        with Image.open(path, formats=ALLOWED_FORMATS) as img:
+            img.load()
     return info
+
+
+def _check_jpeg_end(path: Path, scan_start: int) -> None:
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        if scan_start <= 0 or mm.rfind(b"\xff\xd9", scan_start) < 0:
+            raise InvalidImage("truncated image data (JPEG without end-of-image marker)")
 
 
 def _check_dimensions(info: ImageInfo, max_pixels: int) -> None:

@@ -42,6 +42,8 @@ DATE_NOT_VALID = '"Date not valid. Dates must be in the format YYYY-MM-DD e.g. 1
 _IMAGE_NAME = re.compile(r"^(\d+)(?:-v(\d+))?\.(jpg|png)$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MET_HEADERS = {"X-Cdn": "Imperva", "X-Powered-By": "ARR/3.0, ASP.NET"}
+_FAULT = web.RequestKey("fake_api_fault", str)
+_LOGGED = web.RequestKey("fake_api_logged", bool)
 _BLOCK_HEADERS = {"Cache-Control": "no-cache, no-store", "Connection": "close"}
 
 
@@ -113,6 +115,7 @@ class FakeMetAPI:
     # ----- lifecycle ----------------------------------------------------------------------------
     def _make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
+        app.on_response_prepare.append(self._on_prepare)
         r = app.router
         r.add_route("GET", API_PREFIX + "/objects", self._objects)
         r.add_route("GET", API_PREFIX + "/objects/", self._objects_slash)
@@ -228,26 +231,39 @@ class FakeMetAPI:
             if path.startswith("/images")
             else "api"
         )
-        status = 0
-        fault: str | None = None
         try:
             response, fault = await self._dispatch(request, handler, kind, ip)
-            status = response.status
-            return response
+            if fault is not None:
+                request[_FAULT] = fault
+            return response  # logged by _on_prepare when its headers go out
         except web.HTTPException as exc:
-            status = exc.status
+            self._log(request, exc.status, None)
             raise
         except _Drop as drop:
-            fault, status = drop.fault, drop.status
+            self._log(request, drop.status, drop.fault)
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError from None
-        finally:
-            self.requests.append(
-                RequestRecord(
-                    time.time(), request.method, path, request.query_string, status, ip, fault
-                )
+
+    def _log(self, request: web.Request, status: int, fault: str | None) -> None:
+        if request.get(_LOGGED):
+            return
+        request[_LOGGED] = True
+        self.requests.append(
+            RequestRecord(
+                time.time(),
+                request.method,
+                request.path,
+                request.query_string,
+                status,
+                request.remote or "",
+                fault,
             )
+        )
+
+    async def _on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Log before the body is sent, so a client never sees an answer that is not yet logged.
+        self._log(request, response.status, request.get(_FAULT))
 
     async def _dispatch(
         self, request: web.Request, handler: Any, kind: str, ip: str
@@ -301,6 +317,7 @@ class FakeMetAPI:
         self, request: web.Request, body: bytes, content_type: str, fault: str
     ) -> web.StreamResponse:
         """Announce the whole body, send half of it, then close the connection."""
+        request[_FAULT] = fault
         resp = web.StreamResponse(status=200, headers={"Content-Type": content_type})
         resp.content_length = len(body)
         await resp.prepare(request)
@@ -328,13 +345,14 @@ class FakeMetAPI:
         if fault == "p_image_truncate":
             return await self._truncated(request, body, response.content_type, fault), fault
         # p_image_slow: stream in small chunks at image_slow_rate bytes/s.
+        request[_FAULT] = fault
         resp = web.StreamResponse(status=200, headers={"Content-Type": response.content_type})
         resp.content_length = len(body)
         await resp.prepare(request)
         chunk = 4096
         for start in range(0, len(body), chunk):
-            await resp.write(body[start : start + chunk])
             await asyncio.sleep(chunk / max(1.0, f.image_slow_rate))
+            await resp.write(body[start : start + chunk])
         return resp, fault  # aiohttp ends the body after the middleware has logged it
 
     # ----- API handlers -------------------------------------------------------------------------
