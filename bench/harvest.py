@@ -233,8 +233,10 @@ def main() -> None:
         return
 
     cores = len(os.sched_getaffinity(0))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"# bench/harvest.py  python {sys.version.split()[0]}  {cores} cores  (fake API in its own process)"
+        f"# bench/harvest.py  python {sys.version.split()[0]}  {cores} cores  "
+        f"load average {load}  (fake API and harvester each in their own process)"
     )
     rows: list[tuple[str, dict[str, Any], float | None]] = []
     for size in (int(s) for s in args.sizes.split(",") if s):
@@ -252,19 +254,25 @@ def main() -> None:
             80.0,
         )
     )
-    header = f"{'case':<42} {'objects':>8} {'wall s':>7} {'obj/s':>7} {'CPU s/1k':>8} {'peak RSS MB':>11} {'API CPU s':>9} {'max req/1s':>10} {'rate at server':>15}"
+    header = (
+        f"{'case':<44} {'objects':>8} {'wall s':>7} {'obj/s':>6} {'CPU s/1k':>8} {'RSS MB':>6} "
+        f"{'API CPU s':>9} {'max/1s client':>13} {'max/1s server':>13} {'rate at server':>15}"
+    )
     print(header)
     print("-" * len(header))
     for name, f, limit in rows:
         per_s = f["objects"] / f["wall_s"] if f["wall_s"] else math.nan
         cpu_k = f["cpu_s"] / (f["objects"] / 1000) if f["objects"] else math.nan
-        rate = f"{f['server_rate']:.2f}" + (f" ({f['server_rate'] / limit:.1%})" if limit else "")
+        rate = f"{f['server_rate']:.1f}" + (f" ({f['server_rate'] / limit:.1%})" if limit else "")
         print(
-            f"{name:<42} {f['objects']:>8,} {f['wall_s']:>7.1f} {per_s:>7.0f} {cpu_k:>8.2f} "
-            f"{f['peak_rss_mb']:>11.0f} {f['server_cpu_s']:>9.1f} {f['max_1s']:>10} {rate:>15}"
+            f"{name:<44} {f['objects']:>8,} {f['wall_s']:>7.1f} {per_s:>6.0f} {cpu_k:>8.2f} "
+            f"{f['peak_rss_mb']:>6.0f} {f['server_cpu_s']:>9.1f} {f['client_max_1s']:>13} "
+            f"{f['max_1s']:>13} {rate:>15}"
         )
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"(harvest path: {rows[0][1]['path']}; targets: >= 1,500 obj/s, RSS < 250 MB and flat, 97-100% of --rate)"
+        f"(harvest path: {rows[0][1]['path']}; load average now {load}; targets: >= 1,500 obj/s, "
+        "RSS < 250 MB and flat, 97-100% of --rate, max/1s <= ceil(rate) + 1)"
     )
 
 

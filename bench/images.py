@@ -5,14 +5,15 @@ in its own child process (so peak RSS is that run's own):
 
 - baseline: a bare aiohttp loop, N workers, streaming each body to a file (no hashing, no
   validation, no fsync, no database);
+- baseline+fsync: the same loop plus an fsync of each file (the durability cost alone);
 - ours: `sync_images` with the same concurrency: allowlist check, streaming with sha256, byte
   caps, Pillow validation (JPEG decoded at 1/8 scale), fsync + link into the blob store, one
   SQLite row per image.
 
-Two sets: many small JPEGs (like primaryImageSmall) and a few large ones (like originals), to
-show throughput and that peak RSS does not grow with image size.
+Three sets: many small JPEGs (like primaryImageSmall), fewer large ones (like originals) and a
+few huge ones, to show throughput and that peak RSS does not grow with image size.
 
-    .venv/bin/python bench/images.py [--small 400] [--large 24] [--concurrency 8] [--repeat 3]
+    .venv/bin/python bench/images.py [--small 400] [--large 24] [--huge 8] [--concurrency 8] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def serve(root: Path, port_file: Path) -> None:
 # --- the two clients (each run in a child process) -------------------------------------------
 
 
-async def _baseline(urls: list[str], out: Path, concurrency: int) -> None:
+async def _baseline(urls: list[str], out: Path, concurrency: int, *, fsync: bool = False) -> None:
     import aiohttp
 
     queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
@@ -121,6 +122,9 @@ async def _baseline(urls: list[str], out: Path, concurrency: int) -> None:
                     with open(out / f"{n}.jpg", "wb") as fh:
                         async for chunk in resp.content.iter_chunked(1 << 18):
                             fh.write(chunk)
+                        if fsync:  # the durability ours pays for: file data, in a thread
+                            fh.flush()
+                            await asyncio.to_thread(os.fsync, fh.fileno())
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -139,20 +143,29 @@ async def _ours(urls: list[str], data_dir: Path, host: str, concurrency: int) ->
             [(n + 1, now, now, url) for n, url in enumerate(urls)],
         )
     conn.close()
-    settings = HarvesterSettings(
-        data_dir=data_dir,
-        image_hosts=[host],
-        image_rate=1_000_000.0,
-        image_concurrency=concurrency,
+    settings = HarvesterSettings.model_validate(
+        {
+            "data_dir": data_dir,
+            "image_hosts": [host],
+            "image_rate": 1_000_000.0,
+            "image_concurrency": concurrency,
+        }
     )
     db = await open_db(data_dir)
     try:
+        cpu_before = _cpu_seconds()
         started = time.perf_counter()
         report = await sync_images(db, settings)
         elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds() - cpu_before
     finally:
         await db.close()
-    return {"elapsed": elapsed, "report": report.as_dict()}
+    return {"elapsed": elapsed, "cpu_s": cpu, "report": report.as_dict()}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mb() -> float:
@@ -170,12 +183,15 @@ def child(mode: str, spec_path: Path) -> None:
     """Run one measurement and print a JSON line: elapsed, bytes, peak RSS."""
     spec = json.loads(spec_path.read_text())
     urls: list[str] = spec["urls"]
-    work = Path(spec["work"])
-    if mode == "baseline":
-        import aiohttp  # noqa: F401  (imported before the clock starts, as for ours)
+    if mode == "ours":  # import what ours needs before counting CPU, as for the baseline
+        import met_harvester.images.sync  # noqa: F401
+    import aiohttp  # noqa: F401
 
+    cpu_at_start = _cpu_seconds()
+    work = Path(spec["work"])
+    if mode in ("baseline", "baseline+fsync"):
         started = time.perf_counter()
-        asyncio.run(_baseline(urls, work, spec["concurrency"]))
+        asyncio.run(_baseline(urls, work, spec["concurrency"], fsync=mode == "baseline+fsync"))
         result: dict[str, Any] = {"elapsed": time.perf_counter() - started}
         assert len(list(work.iterdir())) == len(urls)
     else:
@@ -183,6 +199,7 @@ def child(mode: str, spec_path: Path) -> None:
         report = result["report"]
         assert report["stored"] == len(urls), report
     result["rss_mb"] = peak_rss_mb()
+    result.setdefault("cpu_s", _cpu_seconds() - cpu_at_start)
     print(json.dumps(result))
 
 
@@ -213,6 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", type=int, default=400, help="small JPEGs (640x480)")
     parser.add_argument("--large", type=int, default=24, help="large JPEGs (4000x3000)")
+    parser.add_argument("--huge", type=int, default=8, help="huge JPEGs (8000x6000)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
@@ -231,10 +249,12 @@ def main() -> None:
         sets = {
             "small 640x480": ("small", args.small, (640, 480)),
             "large 4000x3000": ("large", args.large, (4000, 3000)),
+            "huge 8000x6000": ("huge", args.huge, (8000, 6000)),
         }
         sizes = {}
         for label, (name, count, size) in sets.items():
-            sizes[label] = make_set(root / name, count, size, seed=len(name))
+            if count:
+                sizes[label] = make_set(root / name, count, size, seed=len(name))
         port_file = scratch / "port"
         server = subprocess.Popen([sys.executable, str(HERE), "--serve", str(root), str(port_file)])
         try:
@@ -244,11 +264,16 @@ def main() -> None:
             rows = []
             for label, (name, count, _size) in sets.items():
                 urls = [f"http://{host}/{name}/{n:06d}.jpg" for n in range(count)]
-                base_runs, our_runs = [], []
-                for _ in range(args.repeat):  # alternate, so drift hits both alike
+                if not count:
+                    continue
+                base_runs, sync_runs, our_runs = [], [], []
+                for _ in range(args.repeat):  # interleaved, so drift hits all alike
                     base_runs.append(measure("baseline", urls, host, args.concurrency, scratch))
                     our_runs.append(measure("ours", urls, host, args.concurrency, scratch))
-                rows.append((label, count, sizes[label], base_runs, our_runs))
+                    sync_runs.append(
+                        measure("baseline+fsync", urls, host, args.concurrency, scratch)
+                    )
+                rows.append((label, count, sizes[label], base_runs, sync_runs, our_runs))
         finally:
             server.kill()
             server.wait()
@@ -260,21 +285,28 @@ def main() -> None:
         f"median of {args.repeat} runs, {os.cpu_count()} CPUs"
     )
     header = (
-        f"{'set':<16} {'files':>5} {'MB':>7} | {'base MB/s':>9} {'img/s':>7} {'RSS MB':>6} | "
-        f"{'ours MB/s':>9} {'img/s':>7} {'RSS MB':>6} | {'ratio':>5}"
+        f"{'set':<16} {'files':>5} {'MB':>6} | {'base MB/s':>9} {'img/s':>6} {'CPU ms/img':>10} "
+        f"{'RSS MB':>6} | {'+fsync MB/s':>11} | {'ours MB/s':>9} {'img/s':>6} {'CPU ms/img':>10} "
+        f"{'RSS MB':>6} | {'ours/base':>9} {'ours/+fsync':>11}"
     )
     print(header)
     print("-" * len(header))
-    for label, count, total, base_runs, our_runs in rows:
+    for label, count, total, base_runs, sync_runs, our_runs in rows:
         base_t = statistics.median(r["elapsed"] for r in base_runs)
+        sync_t = statistics.median(r["elapsed"] for r in sync_runs)
         ours_t = statistics.median(r["elapsed"] for r in our_runs)
+        base_cpu = statistics.median(r["cpu_s"] for r in base_runs) * 1000 / count
+        ours_cpu = statistics.median(r["cpu_s"] for r in our_runs) * 1000 / count
         mb = total / 1e6
         print(
-            f"{label:<16} {count:>5} {mb:>7.1f} | {mb / base_t:>9.1f} {count / base_t:>7.1f} "
-            f"{max(r['rss_mb'] for r in base_runs):>6.0f} | {mb / ours_t:>9.1f} "
-            f"{count / ours_t:>7.1f} {max(r['rss_mb'] for r in our_runs):>6.0f} | "
-            f"{base_t / ours_t:>5.2f}"
+            f"{label:<16} {count:>5} {mb:>6.1f} | {mb / base_t:>9.1f} {count / base_t:>6.1f} "
+            f"{base_cpu:>10.2f} {max(r['rss_mb'] for r in base_runs):>6.0f} | "
+            f"{mb / sync_t:>11.1f} | {mb / ours_t:>9.1f} {count / ours_t:>6.1f} {ours_cpu:>10.2f} "
+            f"{max(r['rss_mb'] for r in our_runs):>6.0f} | "
+            f"{base_t / ours_t:>9.2f} {sync_t / ours_t:>11.2f}"
         )
+    load = os.getloadavg()
+    print(f"load average during the run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
 
 
 if __name__ == "__main__":

@@ -331,7 +331,7 @@ async def test_dropped_and_truncated(fake_api_factory: FakeApiFactory) -> None:
 
 
 async def test_fault_fractions_and_latency(fake_api_factory: FakeApiFactory) -> None:
-    faults = FaultConfig(p500=0.3, latency=0.05, seed=1)
+    faults = FaultConfig(p500=0.3, latency=0.02, seed=1)
     api = await fake_api_factory(n_objects=20, faults=faults)
     url = f"{api.api_url}/objects/{api.collection.object_ids[0]}"
     async with aiohttp.ClientSession() as s:
@@ -339,7 +339,7 @@ async def test_fault_fractions_and_latency(fake_api_factory: FakeApiFactory) -> 
         statuses = [(await get(s, url))[0] for _ in range(60)]
         elapsed = time.monotonic() - started
     assert set(statuses) == {200, 500} and 6 <= statuses.count(500) <= 32
-    assert elapsed >= 60 * 0.05  # every answer waited at least the added latency
+    assert elapsed >= 60 * 0.02  # every answer waited at least the added latency
 
 
 async def test_firewall_blocks_per_ip_then_lifts(fake_api_factory: FakeApiFactory) -> None:
@@ -480,7 +480,7 @@ async def test_image_faults(fake_api_factory: FakeApiFactory, knob: str) -> None
 
 # ----- ground truth -------------------------------------------------------------------------------
 def test_truth_boxes_hold_the_motifs() -> None:
-    coll = SyntheticCollection(CollectionConfig(n_objects=150, seed=4, large_image=False))
+    coll = SyntheticCollection(CollectionConfig(n_objects=100, seed=4, large_image=False))
     checked = 0
     for oid in coll.object_ids:
         truth = coll.truth(oid)
@@ -489,18 +489,18 @@ def test_truth_boxes_hold_the_motifs() -> None:
         spec = coll.image_spec(oid)
         if spec.mode != "RGB" or not truth["tags"]:
             continue
-        img = np.asarray(_decode(coll.image_bytes(oid, "original")[0]).convert("RGB"), np.int32)
+        img = np.asarray(_decode(coll.image_bytes(oid, "small")[0]).convert("RGB"), np.int32)
         h, w = img.shape[:2]
         for tag, (x0, y0, x1, y1) in truth["boxes"].items():
             assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
             side = (x1 - x0) * w / min(w, h)
-            assert 0.17 <= side <= 0.31  # 18–30% of the short side
+            assert 0.19 <= side <= 0.31  # 20–30% of the short side
             crop = img[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)]
             fill = np.array(MOTIFS[tag][1])
             share = (np.abs(crop - fill).sum(axis=-1) < 90).mean()
             assert share > 0.15, (oid, tag, share)
         checked += 1
-    assert checked > 50
+    assert checked > 40
 
 
 def test_tint_rates_and_motifs_tint_independent() -> None:
@@ -569,22 +569,24 @@ def test_cli_fake_api_subprocess(tmp_path: Path) -> None:
 def test_cli_help_and_bad_input() -> None:
     import typer
     from typer.main import get_command
+    from typer.testing import CliRunner
 
     from met_harvester.commands import fake_api_cmd
 
     app = typer.Typer()
     fake_api_cmd.register(app)
-    command = get_command(app)
+    app.command("other")(lambda: None)  # keep "fake-api" a subcommand
+    command = get_command(app).commands["fake-api"]  # type: ignore[attr-defined]
     params = [p for p in command.params if p.name != "help"]
     assert len(params) > 30 and all(getattr(p, "help", None) for p in params)
+    runner = CliRunner()
     for args, flag in (
         (["--p403", "1.5"], "--p403"),
         (["--latency", "-1"], "--latency"),
         (["--firewall-requests", "0"], "--firewall-requests"),
+        (["--objects", "-3"], "--objects"),
     ):
-        run = subprocess.run(
-            [sys.executable, "-m", "met_harvester", "fake-api", *args],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert run.returncode == 2 and run.stderr.startswith("met-harvester: error: ")
-        assert flag in run.stderr and len(run.stderr.strip().splitlines()) == 1
+        result = runner.invoke(app, ["fake-api", *args])
+        assert result.exit_code == 2
+        assert result.stderr.startswith("met-harvester: error: ") and flag in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,9 @@ from met_harvester.images.blobstore import BlobStore, hash_file
 from met_harvester.images.sync import image_status, sync_images
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.settings import HarvesterSettings
+from met_harvester.testing import FakeMetAPI
+
+FakeApiFactory = Callable[..., Awaitable[FakeMetAPI]]
 
 HERE = Path(__file__).resolve().parent
 
@@ -400,6 +403,29 @@ async def test_stop_event_stops_before_new_downloads(tmp_path: Path, server: Ima
     assert report.interrupted and server.count() == 0
 
 
+async def test_stop_event_mid_pass_records_what_finished(
+    tmp_path: Path, server: ImageServer
+) -> None:
+    bodies = [make_noisy_jpeg(80 + n, (64, 64)) for n in range(6)]
+    server.routes = {f"/{n}.jpg": Route(b, chunk=1024, delay=0.02) for n, b in enumerate(bodies)}
+    put_objects(tmp_path, [(n + 1, server.url(f"/{n}.jpg"), None, None) for n in range(6)])
+    settings = test_settings(tmp_path, [server.netloc], image_concurrency=1)
+    stop = asyncio.Event()
+
+    async def stop_after_first_request() -> None:
+        while server.count() < 1:
+            await asyncio.sleep(0.01)
+        stop.set()
+
+    stopper = asyncio.create_task(stop_after_first_request())
+    report = await run(settings, stop_event=stop)
+    await stopper
+    assert report.interrupted and report.stored == 1 and server.count() == 1
+    assert sorted(r["status"] for r in image_rows(tmp_path)) == ["ok"] + ["pending"] * 5
+    report = await run(settings)
+    assert report.stored == 5 and {r["status"] for r in image_rows(tmp_path)} == {"ok"}
+
+
 # --- kill -9 -----------------------------------------------------------------------------------
 
 
@@ -452,11 +478,11 @@ def _temps(store: BlobStore) -> list:  # type: ignore[type-arg]
 # --- end to end: run_sync against the fake Met API ------------------------------------------
 
 
-def _e2e_settings(data_dir: Path, api: object, **extra: object) -> HarvesterSettings:
+def _e2e_settings(data_dir: Path, api: FakeMetAPI, **extra: object) -> HarvesterSettings:
     return test_settings(
         data_dir,
-        [api.image_host],  # type: ignore[attr-defined]
-        api_url=api.api_url,  # type: ignore[attr-defined]
+        [api.image_host],
+        api_url=api.api_url,
         rate=5000.0,
         concurrency=8,
         **extra,
@@ -479,7 +505,7 @@ def _expected_slots(data_dir: Path) -> int:
 
 
 async def test_sync_mirrors_the_fake_api_images_incrementally(
-    tmp_path: Path, fake_api_factory  # type: ignore[no-untyped-def]
+    tmp_path: Path, fake_api_factory: FakeApiFactory
 ) -> None:
     from met_harvester.status import collect_status
     from met_harvester.sync import run_sync
@@ -515,7 +541,7 @@ async def test_sync_mirrors_the_fake_api_images_incrementally(
 
 @pytest.mark.slow
 async def test_image_faults_never_reach_the_store(
-    tmp_path: Path, fake_api_factory  # type: ignore[no-untyped-def]
+    tmp_path: Path, fake_api_factory: FakeApiFactory
 ) -> None:
     from met_harvester.sync import run_sync
     from met_harvester.testing import FaultConfig

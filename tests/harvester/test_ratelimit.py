@@ -86,10 +86,10 @@ async def test_ceiling_holds_with_idle_gaps_and_bursty_callers(rate: float) -> N
 @pytest.mark.parametrize("rate", [1.0, 3.0, 40.0, 80.0])
 async def test_ceiling_holds_at_the_server_despite_jitter_on_the_way(rate: float) -> None:
     clock = FakeClock(oversleep=0.5 / rate, seed=5)
-    limiter = make(rate, clock)
+    limiter = make(rate, clock, headroom=0.0)  # the hard cap alone must absorb the jitter
     grants = await run_workers(limiter, clock, n=int(rate * 30), workers=16)
     rng = random.Random(7)
-    arrivals = [t + rng.uniform(0, 0.015) for t in grants]  # up to 15 ms on the way
+    arrivals = [t + rng.uniform(0, 0.019) for t in grants]  # up to 19 ms on the way
     assert max_in_window(arrivals) <= math.ceil(rate) + 1
 
 
@@ -130,7 +130,7 @@ async def test_no_blocks_runs_at_ceiling_from_start_and_learns_nothing() -> None
     assert limiter.current_rate == 80
     assert limiter.learned_rate is None
     # every slot used from the first: n starts take (n - 2) intervals (one burst slot)
-    assert grants[-1] - grants[0] == pytest.approx((len(grants) - 2) / (80 * 0.98), abs=1e-6)
+    assert grants[-1] - grants[0] == pytest.approx((len(grants) - 2) / (80 * 0.99), abs=1e-6)
 
 
 async def test_block_pauses_every_acquirer_and_cuts_multiplicatively() -> None:

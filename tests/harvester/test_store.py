@@ -158,14 +158,14 @@ async def test_changed_record_keeps_previous_version(db: aiosqlite.Connection) -
 
 async def test_tags_are_replaced_but_csv_tags_stay(db: aiosqlite.Connection) -> None:
     await store.save_objects(db, [fetched(record(1, tags=[{"term": "Women"}, {"term": "Men"}]))])
-    await db.execute(
-        "INSERT INTO tags (term) VALUES ('FromCsv')"
-    )
+    await db.execute("INSERT INTO tags (term) VALUES ('FromCsv')")
     await db.execute(
         "INSERT INTO object_tags (object_id, tag_id, source) "
         "SELECT 1, tag_id, 'csv' FROM tags WHERE term = 'FromCsv'"
     )
-    await store.save_objects(db, [fetched(record(1, tags=[{"term": "Men"}, "Boys", {"term": " "}]))])
+    await store.save_objects(
+        db, [fetched(record(1, tags=[{"term": "Men"}, "Boys", {"term": " "}]))]
+    )
     await db.commit()
     got = await rows(
         db,

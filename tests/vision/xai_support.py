@@ -20,6 +20,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 BACKBONE = "test_resnet"
 IMAGE_SIZE = 96
+# the audit and mitigation models need no fine CAMs: smaller inputs train faster
+BIASED_IMAGE_SIZE = 64
 CACHE_SIZE = 112
 N_OBJECTS = 1500
 EPOCHS = 12
@@ -42,11 +44,12 @@ class TrainedModel:
         return self.data_dir / "truth.json"
 
     def split_ids(self, split: str) -> list[int]:
-        """Object ids (with images) of one split, as the data module assigns them."""
+        """Labelled object ids (with images) of one split, as the data module assigns them."""
         from met_vision.db import load_records
 
         records = load_records(self.data_dir)
-        part = records[(records["split"] == split) & records["has_image"]]
+        labelled = records["tags"].map(len) > 0  # multilabel: objects without tags are left out
+        part = records[(records["split"] == split) & records["has_image"] & labelled]
         return [int(i) for i in part["object_id"]]
 
 
@@ -107,8 +110,8 @@ def train(
     pl.seed_everything(seed, workers=True)
     torch.set_num_threads(2)
     extra: dict[str, Any] = {}
-    if group_balance != "none":
-        extra = {"group_balance": group_balance}
+    if group_balance != "none":  # the mitigation: balance (gender group, background) cells
+        extra = {"group_balance": group_balance, "group_balance_attribute": "warm"}
     dm = MetDataModule(
         data_dir=str(data_dir),
         task="multilabel",
@@ -175,10 +178,25 @@ def control_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
 @pytest.fixture(scope="session")
 def biased_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """Trained on the planted-bias collection ("Women" -> warm tint in 90% of cases)."""
-    return cached("biased", tmp_path_factory, bias=0.9)
+    return cached("biased", tmp_path_factory, bias=0.9, image_size=BIASED_IMAGE_SIZE)
 
 
 @pytest.fixture(scope="session")
 def quick_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """A barely trained model on a small mirror: for fast tests of the commands' mechanics."""
     return cached("quick", tmp_path_factory, bias=None, n_objects=160, epochs=1, max_steps=3, image_size=64)
+
+
+@pytest.fixture(scope="session")
+def mitigated_model(
+    tmp_path_factory: pytest.TempPathFactory, biased_model: TrainedModel
+) -> TrainedModel:
+    """Trained on the biased model's mirror with group-balanced sampling."""
+    return cached(
+        "mitigated",
+        tmp_path_factory,
+        bias=0.9,
+        group_balance="sampler",
+        data_dir=biased_model.data_dir,
+        image_size=BIASED_IMAGE_SIZE,
+    )

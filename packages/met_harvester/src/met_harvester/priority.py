@@ -18,9 +18,7 @@ The spec ``"id"`` (alone) means plain ascending id order, ignoring the CSV.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import aiosqlite
 
@@ -31,26 +29,20 @@ PLAIN_ORDER = "id"
 _TAGGED_SQL = "(tags IS NOT NULL AND tags NOT IN ('', '[]'))"
 
 
-@dataclass(frozen=True)
-class _Group:
-    sql: str  # condition on a csv_objects row
-    matches: Callable[[bool, bool, bool], bool]  # (public_domain, tagged, highlight) -> in group
-
-
-GROUPS: dict[str, _Group] = {
-    "pd-tagged": _Group(f"(is_public_domain = 1 AND {_TAGGED_SQL})", lambda pd, tg, hl: pd and tg),
-    "pd": _Group("(is_public_domain = 1)", lambda pd, tg, hl: pd),
-    "tagged": _Group(_TAGGED_SQL, lambda pd, tg, hl: tg),
-    "highlight": _Group("(is_highlight = 1)", lambda pd, tg, hl: hl),
-    "rest": _Group("1", lambda pd, tg, hl: True),
+GROUPS: dict[str, str] = {
+    "pd-tagged": f"(is_public_domain = 1 AND {_TAGGED_SQL})",
+    "pd": "(is_public_domain = 1)",
+    "tagged": _TAGGED_SQL,
+    "highlight": "(is_highlight = 1)",
+    "rest": "1",
 }
-"""Every group name a priority spec may use (besides the lone ``"id"``)."""
+"""Every group name a priority spec may use (besides the lone ``"id"``), with its condition on a
+`csv_objects` row."""
 
 # Ids looked up per query when the id list is short; longer lists scan csv_objects once.
 _CHUNK = 500
 _SCAN_ABOVE = 20_000
-
-_Flags = tuple[bool, bool, bool]  # public_domain, tagged, highlight
+_FETCH = 5000
 
 
 def parse_priority(spec: str) -> list[str]:
@@ -91,40 +83,28 @@ def parse_priority(spec: str) -> list[str]:
     return names
 
 
-def _rank(groups: list[str], flags: _Flags | None) -> int:
-    if flags is None:
-        return len(groups) - 1  # unknown to the CSV: "rest"
-    for position, name in enumerate(groups):
-        if GROUPS[name].matches(*flags):
-            return position
-    return len(groups) - 1
-
-
-def _order(ids: Iterable[int], groups: list[str], flags: dict[int, _Flags]) -> list[int]:
-    unique = sorted(set(ids))
-    if not groups:
-        return unique
-    return sorted(unique, key=lambda object_id: (_rank(groups, flags.get(object_id)), object_id))
-
-
-_FLAGS_COLUMNS = f"object_id, is_public_domain = 1, {_TAGGED_SQL}, is_highlight = 1"
-
-
-def _flag_queries(ids: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+def _rank_queries(groups: list[str], ids: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+    """Queries giving (object_id, rank) for the CSV rows of `ids` that rank before "rest"."""
+    rest = len(groups) - 1
+    cases = " ".join(f"WHEN {GROUPS[name]} THEN {rank}" for rank, name in enumerate(groups))
+    select = f"SELECT object_id, CASE {cases} ELSE {rest} END AS rank FROM csv_objects"
     if len(ids) > _SCAN_ABOVE:
-        return [(f"SELECT {_FLAGS_COLUMNS} FROM csv_objects", ())]
+        return [(f"SELECT * FROM ({select}) WHERE rank < {rest}", ())]
     queries = []
     for start in range(0, len(ids), _CHUNK):
         chunk = tuple(ids[start : start + _CHUNK])
         marks = ",".join("?" * len(chunk))
         queries.append(
-            (f"SELECT {_FLAGS_COLUMNS} FROM csv_objects WHERE object_id IN ({marks})", chunk)
+            (f"SELECT * FROM ({select} WHERE object_id IN ({marks})) WHERE rank < {rest}", chunk)
         )
     return queries
 
 
-def _to_flags(row: Sequence[Any]) -> tuple[int, _Flags]:
-    return int(row[0]), (bool(row[1]), bool(row[2]), bool(row[3]))
+def _order(ids: Iterable[int], rest: int, ranks: dict[int, int]) -> list[int]:
+    unique = sorted(set(ids))
+    if not ranks:
+        return unique
+    return sorted(unique, key=lambda object_id: (ranks.get(object_id, rest), object_id))
 
 
 async def order_ids(db: aiosqlite.Connection, ids: Sequence[int], spec: str) -> list[int]:
@@ -142,30 +122,27 @@ async def order_ids(db: aiosqlite.Connection, ids: Sequence[int], spec: str) -> 
         ValueError: if the spec is invalid (raised before any query).
     """
     groups = parse_priority(spec)
-    flags: dict[int, _Flags] = {}
-    if groups and ids:
-        for sql, params in _flag_queries(list(ids)):
+    ranks: dict[int, int] = {}
+    if len(groups) > 1 and ids:
+        for sql, params in _rank_queries(groups, list(ids)):
             async with db.execute(sql, params) as cursor:
-                for row in await cursor.fetchall():
-                    object_id, row_flags = _to_flags(row)
-                    flags[object_id] = row_flags
-    return _order(ids, groups, flags)
+                while rows := await cursor.fetchmany(_FETCH):
+                    ranks.update(rows)  # type: ignore[arg-type]
+    return _order(ids, len(groups) - 1, ranks)
 
 
 def order_ids_sync(conn: sqlite3.Connection, ids: Sequence[int], spec: str) -> list[int]:
     """`order_ids` on a plain sqlite3 connection (same arguments and result)."""
     groups = parse_priority(spec)
-    flags: dict[int, _Flags] = {}
-    if groups and ids:
-        for sql, params in _flag_queries(list(ids)):
-            for row in conn.execute(sql, params):
-                object_id, row_flags = _to_flags(row)
-                flags[object_id] = row_flags
-    return _order(ids, groups, flags)
+    ranks: dict[int, int] = {}
+    if len(groups) > 1 and ids:
+        for sql, params in _rank_queries(groups, list(ids)):
+            ranks.update(conn.execute(sql, params))
+    return _order(ids, len(groups) - 1, ranks)
 
 
 def _status_sql(groups: list[str]) -> str:
-    cases = " ".join(f"WHEN {GROUPS[name].sql} THEN '{name}'" for name in groups)
+    cases = " ".join(f"WHEN {GROUPS[name]} THEN '{name}'" for name in groups)
     group_expr = f"CASE {cases} ELSE 'rest' END" if groups else "'id'"
     return (
         f"SELECT {group_expr} AS grp, COUNT(*) FROM csv_objects "

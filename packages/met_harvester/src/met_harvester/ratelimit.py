@@ -4,7 +4,7 @@ Two rules decide when a request may start:
 
 * pacing: start times lie on a grid (GCRA / virtual scheduling with a burst of one) spaced for
   ``rate * (1 - headroom)``; slots missed by a late wake-up or a busy event loop are caught up
-  (up to ``catch_up`` seconds late), so the client sustains 98% of the current rate;
+  (up to ``catch_up`` seconds late), so the client sustains 99% of the current rate;
 * a hard cap: a log of the last ``ceil(rate) + 1`` start times forbids more than that many
   starts in any window of ``1 + jitter_margin`` seconds. So the ceiling holds in every 1-second
   window even as the server sees it, with up to 20 ms of jitter on the way, whatever the
@@ -123,9 +123,9 @@ class AdaptiveRateLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         policy: AimdPolicy | None = None,
-        headroom: float = 0.02,
+        headroom: float = 0.01,
         jitter_margin: float = 0.02,
-        catch_up: float = 0.1,
+        catch_up: float = 0.25,
     ) -> None:
         if not ceiling > 0:
             raise ValueError(f"rate ceiling must be > 0, got {ceiling}")

@@ -26,7 +26,6 @@ import inspect
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -40,6 +39,7 @@ from met_harvester.db.connection import open_db, utc_now
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.models import RecordError, parse_object
 from met_harvester.progress import ProgressReporter, format_eta
+from met_harvester.ratelimit import AdaptiveRateLimiter
 from met_harvester.settings import HarvesterSettings
 
 log = logging.getLogger("met_harvester.sync")
@@ -241,9 +241,7 @@ class SyncPass:
         try:
             return list(await client.list_object_ids(**kwargs))
         except ListingError as exc:
-            raise SyncError(
-                f"cannot get the id listing from {self.settings.api_url}: {exc}"
-            ) from exc
+            raise SyncError(str(exc)) from exc
 
     async def _withdraw_vanished(self) -> None:
         vanished = await store.vanished_ids(self.db)
@@ -320,10 +318,9 @@ class SyncPass:
             else None
         )
         workers_done = asyncio.gather(*workers, return_exceptions=True)
+        first_to_end: set[asyncio.Future[Any]] = {writer, workers_done}
         try:
-            done, _ = await asyncio.wait(
-                {writer, workers_done}, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait(first_to_end, return_when=asyncio.FIRST_COMPLETED)
             if writer in done:  # the writer only ends early by failing
                 writer.result()
             for outcome in await workers_done:
@@ -448,12 +445,10 @@ class SyncPass:
         if self.progress is None:
             return
         self.progress.advance("records", n)
-        limiter = getattr(self.client, "limiter", None)
-        rate = getattr(limiter, "current_rate", None)
-        if rate:
-            self.progress.note(
-                "records", f"{rate:.2f} req/s, eta {format_eta(self._remaining / rate)}"
-            )
+        if self.client is not None:
+            rate = self.client.limiter.current_rate
+            eta = self.client.eta_seconds(max(0, self._remaining))
+            self.progress.note("records", f"{rate:.3g} req/s, eta {format_eta(eta)}")
 
     async def save_rate(self) -> None:
         """Persist the limiter's learned (and current) rate so the next run starts there."""
@@ -476,6 +471,7 @@ async def _run_images(
     metrics: HarvesterMetrics | None,
     progress: ProgressReporter | None,
     object_ids: Sequence[int] | None,
+    stop_event: asyncio.Event | None,
 ) -> Any:
     sync_images: Callable[..., Any] | None = optional_attr(
         "met_harvester.images.sync", "sync_images"
@@ -483,12 +479,18 @@ async def _run_images(
     if sync_images is None:
         log.warning("image sync is not available in this build (met_harvester.images.sync)")
         return None
-    offered = {"metrics": metrics, "progress": progress, "object_ids": object_ids}
+    offered = {
+        "metrics": metrics,
+        "progress": progress,
+        "object_ids": object_ids,
+        "stop_event": stop_event,
+    }
     params = inspect.signature(sync_images).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in offered.items() if takes_any or k in params}
-    if object_ids is None:
-        kwargs.pop("object_ids", None)
+    for name in ("object_ids", "stop_event"):
+        if offered[name] is None:
+            kwargs.pop(name, None)
     return await sync_images(db, settings, **kwargs)
 
 
@@ -502,6 +504,7 @@ async def run_sync(
     metrics: HarvesterMetrics | None = None,
     progress: ProgressReporter | None = None,
     stop_event: asyncio.Event | None = None,
+    limiter: AdaptiveRateLimiter | None = None,
 ) -> SyncReport:
     """Run one sync pass (metadata, then images unless `settings.images` is off).
 
@@ -514,6 +517,8 @@ async def run_sync(
         metrics: counters to update.
         progress: where to report progress (None: silent).
         stop_event: set it to stop cleanly (SIGINT/SIGTERM); the run ends `interrupted`.
+        limiter: an API rate limiter to use instead of one built from the settings and the
+            learned rate (tests use one with a scaled-down policy).
 
     Returns:
         The report; `status` is completed or interrupted (failed records do not fail a pass).
@@ -538,6 +543,7 @@ async def run_sync(
             metrics=metrics,
             progress=progress,
             stop_event=stop_event,
+            limiter=limiter,
         )
     except (sqlite3.Error, OSError) as exc:
         raise SyncError(f"database error in {settings.db_path}: {exc}") from exc
@@ -556,6 +562,7 @@ async def _run(
     metrics: HarvesterMetrics | None,
     progress: ProgressReporter | None,
     stop_event: asyncio.Event | None,
+    limiter: AdaptiveRateLimiter | None,
 ) -> SyncReport:
     parse_priority = optional_attr("met_harvester.priority", "parse_priority")
     if parse_priority is not None:
@@ -579,7 +586,9 @@ async def _run(
     if initial_rate is not None:
         initial_rate = min(initial_rate, settings.rate)
     try:
-        async with MetClient(settings, metrics=metrics, initial_rate=initial_rate) as client:
+        async with MetClient(
+            settings, metrics=metrics, initial_rate=initial_rate, limiter=limiter
+        ) as client:
             sync.client = client
             todo = await sync.plan(
                 client,
@@ -636,6 +645,11 @@ async def _run(
     stopped = stop_event is not None and stop_event.is_set()
     if report.status == "completed" and settings.images and not stopped:
         report.images = await _run_images(
-            db, settings, metrics=metrics, progress=progress, object_ids=object_ids
+            db,
+            settings,
+            metrics=metrics,
+            progress=progress,
+            object_ids=object_ids,
+            stop_event=stop_event,
         )
     return report

@@ -110,7 +110,12 @@ class RunDirCallback(Callback):
         self.train_clock.start()
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
     ) -> None:
         self.train_clock.batch_end(_batch_size(batch) * trainer.world_size)
 
@@ -158,7 +163,8 @@ class RunDirCallback(Callback):
         """The ``metrics.json`` document."""
         hp = pl_module.hparams
         manifest = getattr(pl_module, "label_manifest", None) or {}
-        counts = pl_module.parameter_counts() if hasattr(pl_module, "parameter_counts") else {}
+        count_fn = getattr(pl_module, "parameter_counts", None)
+        counts = count_fn() if callable(count_fn) else {}
         data_cfg = getattr(pl_module, "data_config", {}) or {}
         ckpt = next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)), None)  # type: ignore[attr-defined]
         best_score = ckpt.best_model_score if ckpt is not None else None

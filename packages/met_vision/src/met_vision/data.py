@@ -121,6 +121,12 @@ class MetDataModule(pl.LightningDataModule):
         augment: 'none' | 'flip' | 'trivial' | 'randaugment'.
         crop_scale: RandomResizedCrop area range.
         balanced_sampler: draw training samples class-balanced (with replacement).
+        group_balance: 'sampler' draws training samples so that gender groups are balanced
+            (bias mitigation; weights from `met_vision.groups.datamodule_train_weights`).
+        group_balance_by: 'depicted' (gender tags) or 'artist' (artist/constituent gender).
+        group_balance_attribute: None balances each (group, label) cell; 'warm' balances each
+            (group, warm background) cell.
+        gender_vocab: tag -> group, e.g. 'Women=female,Men=male' (default: met_vision.groups).
         split_salt, split_fractions, group_key: see `met_vision.splits`.
         predict_split: which objects predict_dataloader covers: a split or 'all'.
         max_consecutive_bad: unreadable images in a row that make loading fail.
@@ -154,6 +160,10 @@ class MetDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         max_consecutive_bad: int = 20,
         seed: int = 0,
+        group_balance: Literal["none", "sampler"] = "none",
+        group_balance_by: Literal["depicted", "artist"] = "depicted",
+        group_balance_attribute: str | None = None,
+        gender_vocab: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -185,6 +195,9 @@ class MetDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.max_consecutive_bad = max_consecutive_bad
         self.seed = seed
+        if group_balance not in ("none", "sampler"):
+            raise ValueError(f"group_balance must be 'none' or 'sampler', got {group_balance!r}")
+        self.group_balance = group_balance
         self._label_space: LabelSpace | None = None
         self._frame: pd.DataFrame | None = None
         self.source: Literal["cache", "raw"] | None = None
@@ -324,6 +337,13 @@ class MetDataModule(pl.LightningDataModule):
         world, rank = (
             self._world() if num_replicas is None or rank is None else (num_replicas, rank)
         )
+        if self.group_balance == "sampler":
+            from met_vision.groups import datamodule_train_weights
+
+            group_weights = torch.as_tensor(datamodule_train_weights(self), dtype=torch.double)
+            return ClassBalancedSampler(
+                dataset, group_weights, num_replicas=world, rank=rank, seed=self.seed
+            )
         if self.balanced_sampler:
             weights = class_balanced_weights(dataset.targets, self.task)
             return ClassBalancedSampler(

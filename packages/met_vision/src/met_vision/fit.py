@@ -83,7 +83,11 @@ class MetCLI(LightningCLI):
         )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.set_defaults(
-            {"early_stopping.monitor": "val/score", "early_stopping.mode": "max", "early_stopping.patience": 5}
+            {
+                "early_stopping.monitor": "val/score",
+                "early_stopping.mode": "max",
+                "early_stopping.patience": 5,
+            }
         )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -118,7 +122,11 @@ class MetCLI(LightningCLI):
         else:
             stamp = (
                 slurm.run_id()
-                or (f"elastic-{os.environ['TORCHELASTIC_RUN_ID']}" if "TORCHELASTIC_RUN_ID" in os.environ else None)
+                or (
+                    f"elastic-{os.environ['TORCHELASTIC_RUN_ID']}"
+                    if "TORCHELASTIC_RUN_ID" in os.environ
+                    else None
+                )
                 or datetime.now().strftime("%Y%m%d-%H%M%S")
             )
             run_dir = Path(cfg.runs_root) / name / stamp
@@ -149,7 +157,9 @@ class MetCLI(LightningCLI):
             checkpoint.dirpath = str(self.run_dir / "checkpoints")
         config_yaml = self.parser.dump(self.config, skip_unset=False)
         callbacks = list(trainer_cfg.get("callbacks") or [])
-        callbacks.append(RunDirCallback(self.run_dir, config_yaml, self.config.name, self.started_at))
+        callbacks.append(
+            RunDirCallback(self.run_dir, config_yaml, self.config.name, self.started_at)
+        )
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
@@ -161,7 +171,9 @@ class MetCLI(LightningCLI):
             if cfg.fit:
                 self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=cfg.ckpt_path)
             if cfg.test:
-                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=self._test_ckpt())
+                self.trainer.test(
+                    self.model, datamodule=self.datamodule, ckpt_path=self._test_ckpt()
+                )
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
 
@@ -170,7 +182,11 @@ class MetCLI(LightningCLI):
         if not cfg.fit:
             return cfg.ckpt_path
         callback = self.trainer.checkpoint_callback
-        if cfg.test_ckpt == "current" or self.trainer.fast_dev_run or callback is None:
+        if (
+            cfg.test_ckpt == "current"
+            or getattr(self.trainer, "fast_dev_run", False)
+            or callback is None
+        ):
             return None
         if cfg.test_ckpt == "last":
             last = getattr(callback, "last_model_path", "")
@@ -190,7 +206,9 @@ def _one_line(exc: BaseException) -> str:
     if not lines:
         return type(exc).__name__
     text = lines[0].rstrip(":")
-    given = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Given value:")), None)
+    given = next(
+        (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Given value:")), None
+    )
     expected = [
         _pretty_type(ln.removeprefix("- Expected a ").strip())
         for ln in lines

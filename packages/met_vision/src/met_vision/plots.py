@@ -8,9 +8,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
 MAX_TICK_LABELS = 40
 
@@ -33,7 +33,15 @@ def confusion_matrix_figure(cm: list[list[int]], names: list[str]) -> Figure:
                 for j in range(n):
                     if counts[i, j]:
                         colour = "white" if norm[i, j] > 0.5 else "black"
-                        ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color=colour)
+                        ax.text(
+                            j,
+                            i,
+                            str(int(counts[i, j])),
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color=colour,
+                        )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix (row-normalised)")
@@ -49,7 +57,13 @@ def pr_curves_figure(curves: dict[str, dict[str, list[float]]], title: str = "")
             continue
         ax.plot(curve["recall"], curve["precision"], linewidth=1, alpha=0.7, label=name)
     if "micro" in curves:
-        ax.plot(curves["micro"]["recall"], curves["micro"]["precision"], "k-", linewidth=2.5, label="micro")
+        ax.plot(
+            curves["micro"]["recall"],
+            curves["micro"]["precision"],
+            "k-",
+            linewidth=2.5,
+            label="micro",
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")
@@ -87,7 +101,10 @@ def write_result_plots(results: dict[str, Any], names: list[str], out_dir: Path)
     written = []
     if "confusion_matrix" in results:
         written.append(
-            save(confusion_matrix_figure(results["confusion_matrix"], names), out_dir / "confusion_matrix.png")
+            save(
+                confusion_matrix_figure(results["confusion_matrix"], names),
+                out_dir / "confusion_matrix.png",
+            )
         )
     if results.get("pr_curves"):
         written.append(save(pr_curves_figure(results["pr_curves"]), out_dir / "pr_curves.png"))

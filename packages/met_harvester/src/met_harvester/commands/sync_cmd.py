@@ -132,6 +132,18 @@ def parse_id_list(text: str | None, option: str) -> list[int] | None:
     return ids
 
 
+def _check_priority(spec: str) -> None:
+    from met_harvester.sync import optional_attr
+
+    parse_priority = optional_attr("met_harvester.priority", "parse_priority")
+    if parse_priority is None:
+        return
+    try:
+        parse_priority(spec)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 def _configure_logging(settings: HarvesterSettings) -> None:
     from met_harvester.logs import configure_logging
 
@@ -253,6 +265,7 @@ def sync(
     )
     ids = parse_id_list(object_ids, "--object-ids")
     department_ids = parse_id_list(departments, "--departments")
+    _check_priority(settings.priority)
     _configure_logging(settings)
     from met_harvester.daemon.lock import DataDirLock, LockHeldError
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from operator import itemgetter
+from typing import NamedTuple
 
 MET_COLUMNS: tuple[str, ...] = (
     "Object Number",
@@ -156,8 +156,7 @@ def _first_of_pipes_or_none(cell: str) -> str | None:
     return first_of_pipes(cell) or None
 
 
-@dataclass(frozen=True)
-class TagCell:
+class TagCell(NamedTuple):
     """One tag of a row: its term and the aligned AAT and Wikidata URLs (None when absent)."""
 
     term: str
@@ -172,19 +171,27 @@ def split_tags(terms: str, aat_urls: str, wikidata_urls: str) -> list[TagCell]:
     """
     if not terms:
         return []
+    names = terms.split("|")
+    n = len(names)
     aat = aat_urls.split("|") if aat_urls else []
     wikidata = wikidata_urls.split("|") if wikidata_urls else []
+    if len(aat) < n:
+        aat += [""] * (n - len(aat))
+    if len(wikidata) < n:
+        wikidata += [""] * (n - len(wikidata))
+    tags = [
+        TagCell(term.strip(), aat[i].strip() or None, wikidata[i].strip() or None)
+        for i, term in enumerate(names)
+    ]
+    if n == 1:
+        return tags if tags[0].term else []
     seen: set[str] = set()
-    tags: list[TagCell] = []
-    for position, raw_term in enumerate(terms.split("|")):
-        term = raw_term.strip()
-        if not term or term in seen:
-            continue
-        seen.add(term)
-        aat_url = aat[position].strip() if position < len(aat) else ""
-        wikidata_url = wikidata[position].strip() if position < len(wikidata) else ""
-        tags.append(TagCell(term, aat_url or None, wikidata_url or None))
-    return tags
+    unique = []
+    for tag in tags:
+        if tag.term and tag.term not in seen:
+            seen.add(tag.term)
+            unique.append(tag)
+    return unique
 
 
 class RowTyper:
@@ -268,4 +275,6 @@ def raw_row_encoder(header: Sequence[str]) -> Callable[[Sequence[str]], str]:
 
 def tags_json(tags: Sequence[TagCell]) -> str:
     """The `csv_objects.tags` value: a JSON list of the terms (`[]` when none)."""
+    if not tags:
+        return "[]"
     return json.dumps([tag.term for tag in tags], ensure_ascii=False)

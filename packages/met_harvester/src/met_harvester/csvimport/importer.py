@@ -70,6 +70,8 @@ class ImportReport:
     issues: list[CsvIssue] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    cpu_main: float = 0.0  # CPU seconds of the parsing thread
+    cpu_writer: float = 0.0  # CPU seconds of the writer thread
 
     def counts(self) -> dict[str, int | float | bool]:
         """The counts stored in `csv_imports.counts_json`."""
@@ -293,6 +295,7 @@ class CsvImporter:
         for issue in self.reader.header_issues:
             self._issue(issue)
         began = time.perf_counter()
+        began_cpu = time.thread_time()
         writer = BatchWriter(self.data_dir)
         writer.start()
         batch: list[_Pending] = []
@@ -326,6 +329,8 @@ class CsvImporter:
             report.updated = writer.counts.updated
             report.tags_linked = writer.counts.tags_linked
             report.seconds = time.perf_counter() - began
+            report.cpu_main = time.thread_time() - began_cpu
+            report.cpu_writer = writer.cpu_seconds
             self._record()
         if self.progress is not None:
             self.progress(self.reader.bytes_total, self.reader.bytes_total, report.rows_read)

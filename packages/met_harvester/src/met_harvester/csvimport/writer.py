@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ class BatchWriter(threading.Thread):
         super().__init__(name="csv-import-writer", daemon=True)
         self.data_dir = data_dir
         self.counts = WrittenCounts()
+        self.cpu_seconds = 0.0  # CPU time of this thread (for the benchmark)
         self.error: BaseException | None = None
         self._queue: queue.Queue[BatchWork | None] = queue.Queue(maxsize=max_pending)
         self._tag_ids: dict[str, int] = {}
@@ -100,6 +102,7 @@ class BatchWriter(threading.Thread):
     # --- the writer's side ---------------------------------------------------------------------
     def run(self) -> None:
         """Write batches until None arrives (or an error stops the writer)."""
+        began = time.thread_time()
         try:
             conn = connect_sync(self.data_dir, migrate=False)
             try:
@@ -110,6 +113,8 @@ class BatchWriter(threading.Thread):
                 conn.close()
         except BaseException as exc:  # handed to the producer by submit()/close()
             self.error = exc
+        finally:
+            self.cpu_seconds = time.thread_time() - began
 
     def _tag_id(self, conn: sqlite3.Connection, tag: TagCell) -> int:
         tag_id = self._tag_ids.get(tag.term)

@@ -20,7 +20,7 @@ import socket
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import yarl
@@ -47,6 +47,7 @@ log = logging.getLogger("met_harvester.images.download")
 
 MAX_REDIRECTS = 5
 CHUNK_SIZE = 1 << 18
+OFFLOAD_AFTER = 1 << 20  # bytes of a body handled on the event loop before moving to a thread
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 OutcomeKind = Literal["stored", "deduplicated", "not_modified", "failed", "refused"]
 
@@ -65,6 +66,14 @@ class FetchOutcome:
     last_modified: str | None = None
     error: str | None = None
     permanent: bool = False
+
+
+def _hash_and_write(digest: Any, fd: int, chunk: bytes) -> None:
+    """Feed a chunk to the running hash and append it to the temp file."""
+    digest.update(chunk)
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class TransientFetchError(Exception):
@@ -322,6 +331,7 @@ class ImageFetcher:
             temp.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         committed = False
+        loop = asyncio.get_running_loop()
         try:
             digest = hashlib.sha256()
             size = 0
@@ -333,10 +343,12 @@ class ImageFetcher:
                     raise PermanentFetchError(
                         f"too large: body exceeds --max-image-bytes {limit}", resp.status
                     )
-                digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                if size > OFFLOAD_AFTER:
+                    # Large bodies: hash and write in a worker thread (both release the GIL), so
+                    # the event loop keeps receiving this and the other downloads meanwhile.
+                    await loop.run_in_executor(self.executor, _hash_and_write, digest, fd, chunk)
+                else:
+                    _hash_and_write(digest, fd, chunk)
             os.close(fd)
             fd = -1
             if length is not None and size != length:
@@ -346,7 +358,6 @@ class ImageFetcher:
             if size == 0:
                 raise PermanentFetchError("empty body", resp.status)
             sha256 = digest.hexdigest()
-            loop = asyncio.get_running_loop()
             try:
                 info, stored = await loop.run_in_executor(
                     self.executor, self._validate_and_commit, temp, sha256, size

@@ -10,6 +10,7 @@ their previous state) and are redone by the next run. Blobs are visible only onc
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from met_harvester.settings import HarvesterSettings
 log = logging.getLogger("met_harvester.images.sync")
 
 LEARNED_RATE_KEY = "image_learned_rate"
+_FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
 WRITE_BATCH = 64
 WRITE_INTERVAL = 1.0
 LOAD_BATCH = 256
@@ -190,11 +192,22 @@ async def _fetch_all(
 
         async def worker() -> None:
             while (item := await work.get()) is not None:
-                outcome = await fetcher.fetch(
-                    item.url,
-                    etag=item.etag if item.conditional else None,
-                    last_modified=item.last_modified if item.conditional else None,
-                )
+                if stop_event is not None and stop_event.is_set():
+                    continue  # drain the queue without starting new downloads
+                try:
+                    outcome = await fetcher.fetch(
+                        item.url,
+                        etag=item.etag if item.conditional else None,
+                        last_modified=item.last_modified if item.conditional else None,
+                    )
+                except OSError as exc:
+                    if exc.errno in _FATAL_ERRNOS:
+                        raise  # disk full or read-only: no point going on
+                    log.exception("image fetch failed", extra={"object_id": item.object_id})
+                    outcome = FetchOutcome("failed", item.url, error=f"local error: {exc}")
+                except Exception as exc:  # a bug must not end the whole pass
+                    log.exception("image fetch failed", extra={"object_id": item.object_id})
+                    outcome = FetchOutcome("failed", item.url, error=f"internal error: {exc!r}")
                 await results.put((item, outcome))
 
         writer = asyncio.create_task(_write_results(db, results, report, metrics, progress))
@@ -267,14 +280,22 @@ async def _write_results(
     last_flush = time.monotonic()
     done = False
     while not done:
-        try:
-            got = await asyncio.wait_for(results.get(), timeout=WRITE_INTERVAL)
-        except TimeoutError:
-            got = ()  # type: ignore[assignment]
-        if got is None:
-            done = True
-        elif got:
-            batch.append(got)
+        if batch:  # something to write: wait at most until its flush is due
+            due = WRITE_INTERVAL - (time.monotonic() - last_flush)
+            try:
+                got = await asyncio.wait_for(results.get(), timeout=max(0.0, due))
+            except TimeoutError:
+                got = ()  # type: ignore[assignment]
+        else:
+            got = await results.get()
+        while True:  # take everything already waiting, without more wake-ups
+            if got is None:
+                done = True
+            elif got:
+                batch.append(got)
+            if done or results.empty():
+                break
+            got = results.get_nowait()
         if batch and (
             done or len(batch) >= WRITE_BATCH or time.monotonic() - last_flush >= WRITE_INTERVAL
         ):

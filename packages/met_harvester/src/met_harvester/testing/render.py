@@ -30,18 +30,18 @@ BACKGROUND_FAMILIES: dict[str, str] = {
 
 # Tag -> (shape, fill RGB). Shapes and colours are both distinct.
 MOTIFS: dict[str, tuple[str, tuple[int, int, int]]] = {
-    "Men": ("square", (30, 80, 230)),
-    "Women": ("circle", (225, 25, 25)),
-    "Boys": ("triangle", (20, 180, 40)),
-    "Girls": ("diamond", (230, 40, 210)),
-    "Flowers": ("star", (255, 225, 0)),
-    "Horses": ("plus", (0, 210, 230)),
+    "Men": ("square", (0, 60, 255)),
+    "Women": ("circle", (230, 0, 0)),
+    "Boys": ("triangle", (0, 160, 0)),
+    "Girls": ("diamond", (255, 0, 255)),
+    "Flowers": ("star", (255, 235, 0)),
+    "Horses": ("plus", (0, 230, 255)),
     "Birds": ("triangle_down", (255, 120, 0)),
-    "Boats": ("hexagon", (20, 20, 120)),
+    "Boats": ("hexagon", (0, 0, 110)),
     "Trees": ("ring", (255, 255, 255)),
     "Portraits": ("x", (0, 0, 0)),
-    "Landscapes": ("bars", (120, 65, 20)),
-    "Musical Instruments": ("hourglass", (140, 40, 210)),
+    "Landscapes": ("bars", (160, 255, 0)),
+    "Musical Instruments": ("hourglass", (130, 0, 255)),
 }
 
 WARM_TINT = np.array([255.0, 140.0, 40.0])
@@ -66,7 +66,7 @@ class Scene:
 
 
 def _muted_color(rng: random.Random, value: float) -> tuple[int, int, int]:
-    r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.12, 0.45), value)
+    r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.08, 0.38), value)
     return (int(r * 255), int(g * 255), int(b * 255))
 
 
@@ -75,8 +75,8 @@ def make_scene(
 ) -> Scene:
     """Draw the random parameters of one picture (layout depends on the aspect ratio)."""
     family = BACKGROUND_FAMILIES[classification]
-    v1 = rng.uniform(0.45, 0.65)
-    v2 = min(0.95, v1 + rng.uniform(0.18, 0.3))
+    v1 = rng.uniform(0.45, 0.62)
+    v2 = min(0.85, v1 + rng.uniform(0.15, 0.25))
     colors = (_muted_color(rng, v1), _muted_color(rng, v2))
     if rng.random() < 0.5:
         colors = (colors[1], colors[0])
@@ -93,7 +93,7 @@ def make_scene(
     boxes: list[tuple[str, tuple[float, float, float, float]]] = []
     placed: list[tuple[float, float, float, float]] = []
     for tag in tags:
-        size = rng.uniform(0.18, 0.30) * short
+        size = rng.uniform(0.2, 0.3) * short
         box = (0.0, 0.0, 0.0, 0.0)
         for _ in range(60):
             x0 = rng.uniform(0, width - size)
@@ -167,8 +167,9 @@ def _draw_motif(
     x0, y0, x1, y1 = box
     s = x1 - x0
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    dark = sum(fill) < 300
-    outline = (255, 255, 255) if dark else (0, 0, 0)
+    outline: tuple[int, int, int] = (255, 255, 255)
+    if fill != (0, 0, 0):
+        outline = (int(fill[0] * 0.4), int(fill[1] * 0.4), int(fill[2] * 0.4))
     lw = max(1, round(s / 14))
 
     def poly(points: list[tuple[float, float]]) -> None:
@@ -202,23 +203,20 @@ def _draw_motif(
                 for a in np.arange(6) * math.pi / 3
             ]
         )
-    elif shape == "ring":
-        draw.ellipse((x0, y0, x1, y1), fill=fill, outline=(0, 0, 0), width=lw)
-        inner = s * 0.27
-        draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), fill=(0, 0, 0))
+    elif shape == "ring":  # an annulus: the background shows through the hole
+        band = max(2, round(s * 0.28))
+        draw.ellipse((x0, y0, x1, y1), outline=fill, width=band)
+        draw.ellipse((x0, y0, x1, y1), outline=outline, width=lw)
+        r_in = s / 2 - band
+        draw.ellipse((cx - r_in, cy - r_in, cx + r_in, cy + r_in), outline=outline, width=lw)
     elif shape == "x":
         t = s / 7
         draw.line((x0 + t, y0 + t, x1 - t, y1 - t), fill=fill, width=max(2, round(s / 4)))
         draw.line((x0 + t, y1 - t, x1 - t, y0 + t), fill=fill, width=max(2, round(s / 4)))
-    elif shape == "bars":
-        h = s / 5
-        for k in (0, 2, 4):
-            draw.rectangle(
-                (x0, y0 + k * h, x1, y0 + (k + 1) * h),
-                fill=fill,
-                outline=outline,
-                width=max(1, lw // 2),
-            )
+    elif shape == "bars":  # three bands, the middle one dark
+        h = s / 3
+        draw.rectangle((x0, y0, x1, y1), fill=fill, outline=outline, width=lw)
+        draw.rectangle((x0, y0 + h, x1, y0 + 2 * h), fill=outline)
     elif shape == "hourglass":
         poly([(x0, y0), (x1, y0), (cx, cy), (x1, y1), (x0, y1), (cx, cy)])
     else:  # pragma: no cover - MOTIFS and this function are kept in step
@@ -269,11 +267,20 @@ def decompression_bomb_png(side: int = 40_000) -> bytes:
             body = kind + data
             return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
+        # Identical all-zero chunks compress identically after a full flush, so one compressed
+        # chunk is repeated; the zlib wrapper's Adler-32 covers all the rows.
         row = b"\x00" * (1 + (side + 7) // 8)
-        comp = zlib.compressobj(9)
-        parts = [comp.compress(row * 1000) for _ in range(side // 1000)]
-        parts.append(comp.compress(row * (side % 1000)))
-        parts.append(comp.flush())
+        rows = row * 1000
+        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+        block = comp.compress(rows) + comp.flush(zlib.Z_FULL_FLUSH)
+        tail = zlib.compressobj(9, zlib.DEFLATED, -15)
+        rest = row * (side % 1000)
+        last = tail.compress(rest) + tail.flush()
+        adler = 1
+        for _ in range(side // 1000):
+            adler = zlib.adler32(rows, adler)
+        adler = zlib.adler32(rest, adler)
+        parts = [b"\x78\xda", block * (side // 1000), last, struct.pack(">I", adler)]
         ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
         _BOMB_CACHE[side] = (
             b"\x89PNG\r\n\x1a\n"

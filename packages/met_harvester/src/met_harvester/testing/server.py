@@ -1,7 +1,20 @@
 """`FakeMetAPI`: an aiohttp server that behaves like the Met collection API and its image host.
 
 Records and images are served from the same host: the API under `/public/collection/v1`, images
-under `/images/...`, and admin endpoints (mutation, fault knobs, request counts) under `/_admin/`.
+under `/images/{small|original}/{id}[-v{n}].{jpg|png}` and `/images/additional/{id}/{k}[-v{n}].{ext}`
+(with ETag / Last-Modified and 304 answers), and admin endpoints for subprocess tests:
+
+- `GET  /_admin/stats`: request and object counts, firewall blocks, fault knobs.
+- `GET  /_admin/requests?prefix=/objects/[&full=1]`: `{"count": n}` (and every request with full=1).
+- `POST /_admin/reset`: forget the request log.
+- `POST /_admin/objects` (body `{"object_id": n}` or `{}`): add an object, answers `{"object_id"}`.
+- `POST /_admin/objects/{id}/mutate` (body: fields to set): change a record, bump metadataDate.
+- `POST /_admin/objects/{id}/remove`: withdraw an object.
+- `POST /_admin/objects/{id}/change-image`: new images at new URLs.
+- `POST /_admin/faults` (body: FaultConfig fields): replace all fault knobs (`{}` clears them).
+- `POST /_admin/firewall` (body: FirewallConfig fields, or nothing to turn it off).
+
+The admin endpoints are never subject to faults or the firewall.
 """
 
 from __future__ import annotations
@@ -44,12 +57,14 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MET_HEADERS = {"X-Cdn": "Imperva", "X-Powered-By": "ARR/3.0, ASP.NET"}
 _FAULT = web.RequestKey("fake_api_fault", str)
 _LOGGED = web.RequestKey("fake_api_logged", bool)
+_ARRIVED = web.RequestKey("fake_api_arrived", float)
 _BLOCK_HEADERS = {"Cache-Control": "no-cache, no-store", "Connection": "close"}
 
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One request seen by the fake API. `status` is 0 for a dropped connection."""
+    """One request seen by the fake API: `time` is when it arrived (epoch seconds), `status` is 0
+    for a dropped connection, `fault` names the fault knob (or "firewall") that answered it."""
 
     time: float
     method: str
@@ -185,6 +200,10 @@ class FakeMetAPI:
             prefix = API_PREFIX + prefix
         return sum(1 for r in self.requests if r.path.startswith(prefix))
 
+    def reset_requests(self) -> None:
+        """Forget the request log."""
+        self.requests.clear()
+
     def fetched_ids(self) -> Counter[int]:
         """How often each /objects/{id} was requested."""
         out: Counter[int] = Counter()
@@ -222,6 +241,7 @@ class FakeMetAPI:
     # ----- middleware: log, firewall, faults ----------------------------------------------------
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        request[_ARRIVED] = time.time()
         path = request.path
         ip = request.remote or ""
         kind = (
@@ -251,7 +271,7 @@ class FakeMetAPI:
         request[_LOGGED] = True
         self.requests.append(
             RequestRecord(
-                time.time(),
+                request.get(_ARRIVED, time.time()),
                 request.method,
                 request.path,
                 request.query_string,

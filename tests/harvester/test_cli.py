@@ -1,0 +1,164 @@
+"""The `sync` and `status` commands as a user runs them: real subprocesses, exit codes, and
+one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from met_harvester.testing import FakeMetAPI
+
+SYNC_OPTIONS = (
+    "--data-dir", "--api-url", "--rate", "--concurrency", "--timeout", "--user-agent",
+    "--config", "--full", "--limit", "--object-ids", "--departments", "--images",
+    "--no-images", "--image-variant", "--additional-images", "--image-rate",
+    "--image-concurrency", "--image-hosts", "--max-image-bytes", "--priority",
+)  # fmt: skip
+
+
+def env(**extra: str) -> dict[str, str]:
+    """The caller's environment without MET_HARVESTER_*, plus fast retries and `extra`."""
+    out = {k: v for k, v in os.environ.items() if not k.startswith("MET_HARVESTER_")}
+    out.update(MET_HARVESTER_RETRY_WAIT="0.01", MET_HARVESTER_RETRY_WAIT_MAX="0.02", COLUMNS="200")
+    out.update(extra)
+    return out
+
+
+def cli(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "met_harvester", *args],
+        capture_output=True,
+        text=True,
+        env=env(**extra_env),
+        timeout=120,
+    )
+
+
+async def acli(*args: str, **extra_env: str) -> tuple[int, str, str]:
+    """Run the CLI while this event loop keeps serving the fake API."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "met_harvester",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env(**extra_env),
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    """Exit `code`; stderr ends with one `met-harvester: error:` line (log lines may precede it)."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("{")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("met-harvester: error: ")
+    for word in words:
+        assert word in lines[0]
+
+
+def test_help_documents_every_option() -> None:
+    result = cli("sync", "--help")
+    assert result.returncode == 0
+    for option in SYNC_OPTIONS:
+        assert option in result.stdout, option
+    top = cli("--help")
+    assert "sync" in top.stdout and "status" in top.stdout
+    assert "--json" in cli("status", "--help").stdout
+
+
+async def test_sync_then_status_with_env_and_config(tmp_path: Path, fake_api: FakeMetAPI) -> None:
+    config = tmp_path / "harvester.toml"
+    config.write_text("rate = 3000.0\nconcurrency = 6\nimages = false\nbatch_size = 25\n")
+    data_dir = tmp_path / "data"
+    code, out, err = await acli(
+        "sync", "--config", str(config), "--data-dir", str(data_dir),
+        MET_HARVESTER_API_URL=fake_api.api_url,
+    )  # fmt: skip
+    assert code == 0, err
+    total = len(fake_api.collection.object_ids)
+    assert f"sync full completed: fetched {total} (new {total}" in out
+    code, out, err = await acli("status", "--json", "--data-dir", str(data_dir))
+    assert code == 0, err
+    status = json.loads(out)
+    for key in ("objects", "withdrawn", "quarantined", "failures", "missing", "tags"):
+        assert isinstance(status[key], int), key
+    assert status["objects"] == total and status["tags"] > 0
+    assert status["last_sync"]["mode"] == "full"
+    assert status["last_sync"]["status"] == "completed"
+    assert status["last_sync"]["counts"]["new"] == total
+    assert status["rate"]["ceiling"] == 3000.0
+    assert status["eta_seconds"] == 0
+    code, out, _ = await acli("status", "--data-dir", str(data_dir))
+    assert code == 0 and "objects" in out and "last sync" in out
+    # second pass: incremental; --object-ids and --departments parse
+    code, out, err = await acli(
+        "sync", "--config", str(config), "--data-dir", str(data_dir), "--api-url",
+        fake_api.api_url, "--object-ids", f"{fake_api.collection.object_ids[0]}",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "sync ids completed: fetched 1 " in out
+
+
+def test_bad_option_values_give_one_line(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    assert_one_line_error(cli("sync", "--data-dir", data, "--rate", "-1"), 2, "'rate'")
+    assert_one_line_error(
+        cli("sync", "--data-dir", data, "--object-ids", "1,x"), 2, "--object-ids", "'x'"
+    )
+    assert_one_line_error(
+        cli("sync", "--data-dir", data, "--image-variant", "huge"), 2, "image_variant"
+    )
+    assert_one_line_error(cli("sync", "--data-dir", data, "--priority", "pd,bogus"), 2, "bogus")
+    assert_one_line_error(
+        cli("sync", "--data-dir", data, MET_HARVESTER_CONCURRENCY="many"), 2, "concurrency"
+    )
+    typo = tmp_path / "typo.toml"
+    typo.write_text("rat = 5\n")
+    assert_one_line_error(cli("sync", "--config", str(typo)), 2, "rat")
+    assert_one_line_error(cli("sync", "--config", str(tmp_path / "absent.toml")), 2, "absent")
+    assert not (tmp_path / "data").exists()  # nothing was started
+
+
+def test_unwritable_data_dir_is_fatal(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = cli("sync", "--data-dir", str(blocker / "data"), "--api-url", "http://127.0.0.1:9")
+    assert_one_line_error(result, 1, "data dir")
+
+
+def test_unreachable_api_is_fatal(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = cli(
+        "sync", "--data-dir", str(tmp_path / "data"), "--api-url",
+        f"http://127.0.0.1:{port}/public/collection/v1", "--max-attempts", "2", "--timeout", "2",
+        "--no-images", "--log-level", "ERROR",
+    )  # fmt: skip
+    assert_one_line_error(result, 1, "objects")
+    status = cli("status", "--json", "--data-dir", str(tmp_path / "data"))
+    assert json.loads(status.stdout)["last_sync"]["status"] == "failed"
+
+
+def test_status_without_a_mirror(tmp_path: Path) -> None:
+    assert_one_line_error(cli("status", "--data-dir", str(tmp_path / "none")), 1, "no mirror")
+
+
+@pytest.mark.parametrize("entry", [["-m", "met_harvester"]])
+def test_python_dash_m(entry: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, *entry, "--help"], capture_output=True, text=True, env=env(), timeout=60
+    )
+    assert result.returncode == 0 and "sync" in result.stdout
