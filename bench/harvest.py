@@ -65,18 +65,19 @@ def serve(n_objects: int, latency: float) -> None:
 # ---------------------------------------------------------------------------- child: harvester
 def harvest(api_url: str, rate: float, concurrency: int, data_dir: str) -> None:
     """One full `sync` (no images) into a fresh data dir; print a JSON line of measurements."""
-    from met_harvester.settings import HarvesterSettings
-
-    settings = HarvesterSettings(
-        data_dir=Path(data_dir),
-        api_url=api_url,
-        rate=rate,
-        concurrency=concurrency,
-        images=False,
-        timeout=60.0,
-    )
     from met_harvester.ratelimit import AdaptiveRateLimiter
+    from met_harvester.settings import HarvesterSettings
+    from met_harvester.sync import run_sync
 
+    options: dict[str, Any] = {
+        "data_dir": Path(data_dir),
+        "api_url": api_url,
+        "rate": rate,
+        "concurrency": concurrency,
+        "images": False,
+        "timeout": 60.0,
+    }
+    settings = HarvesterSettings(**options)
     starts: list[float] = []  # when the limiter let each request go (the client's view)
     acquire = AdaptiveRateLimiter.acquire
 
@@ -87,17 +88,13 @@ def harvest(api_url: str, rate: float, concurrency: int, data_dir: str) -> None:
     AdaptiveRateLimiter.acquire = timed_acquire  # type: ignore[method-assign]
     start_cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
-    try:
-        from met_harvester.sync import run_sync
-    except ImportError:  # before the sync engine existed: the client alone
-        run_sync = None
-    if run_sync is not None and os.environ.get("BENCH_HARVEST_PATH") != "client":
+    if os.environ.get("BENCH_HARVEST_PATH") == "client":  # the client alone, no DB
+        fetched = asyncio.run(_client_only(settings))
+        how = "client"
+    else:
         report = asyncio.run(run_sync(settings))
         fetched = int(report.counts.get("fetched", report.counts.get("to_fetch", 0)))
         how = "run_sync"
-    else:
-        fetched = asyncio.run(_client_only(settings))
-        how = "client"
     wall = time.perf_counter() - start
     end_cpu = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (end_cpu.ru_utime - start_cpu.ru_utime) + (end_cpu.ru_stime - start_cpu.ru_stime)

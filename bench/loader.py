@@ -8,8 +8,9 @@ process (= one DataLoader worker):
   normalise), i.e. exactly what a DataLoader worker runs;
 - raw originals: the same dataset and transform over the originals (draft() decoding, as the
   DataModule's raw fallback does), and without draft() for reference;
-- plain PIL loop over the same cached files: open, convert RGB, resize short side to 224, centre
-  crop, to float tensor.
+- plain PIL loop over the same cached files: open, convert RGB, resize short side to 224 (bilinear),
+  centre crop, to float tensor; and, doing exactly that work, the DataModule's evaluation
+  transform (resize 224 bilinear, centre crop, normalise) through `MetImageDataset`.
 
     .venv/bin/python bench/loader.py [--images 100] [--rounds 7]
 """
@@ -66,22 +67,24 @@ def plain_pil(path: Path) -> torch.Tensor:
 def rates(pipelines: dict[str, Callable[[int], object]], n: int, rounds: int) -> dict[str, float]:
     """Images/s of each pipeline: every item is timed `rounds` times, the pipelines interleaved
     item by item, and each item's fastest time counts (robust to load from other processes on a
-    shared machine; augmentation randomness averages out over the items)."""
+    shared machine). Item i gets the same augmentation in every round (seeded with i)."""
     fastest = {name: [float("inf")] * n for name in pipelines}
     for _ in range(rounds):
         for i in range(n):
             for name, fn in pipelines.items():
+                torch.manual_seed(i)  # the same random crop and flip of item i in every round
                 start = time.perf_counter()
                 fn(i)
                 fastest[name][i] = min(fastest[name][i], time.perf_counter() - start)
     return {name: n / sum(times) for name, times in fastest.items()}
 
 
-def dataset(paths: list[Path], decode_size: int | None) -> MetImageDataset:
+def dataset(paths: list[Path], decode_size: int | None, train: bool = True) -> MetImageDataset:
     frame = pd.DataFrame(
         {"object_id": range(len(paths)), "path": [str(p) for p in paths], "target": 0}
     )
-    transform = build_transform(DataConfig(input_size=INPUT), train=True, augment="flip")
+    config = DataConfig(input_size=INPUT, interpolation="bilinear", crop_pct=1.0)
+    transform = build_transform(config, train=train, augment="flip")
     return MetImageDataset(
         frame, task="multiclass", num_classes=1, transform=transform, decode_size=decode_size
     )
@@ -107,6 +110,7 @@ def main() -> None:
         prepared_ds = dataset(cached, INPUT)
         raw_ds = dataset(originals, INPUT)
         raw_nodraft_ds = dataset(originals, None)
+        eval_ds = dataset(cached, INPUT, train=False)
         n = args.images
         measured = rates(
             {
@@ -114,6 +118,7 @@ def main() -> None:
                 "raw originals (draft) -> train transform": raw_ds.__getitem__,
                 "raw originals (no draft) -> train transform": raw_nodraft_ds.__getitem__,
                 "plain PIL loop over the cache": lambda i: plain_pil(cached[i]),
+                "prepared cache -> eval transform (same work as plain)": eval_ds.__getitem__,
             },
             n,
             args.rounds,

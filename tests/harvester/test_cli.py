@@ -162,3 +162,41 @@ def test_python_dash_m(entry: list[str]) -> None:
         [sys.executable, *entry, "--help"], capture_output=True, text=True, env=env(), timeout=60
     )
     assert result.returncode == 0 and "sync" in result.stdout
+
+
+def test_progress_reporters_show_rate_and_eta(caplog: pytest.LogCaptureFixture) -> None:
+    import io
+    import logging
+
+    from rich.console import Console
+
+    from met_harvester.progress import LogProgress, RichProgress, format_eta, make_progress
+
+    assert format_eta(None) == "?"
+    assert format_eta(12) == "12s"
+    assert format_eta(250) == "4m 10s"
+    assert format_eta(7500) == "2h 05m"
+    assert format_eta(5.8 * 86400) == "5d 19h"
+    assert isinstance(make_progress(stream=io.StringIO()), LogProgress)  # not a terminal
+
+    caplog.set_level(logging.INFO, logger="met_harvester.progress")
+    plain = LogProgress(interval=0.0)
+    plain.start("records", 10)
+    plain.advance("records", 4)
+    plain.note("records", "1.5 req/s")
+    plain.advance("records", 1)
+    plain.finish("records")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "records: starting, 10 to do"
+    assert lines[1].startswith("records: 4/10 (40.0%)") and "/s" in lines[1] and "eta" in lines[1]
+    assert lines[-1].startswith("records: done, 5/10 (50.0%)") and lines[-1].endswith("1.5 req/s")
+
+    out = io.StringIO()
+    bar = RichProgress(Console(file=out, force_terminal=True, width=160))
+    bar.start("records", 100)
+    bar.advance("records", 30)
+    bar.note("records", "0.9 req/s, eta 1m 17s")
+    bar.finish("records")
+    bar.close()
+    drawn = out.getvalue()
+    assert "records" in drawn and "100/100" in drawn and "eta 1m 17s" in drawn

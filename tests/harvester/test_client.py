@@ -45,6 +45,13 @@ def text_answer(text: str, status: int = 200, content_type: str = "text/html") -
     return respond
 
 
+def bytes_answer(body: bytes) -> Responder:
+    async def respond(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, content_type="application/json")
+
+    return respond
+
+
 async def drop(request: web.Request) -> web.StreamResponse:
     """Close the connection without any answer."""
     assert request.transport is not None
@@ -258,6 +265,7 @@ async def test_429_retry_after_is_honoured(server: ScriptedServer, tmp_path: Pat
             "invalid_json",
         ),
         (drop, "connection"),
+        (bytes_answer(b'{"objectID": 5, "title": "\xff\xfe"}'), "invalid_json"),
     ],
 )
 async def test_broken_bodies_and_dropped_connections_are_retried(

@@ -268,3 +268,13 @@ def test_unterminated_quote_running_to_the_end_of_the_file(tmp_path: Path, n_row
     assert [(i.row, i.line, i.kind) for i in report.issues] == [(2, 3, "malformed")]
     assert report.inserted == n_rows - 1
     assert imported_ids(tmp_path / "d") == ids([r for i, r in enumerate(rows) if i != 1])
+
+
+def test_an_endless_line_of_junk_is_skipped_with_bounded_memory(tmp_path: Path) -> None:
+    rows = plain_rows(3)
+    lines = [line_of(rows[0]), "x" * 5_000_000 + "\n", line_of(rows[1]), line_of(rows[2])]
+    report = import_csv(write_lines(tmp_path / "f.csv", lines), tmp_path / "d")
+    assert {(i.line, i.kind) for i in report.issues} == {(3, "malformed")}
+    assert all("field larger than field limit" in i.message for i in report.issues)
+    assert imported_ids(tmp_path / "d") == ids(rows)
+    assert report.rows_read == 3 + len(report.issues)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,6 +110,11 @@ async def test_stores_images_and_dedupes_identical_bytes(
     assert len(blob_files(tmp_path)) == 4
     assert_store_sound(tmp_path)
     assert server.count("/a/orig.jpg") == 0
+    assert {h.get("Accept-Encoding") for _m, _p, h in server.requests} == {"identity"}
+    # Nothing but the database and sha256-named blobs: no URL became a path.
+    names = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    blobs = {n for n in names if re.fullmatch(r"images/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}", n)}
+    assert len(blobs) == 4 and names - blobs <= {"met.sqlite", "met.sqlite-wal", "met.sqlite-shm"}
     assert metrics.images_stored._value.get() == 4
     db = await open_db(tmp_path)
     status = await image_status(db)
@@ -207,6 +213,14 @@ async def test_hostile_bodies_are_refused_and_never_stored(
     # Only the good image became a blob, and nothing was left behind in the incoming folder.
     assert list(blob_files(tmp_path)) == [sha256(good)]
     assert list(BlobStore.for_data_dir(tmp_path).iter_temp_files()) == []
+    # The HTML pages were firewall blocks: the image pool slowed down and kept what it learned.
+    db = await open_db(tmp_path)
+    async with db.execute(
+        "SELECT value FROM harvester_state WHERE key = 'image_learned_rate'"
+    ) as cur:
+        learned = await cur.fetchone()
+    await db.close()
+    assert learned is not None and float(learned[0]) < settings.image_rate
     # Failed images wait for their retry time: a second run asks for none of them.
     before = server.count()
     report2 = await run(settings)

@@ -21,6 +21,7 @@ from met_harvester.priority import (
     priority_status,
 )
 from met_harvester.settings import HarvesterSettings
+from met_harvester.status import collect_status
 from met_harvester.sync import run_sync
 from met_harvester.testing import FakeMetAPI
 
@@ -140,6 +141,7 @@ async def test_priority_status_counts_what_is_still_unfetched(data_dir: Path) ->
         await db.commit()
         after = await priority_status(db)
         by_id = await priority_status(db, "id")
+        shown = (await collect_status(db))["csv"]
     finally:
         await db.close()
     groups = ("csv_objects", "unfetched", "pd-tagged", "pd", "rest", "priority")
@@ -147,6 +149,7 @@ async def test_priority_status_counts_what_is_still_unfetched(data_dir: Path) ->
     assert [after[k] for k in groups] == [7, 4, 1, 1, 2, DEFAULT_PRIORITY]
     assert before["last_import"] is not None
     assert (by_id["unfetched"], by_id["id"]) == (4, 4)
+    assert shown == after  # `met-harvester status` shows it
 
 
 async def test_sync_fetches_csv_known_ids_in_priority_order(
@@ -161,14 +164,15 @@ async def test_sync_fetches_csv_known_ids_in_priority_order(
     records = [api.collection.record(i, api.base_url) for i in api.collection.object_ids]
     write_csv(tmp_path / "met.csv", [record_to_csv_row(r) for r in records])
     import_csv(tmp_path / "met.csv", tmp_path / "data")
-    settings = HarvesterSettings(
-        data_dir=tmp_path / "data",
-        api_url=api.api_url,
-        rate=5000.0,
-        concurrency=1,
-        images=False,
-        batch_size=10,
-    )
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "api_url": api.api_url,
+        "rate": 5000.0,
+        "concurrency": 1,
+        "images": False,
+        "batch_size": 10,
+    }
+    settings = HarvesterSettings(**values)
     assert (await run_sync(settings, limit=5)).status == "completed"
     first_pass = object_fetches(api)
     report = await run_sync(settings)

@@ -313,3 +313,25 @@ async def test_csv_only_ids(db: aiosqlite.Connection) -> None:
 
 def test_parse_object_used_by_fetched_helper() -> None:
     assert parse_object(record(9), 9).title == "Object 9"
+
+
+async def test_status_eta_is_honest_for_a_first_full_mirror(db: aiosqlite.Connection) -> None:
+    from met_harvester.status import collect_status, format_status
+
+    await store.save_objects(db, [fetched(record(i)) for i in range(1, 11)])
+    await store.save_failures(db, [store.FailedFetch(20, 503, "outage")])
+    await store.set_state(db, store.LISTING_TOTAL_KEY, 500_000)
+    await store.set_state(db, store.RATE_KEYS["ceiling"], 80)
+    await store.set_state(db, store.RATE_KEYS["current"], 1.2)
+    await store.set_state(db, store.RATE_KEYS["learned"], 1.0)
+    run = await store.start_run(db, "full")
+    await store.update_run_counts(db, run, {"fetched": 10})
+    await db.commit()
+    status = await collect_status(db)
+    assert status["objects"] == 10 and status["failures"] == 1
+    assert status["remaining"] == 500_000 - 10 + 1
+    assert status["eta_seconds"] == pytest.approx(499_991.0)  # at the learned 1/s: ~5.8 days
+    assert status["rate"] == {"learned": 1.0, "current": 1.2, "ceiling": 80.0}
+    assert status["last_sync"]["status"] == "running"
+    text = format_status(status)
+    assert "5d 18h" in text and "learned 1/s" in text and "ceiling 80/s" in text

@@ -436,3 +436,38 @@ async def test_schema_doc_covers_every_column_and_its_queries_run(
         conn.close()
     assert all(isinstance(rows, list) for rows in results)
     assert results[0] and results[1]  # per department, top tags: the mirror is not empty
+
+
+async def test_cancelled_sync_leaves_no_half_written_batch(
+    tmp_path: Path, fake_api_factory: Any
+) -> None:
+    api = await fake_api_factory(n_objects=300, seed=5, faults=FaultConfig(latency=0.005))
+    settings = make_settings(tmp_path, api, concurrency=8, batch_size=7)
+    task = asyncio.create_task(run_sync(settings))
+    while len(object_fetches(api)) < 100:
+        await asyncio.sleep(0.002)
+    task.cancel()
+    print("cancelled")  # what the daemon does when the grace period is over
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    print("awaited")
+    assert query(tmp_path, "SELECT status FROM sync_runs") == [("interrupted",)]
+    print("queried")
+    stored = [r[0] for r in query(tmp_path, "SELECT object_id FROM objects")]
+    assert 0 < len(stored) < 300
+    for object_id in stored:  # every stored record has all of its tags and constituents
+        served = api.collection.record(object_id, api.base_url)
+        tags = query(
+            tmp_path,
+            "SELECT COUNT(*) FROM object_tags WHERE object_id = ? AND source = 'api'",
+            object_id,
+        )
+        assert tags == [(len({t["term"] for t in served["tags"] or []}),)]
+        people = query(
+            tmp_path, "SELECT COUNT(*) FROM object_constituents WHERE object_id = ?", object_id
+        )
+        assert people == [(len(served["constituents"] or []),)]
+    api.set_faults(None)
+    report = await run_sync(settings)
+    assert report.status == "completed"
+    assert len(objects_table(tmp_path)) == 300

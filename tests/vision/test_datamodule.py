@@ -152,3 +152,62 @@ def test_timm_data_config_and_workers(prepared: Path) -> None:
     assert batch["image"].shape == (16, 3, SIZE, SIZE)
     with pytest.raises(ValueError, match="unknown augment"):
         _module(prepared, augment="mixup")
+
+
+def test_eval_transform_matches_torchvision_reference() -> None:
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    config = resolve_data_config("resnet50", image_size=32)
+    image = Image.effect_mandelbrot((50, 40), (-2, -1.2, 1, 1.2), 50).convert("RGB")
+    ours = build_transform(config, train=False)(image)
+    reference = v2.Compose(
+        [
+            v2.Resize(int(32 / config.crop_pct), interpolation=v2.InterpolationMode.BICUBIC),
+            v2.CenterCrop(32),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(config.mean, config.std),
+        ]
+    )(image)
+    assert ours.shape == (3, 32, 32) and ours.is_contiguous()
+    assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_runs_under_a_lightning_trainer(prepared: Path) -> None:
+    import lightning.pytorch as pl
+
+    class Probe(pl.LightningModule):
+        def __init__(self, num_classes: int) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(3, num_classes)
+            self.predicted: list[int] = []
+
+        def _logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.head(batch["image"].mean(dim=(2, 3)))
+
+        def training_step(self, batch: dict[str, torch.Tensor], _: int) -> torch.Tensor:
+            return torch.nn.functional.binary_cross_entropy_with_logits(
+                self._logits(batch), batch["label"]
+            )
+
+        def test_step(self, batch: dict[str, torch.Tensor], _: int) -> None:
+            self._logits(batch)
+
+        def predict_step(self, batch: dict[str, torch.Tensor], _: int) -> torch.Tensor:
+            self.predicted += batch["object_id"].tolist()
+            return self._logits(batch)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = _module(prepared, task="multilabel", balanced_sampler=True, predict_split="all")
+    model = Probe(dm.num_classes)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_test_batches=1,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    trainer.test(model, datamodule=dm)
+    trainer.predict(model, datamodule=dm)
+    assert sorted(model.predicted) == sorted(dm.frame["object_id"].tolist())

@@ -22,6 +22,8 @@ BACKBONE = "test_resnet"
 IMAGE_SIZE = 96
 # the audit and mitigation models need no fine CAMs: smaller inputs train faster
 BIASED_IMAGE_SIZE = 64
+# ... and a larger test split, so that the audit's bootstrap intervals are tight enough
+AUDIT_SPLIT = (0.6, 0.1, 0.3)
 CACHE_SIZE = 112
 N_OBJECTS = 1500
 EPOCHS = 12
@@ -37,6 +39,7 @@ class TrainedModel:
     ckpt: Path
     truth: dict[str, Any]
     metrics: dict[str, Any]
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
     @property
     def truth_path(self) -> Path:
@@ -47,7 +50,7 @@ class TrainedModel:
         """Labelled object ids (with images) of one split, as the data module assigns them."""
         from met_vision.db import load_records
 
-        records = load_records(self.data_dir)
+        records = load_records(self.data_dir, split_fractions=self.split_fractions)
         labelled = records["tags"].map(len) > 0  # multilabel: objects without tags are left out
         part = records[(records["split"] == split) & records["has_image"] & labelled]
         return [int(i) for i in part["object_id"]]
@@ -70,6 +73,7 @@ def make_data(
     n_objects: int = N_OBJECTS,
     seed: int = 3,
     cache_size: int = CACHE_SIZE,
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> Path:
     """A prepared synthetic mirror under ``root`` (multilabel over all tags)."""
     from met_vision.labels import LabelSpaceConfig
@@ -80,7 +84,8 @@ def make_data(
         _make_mirror_module().make_mirror(
             data_dir, n_objects, seed, bias, specials=False, csv_only_rate=0.0
         )
-        prepare(data_dir, cache_size, LabelSpaceConfig(task="multilabel"))
+        config = LabelSpaceConfig(task="multilabel")
+        prepare(data_dir, cache_size, config, split_fractions=split_fractions)
     return data_dir
 
 
@@ -95,6 +100,7 @@ def train(
     n_objects: int = N_OBJECTS,
     image_size: int = IMAGE_SIZE,
     max_steps: int = -1,
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> TrainedModel:
     """Train a multilabel tag model on a (new or given) synthetic mirror."""
     import lightning.pytorch as pl
@@ -105,7 +111,11 @@ def train(
     from met_vision.tasks import ClassificationTask
 
     data_dir = data_dir or make_data(
-        root, bias=bias, n_objects=n_objects, cache_size=max(CACHE_SIZE, image_size + 16)
+        root,
+        bias=bias,
+        n_objects=n_objects,
+        cache_size=max(CACHE_SIZE, image_size + 16),
+        split_fractions=split_fractions,
     )
     pl.seed_everything(seed, workers=True)
     torch.set_num_threads(2)
@@ -122,6 +132,7 @@ def train(
         augment="flip",
         crop_scale=(0.6, 1.0),
         seed=seed,
+        split_fractions=split_fractions,
         **extra,
     )
     task = ClassificationTask(
@@ -156,7 +167,9 @@ def train(
     metrics = dict(task.test_results.get("metrics", {}))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     truth = json.loads((data_dir / "truth.json").read_text())
-    return TrainedModel(data_dir, Path(checkpoint.best_model_path), truth, metrics)
+    return TrainedModel(
+        data_dir, Path(checkpoint.best_model_path), truth, metrics, split_fractions
+    )
 
 
 _CACHE: dict[str, TrainedModel] = {}
@@ -178,7 +191,13 @@ def control_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
 @pytest.fixture(scope="session")
 def biased_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """Trained on the planted-bias collection ("Women" -> warm tint in 90% of cases)."""
-    return cached("biased", tmp_path_factory, bias=0.9, image_size=BIASED_IMAGE_SIZE)
+    return cached(
+        "biased",
+        tmp_path_factory,
+        bias=0.9,
+        image_size=BIASED_IMAGE_SIZE,
+        split_fractions=AUDIT_SPLIT,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -199,4 +218,5 @@ def mitigated_model(
         group_balance="sampler",
         data_dir=biased_model.data_dir,
         image_size=BIASED_IMAGE_SIZE,
+        split_fractions=AUDIT_SPLIT,
     )

@@ -339,7 +339,11 @@ class MetClient:
         retry_after: float | None,
         started: float,
     ) -> _Answer:
-        body = raw.decode("utf-8", errors="replace")
+        try:
+            body = raw.decode("utf-8")
+            utf8 = True
+        except UnicodeDecodeError:
+            body, utf8 = raw.decode("utf-8", errors="replace"), False
         kind = classify_status(status)
         html = looks_like_html(body, content_type)
         if kind == "block" or (kind == "ok" and html):
@@ -365,8 +369,10 @@ class MetClient:
                 retry_after=retry_after,
             )
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+            if not utf8:
+                raise ValueError("body is not UTF-8")
+            data = json.loads(body)
+        except ValueError as exc:
             if kind != "ok":  # a 404/400 without a JSON body is still a final answer
                 self.limiter.on_success()
                 return _Answer(status, body, None, 1)

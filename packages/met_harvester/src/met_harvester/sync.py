@@ -399,7 +399,7 @@ class SyncPass:
         await store.save_missing(db, missing, now=now)
         await store.save_failures(db, failed, now=now)
         await store.save_quarantine(db, bad, now=now)
-        c = self.counts
+        c = dict(self.counts)
         c["fetched"] += len(batch)
         c["new"] += saved.new
         c["updated"] += saved.updated
@@ -411,6 +411,7 @@ class SyncPass:
             await store.update_run_counts(db, self.run_id, c)
         await self.save_rate()
         await db.commit()
+        self.counts = c
         self._remaining -= len(batch)
         self._count_metrics(saved, records, failed, bad)
         self._report_progress(len(batch))
@@ -614,10 +615,13 @@ async def _run(
             await sync.save_rate()
             await db.commit()
     except SyncError as exc:
+        await db.rollback()
         await store.finish_run(db, run_id, "failed", sync.counts, error=str(exc))
         raise
     except (asyncio.CancelledError, Exception) as exc:
         with contextlib.suppress(Exception):
+            # A batch cut short must not be committed along with the run's end.
+            await db.rollback()
             status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
             await store.finish_run(db, run_id, status, sync.counts, error=repr(exc)[:500])
         raise

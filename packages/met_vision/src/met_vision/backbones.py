@@ -126,6 +126,7 @@ def create_backbone(
     pretrained: bool = False,
     pretrained_path: str | None = None,
     drop_rate: float = 0.0,
+    global_pool: str | None = None,
 ) -> nn.Module:
     """Create timm model ``name`` with a fresh ``num_classes`` head.
 
@@ -135,13 +136,16 @@ def create_backbone(
         pretrained: download ImageNet weights from timm's hub (needs network).
         pretrained_path: local weights file for offline nodes; wins over ``pretrained``.
         drop_rate: dropout before the classifier.
+        global_pool: timm pooling (``avg``, ``max``, ``avgmax``, ...); None keeps the model's.
     """
     check_backbone_name(name)
+    extra: dict[str, Any] = {} if global_pool is None else {"global_pool": global_pool}
     model = timm.create_model(
         name,
         pretrained=pretrained and pretrained_path is None,
         num_classes=num_classes,
         drop_rate=drop_rate,
+        **extra,
     )
     if pretrained_path:
         load_backbone_weights(model, pretrained_path)

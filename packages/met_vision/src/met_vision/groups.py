@@ -111,20 +111,27 @@ def membership_from_records(
 
 
 def cell_balance_weights(
-    membership: NDArray[np.bool_], labels: NDArray[np.generic], *, max_weight: float = 10.0
+    membership: NDArray[np.bool_],
+    labels: NDArray[np.generic],
+    *,
+    max_weight: float = 10.0,
+    iterations: int = 50,
 ) -> NDArray[np.float64]:
-    """Per-object weights that equalise every (group, label) cell within each label.
+    """Per-object weights that give every group the same mass of each label.
 
-    For an object in group g with label o, the weight of that cell is
-    ``mean_g' c(g', o) / c(g, o)``: after weighting each group holds the same mass of label o,
-    so label/group co-occurrence carries no signal. An object's weight is the mean over its
-    (group, label) cells; objects in no group, or with no label, keep weight 1. Weights are
-    clipped to ``[1/max_weight, max_weight]`` and rescaled to mean 1.
+    Iterative proportional fitting (raking): for each label o, the objects of each group g
+    that carry o are rescaled so that every group present for o holds the mean mass
+    ``mean_g' m(g', o)``; this is repeated until the masses agree, which also handles objects
+    in several groups or with several labels. Afterwards group/label co-occurrence carries no
+    signal in the weighted data. Objects in no group, or with no label, keep weight 1; weights
+    are clipped to ``[1/max_weight, max_weight]`` and rescaled to mean 1. For disjoint cells
+    this is one step: ``w(g, o) = mean_g' c(g', o) / c(g, o)``.
 
     Args:
         membership: ``(n, G)`` group membership.
         labels: ``(n, C)`` multi-hot labels, or ``(n,)`` class indices.
         max_weight: clip for rare cells.
+        iterations: raking sweeps over the labels.
     """
     groups = np.asarray(membership, dtype=bool)
     y = np.asarray(labels)
@@ -133,17 +140,23 @@ def cell_balance_weights(
         hot[np.arange(len(y)), y.astype(int)] = True
         y = hot
     y = y.astype(bool)
-    counts = groups.T.astype(float) @ y.astype(float)  # (G, C)
-    target = counts.mean(axis=0, keepdims=True)
-    cell = np.ones_like(counts)
-    np.divide(target, counts, out=cell, where=counts > 0)
-    cell = np.clip(cell, 1.0 / max_weight, max_weight)
     weights = np.ones(len(groups))
-    for i in range(len(groups)):
-        g_idx = np.flatnonzero(groups[i])
-        c_idx = np.flatnonzero(y[i])
-        if len(g_idx) and len(c_idx):
-            weights[i] = float(cell[np.ix_(g_idx, c_idx)].mean())
+    for _ in range(iterations):
+        largest_change = 0.0
+        for c in range(y.shape[1]):
+            cells = groups & y[:, c : c + 1]  # (n, G): objects of group g with label c
+            mass = weights @ cells
+            present = np.flatnonzero(mass > 0)
+            if len(present) < 2:
+                continue
+            target = mass[present].mean()
+            for g in present:
+                factor = target / mass[g]
+                weights[cells[:, g]] *= factor
+                largest_change = max(largest_change, abs(factor - 1.0))
+        if largest_change < 1e-9:
+            break
+    weights = np.clip(weights, 1.0 / max_weight, max_weight)
     return weights / weights.mean() if len(weights) else weights
 
 
@@ -219,9 +232,10 @@ def training_weights(
     """Per-object weights for group-balanced training (sampling or loss weights).
 
     Without ``attribute`` every (gender group, label) cell is equalised within each label (see
-    :func:`group_balance_weights`). With ``attribute="warm"`` every (gender group, background
-    warmth) cell is equalised within each gender group (objects in no gender group form their
-    own group), so the image attribute carries no information about gender in the weighted data.
+    :func:`group_balance_weights`). With ``attribute="warm"`` every (gender tag, background
+    warmth) cell is equalised within each gender tag (for ``depicted``: each vocabulary term,
+    e.g. ``Women``; objects with none form their own cell), so the image attribute carries no
+    information about the gender labels in the weighted data.
     ``records`` needs ``tags``/gender columns and, for the attribute, ``path`` (an image file).
     """
     vocab = dict(vocab or DEFAULT_GENDER_VOCAB)
@@ -231,7 +245,10 @@ def training_weights(
         )
     if attribute != "warm":
         raise ValueError(f"unknown image attribute {attribute!r}; choose one of {IMAGE_ATTRIBUTES}")
-    membership, _ = membership_from_records(records, grouping, vocab)
+    if grouping == "depicted":  # one cell per gender tag: a bias can sit on one term only
+        membership, _ = depicted_membership(records["tags"], {term: term for term in vocab})
+    else:
+        membership, _ = membership_from_records(records, grouping, vocab)
     gender_cells = np.concatenate([membership, ~membership.any(axis=1, keepdims=True)], axis=1)
     warmth = [image_stats(str(p))["warmth"] for p in records["path"]]
     attribute_bins, _ = warm_membership(warmth, warm_threshold)

@@ -41,6 +41,8 @@ class ClassificationTask(pl.LightningModule):
         pretrained: start from timm's hub weights (needs network).
         pretrained_path: local ``.pth``/``.ckpt``/``.safetensors`` weights for offline nodes.
         drop_rate: dropout before the classifier.
+        global_pool: timm global pooling (``avg``, ``max``, ``avgmax``); None keeps the model's.
+            ``max`` suits small motifs in multilabel tagging.
         loss: ``ce`` or ``focal`` (multiclass), ``bce``, ``focal`` or ``asl`` (multilabel);
             None picks ``ce`` / ``bce``.
         label_smoothing: CE label smoothing.
@@ -79,6 +81,7 @@ class ClassificationTask(pl.LightningModule):
         pretrained: bool = False,
         pretrained_path: str | None = None,
         drop_rate: float = 0.0,
+        global_pool: str | None = None,
         loss: Literal["ce", "bce", "focal", "asl"] | None = None,
         label_smoothing: float = 0.0,
         class_weights: list[float] | Literal["balanced"] | None = None,
@@ -129,6 +132,7 @@ class ClassificationTask(pl.LightningModule):
             pretrained=h["pretrained"],
             pretrained_path=h["pretrained_path"],
             drop_rate=h["drop_rate"],
+            global_pool=h.get("global_pool"),
         )
         self._head_names = head_parameter_names(self.model)
         # tuned on validation (multilabel); saved with the weights

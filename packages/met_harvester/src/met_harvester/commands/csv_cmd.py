@@ -36,16 +36,12 @@ PathArg = Annotated[
     Path,
     typer.Argument(help="MetObjects.csv from github.com/metmuseum/openaccess (plain or .gz)."),
 ]
-BatchOpt = Annotated[
-    int, typer.Option("--batch-size", min=1, help="CSV rows per DB transaction (default 2000).")
-]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="CSV rows per DB transaction.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of Markdown.")]
 OutOpt = Annotated[
     Path | None, typer.Option("--out", help="Write the report to this file instead of stdout.")
 ]
-SampleOpt = Annotated[
-    int, typer.Option("--sample", min=0, help="Ids listed per category (default 20).")
-]
+SampleOpt = Annotated[int, typer.Option("--sample", min=0, help="Ids listed per category.")]
 
 
 class _IssuePrinter:
@@ -58,8 +54,8 @@ class _IssuePrinter:
     def __call__(self, issue: CsvIssue) -> None:
         self.count += 1
         if self.count <= _SHOWN_ISSUES:
-            level = "error" if issue.skipped else "warning"
-            typer.echo(f"met-harvester: {level}: {self.path}: {issue}", err=True)
+            # not fatal: the import goes on (skipped rows say "row skipped")
+            typer.echo(f"met-harvester: warning: {self.path}: {issue}", err=True)
 
 
 class _PlainProgress:
@@ -88,8 +84,9 @@ def import_csv_cmd(
 ) -> None:
     """Import the Met's Open Access CSV into csv_objects and seed tags (source 'csv').
 
-    Re-importing the same file changes nothing; a newer file updates rows and keeps their
-    previous versions in csv_object_versions. Bad rows are reported with row and line, skipped.
+    Re-importing a file changes nothing. A newer file updates rows and keeps history.
+
+    Bad rows are reported with their row and line, and skipped.
     """
     from met_harvester.csvimport.importer import import_csv
 
@@ -155,7 +152,10 @@ def diff_csv_cmd(
     out: OutOpt = None,
     sample: SampleOpt = 20,
 ) -> None:
-    """Report where the CSV and the API disagree: ids in only one, tags, public domain, department."""
+    """Report where the CSV and the API disagree (a data-quality report for the museum).
+
+    Ids in only one source; for ids in both: tags, public-domain flag and department.
+    """
     from met_harvester.csvimport.diff import diff_csv_api
     from met_harvester.db.connection import connect_sync
 

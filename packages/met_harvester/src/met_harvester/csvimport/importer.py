@@ -178,7 +178,7 @@ class CsvImporter:
             report.bad_rows += 1
         if len(report.issues) < MAX_STORED_ISSUES:
             report.issues.append(issue)
-        log.warning("csv %s: %s", report.path, issue)
+        log.info("csv %s: %s", report.path, issue)
         if self.on_issue is not None:
             self.on_issue(issue)
 

@@ -31,6 +31,7 @@ IssueKind = Literal[
 _SNIFF_BYTES = 65536
 _READ_BUFFER = 1 << 20
 _TEXT_CHUNK = 1 << 16
+_LINE_LIMIT = 1 << 22  # characters read as one line at most (bounded memory on junk)
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
@@ -117,11 +118,12 @@ class _RecordLines:
         if self._pushed:
             item = self._pushed.popleft()
         else:
-            line = self._text.readline()
+            line = self._text.readline(_LINE_LIMIT)  # a longer "line" is not CSV anyway
             if not line:
                 raise StopIteration
             item = (self._next_number, line)
-            self._next_number += 1
+            if line[-1] in "\n\r":  # not a piece of an over-long line
+                self._next_number += 1
         self.record.append(item)
         return item[1]
 
@@ -218,7 +220,6 @@ class MetCsvReader:
                 header = next(self._reader)
             except (csv.Error, StopIteration) as exc:
                 raise NotMetCsvError(f"{self.path}: cannot read a CSV header ({exc})") from exc
-            self._header_end = self._lines.record[-1][0]
             self.header_issues = check_header(self.path, header)
         except BaseException:
             self.close()

@@ -140,7 +140,12 @@ def make_session(
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
-        headers={"User-Agent": settings.user_agent, "Accept": "image/*"},
+        # identity: bodies are stored byte for byte, never a gzip of them (no auto-decompress)
+        headers={
+            "User-Agent": settings.user_agent,
+            "Accept": "image/*",
+            "Accept-Encoding": "identity",
+        },
         auto_decompress=False,
         trust_env=False,
     )
@@ -252,7 +257,7 @@ class ImageFetcher:
                         self.limiter.on_success()
                         continue
                     return await self._handle(current, resp, conditional=bool(headers))
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            except aiohttp.ClientError as exc:  # dropped, short or malformed responses
                 self._count("error")
                 self.limiter.on_server_error()
                 raise TransientFetchError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from array import array
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +58,7 @@ class Slot:
 class ImagePlan:
     """What planning found: rows to fetch (image ids), conditional ones, and counts."""
 
-    fetch_ids: list[int] = field(default_factory=list)
+    fetch_ids: array[int] = field(default_factory=lambda: array("q"))  # 8 bytes per id
     conditional_ids: set[int] = field(default_factory=set)
     objects: int = 0
     slots: int = 0

@@ -236,9 +236,9 @@ async def _feed(
     stop_event: asyncio.Event | None,
     metrics: HarvesterMetrics | None,
 ) -> None:
-    ids: list[int] = plan.fetch_ids
+    ids = plan.fetch_ids
     for start in range(0, len(ids), LOAD_BATCH):
-        chunk = ids[start : start + LOAD_BATCH]
+        chunk = ids[start : start + LOAD_BATCH].tolist()
         marks = ",".join("?" * len(chunk))
         async with db.execute(_ROW_SQL.format(marks=marks), chunk) as cur:
             rows = {r[0]: r for r in await cur.fetchall()}

@@ -8,6 +8,7 @@ records and images are generated on demand from (seed, object_id) and cached bri
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 import threading
 import time
@@ -88,6 +89,29 @@ class ImageSpec:
     def content_type(self) -> str:
         """MIME type the server sends."""
         return "image/png" if self.fmt == "PNG" else "image/jpeg"
+
+
+@functools.lru_cache(maxsize=65536)
+def _image_spec(seed: int, object_id: int, additional_rate: float, large_image: bool) -> ImageSpec:
+    rng = random.Random(f"spec:{seed}:{object_id}")
+    fmt = "PNG" if rng.random() < 0.15 else "JPEG"
+    r = rng.random()
+    mode = "L" if r < 0.1 else ("CMYK" if r < 0.16 and fmt == "JPEG" else "RGB")
+    progressive = fmt == "JPEG" and rng.random() < 0.15
+    long_side = rng.randint(200, 400)
+    aspect = rng.choice((1.0, 0.75, 0.8, 1.25, 1.33, 1.5, 0.66, 1.6))
+    if aspect >= 1:
+        small = (long_side, max(64, round(long_side / aspect)))
+    else:
+        small = (max(64, round(long_side * aspect)), long_side)
+    factor = rng.choice((2, 2.5, 3, 4))
+    original = (round(small[0] * factor), round(small[1] * factor))
+    n_add = rng.randint(1, 3) if rng.random() < additional_rate else 0
+    if object_id == LARGE_IMAGE_OBJECT_ID and large_image:
+        fmt, mode, progressive = "JPEG", "RGB", False
+        scale = LARGE_IMAGE_LONG_SIDE / max(small)
+        original = (round(small[0] * scale), round(small[1] * scale))
+    return ImageSpec(fmt, mode, progressive, small, original, n_add)
 
 
 class _ByteLRU:
@@ -298,25 +322,8 @@ class SyntheticCollection:
     # ----- records ------------------------------------------------------------------------------
     def image_spec(self, object_id: int) -> ImageSpec:
         """Format, mode and sizes of the object's images (deterministic)."""
-        rng = random.Random(f"spec:{self.config.seed}:{object_id}")
-        fmt = "PNG" if rng.random() < 0.15 else "JPEG"
-        r = rng.random()
-        mode = "L" if r < 0.1 else ("CMYK" if r < 0.16 and fmt == "JPEG" else "RGB")
-        progressive = fmt == "JPEG" and rng.random() < 0.15
-        long_side = rng.randint(200, 400)
-        aspect = rng.choice((1.0, 0.75, 0.8, 1.25, 1.33, 1.5, 0.66, 1.6))
-        if aspect >= 1:
-            small = (long_side, max(64, round(long_side / aspect)))
-        else:
-            small = (max(64, round(long_side * aspect)), long_side)
-        factor = rng.choice((2, 2.5, 3, 4))
-        original = (round(small[0] * factor), round(small[1] * factor))
-        n_add = rng.randint(1, 3) if rng.random() < self.config.additional_images_rate else 0
-        if object_id == LARGE_IMAGE_OBJECT_ID and self.config.large_image:
-            fmt, mode, progressive = "JPEG", "RGB", False
-            scale = LARGE_IMAGE_LONG_SIDE / max(small)
-            original = (round(small[0] * scale), round(small[1] * scale))
-        return ImageSpec(fmt, mode, progressive, small, original, n_add)
+        cfg = self.config
+        return _image_spec(cfg.seed, object_id, cfg.additional_images_rate, cfg.large_image)
 
     def image_urls(self, object_id: int, image_base_url: str) -> tuple[str, str, list[str]]:
         """(primaryImage, primaryImageSmall, additionalImages) on `image_base_url`."""

@@ -75,8 +75,8 @@ def make_scene(
 ) -> Scene:
     """Draw the random parameters of one picture (layout depends on the aspect ratio)."""
     family = BACKGROUND_FAMILIES[classification]
-    v1 = rng.uniform(0.45, 0.62)
-    v2 = min(0.85, v1 + rng.uniform(0.15, 0.25))
+    v1 = rng.uniform(0.5, 0.68)
+    v2 = min(0.85, v1 + rng.uniform(0.1, 0.17))
     colors = (_muted_color(rng, v1), _muted_color(rng, v2))
     if rng.random() < 0.5:
         colors = (colors[1], colors[0])
@@ -93,7 +93,7 @@ def make_scene(
     boxes: list[tuple[str, tuple[float, float, float, float]]] = []
     placed: list[tuple[float, float, float, float]] = []
     for tag in tags:
-        size = rng.uniform(0.2, 0.3) * short
+        size = rng.uniform(0.22, 0.3) * short
         box = (0.0, 0.0, 0.0, 0.0)
         for _ in range(60):
             x0 = rng.uniform(0, width - size)
@@ -158,7 +158,7 @@ def _pattern(scene: Scene, width: int, height: int) -> np.ndarray:
     coarse = Image.fromarray((gen.random((8, 8)) * 255).astype(np.uint8), "L")
     smooth = np.asarray(coarse.resize((width, height), Image.Resampling.BICUBIC), np.float32) / 255
     grain = gen.random((height, width), dtype=np.float32)
-    return np.clip(0.75 * smooth + 0.25 * grain, 0, 1)
+    return np.clip(0.8 * smooth + 0.2 * grain, 0, 1)
 
 
 def _draw_motif(
@@ -170,7 +170,7 @@ def _draw_motif(
     outline: tuple[int, int, int] = (255, 255, 255)
     if fill != (0, 0, 0):
         outline = (int(fill[0] * 0.4), int(fill[1] * 0.4), int(fill[2] * 0.4))
-    lw = max(1, round(s / 14))
+    lw = max(1, round(s / 10))
 
     def poly(points: list[tuple[float, float]]) -> None:
         draw.polygon(points, fill=fill, outline=outline, width=lw)
