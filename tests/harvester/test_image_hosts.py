@@ -3,7 +3,9 @@ non-loopback addresses appear only as literals given to the classifier."""
 
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +69,8 @@ def test_parse_allowlist() -> None:
         "https://images.metmuseum.org/CRDImages/ep/web-large/DT1567.jpg",
         "https://IMAGES.metmuseum.org/CRDImages/ep/original/DT1567.jpg",
         "https://images.metmuseum.org:443/x.jpg",
+        "https://images.metmuseum.org/CRDImages/es/original/ESDA Kalimian Temple.jpg",
+        "https://images.metmuseum.org/CRDImages/es/original/LC-2019_66_1a–o_95-001.jpg",
     ],
 )
 def test_allowed_urls(url: str) -> None:
@@ -95,6 +99,8 @@ def test_allowed_urls(url: str) -> None:
         ("//images.metmuseum.org/x.jpg", "scheme"),
         ("/CRDImages/x.jpg", "scheme"),
         ("https://images.metmuseum.org\\@evil.example/x.jpg", "backslash"),
+        ("https://images.metmuseum.org /x.jpg", "not in the image hosts"),
+        ("https://images.metmuseum.org/x.jpg\x00.png", "control characters"),
         ("https://images.metmuseum.org/x.jpg\r\nHost: evil", "control characters"),
         ("https://images.metmuseum.org:99999/x.jpg", "unparseable"),
         ("https://images.metmuseum.org/" + "a" * 5000, "longer than"),
@@ -145,3 +151,34 @@ async def test_guarded_resolver_drops_non_public_answers() -> None:
     ]
     local = GuardedResolver(LOCAL, _FixedResolver("127.0.0.1"))  # type: ignore[arg-type]
     assert [r["host"] for r in await local.resolve("localhost", 9000)] == ["127.0.0.1"]
+
+
+MET_SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "met-samples"
+
+
+@pytest.mark.skipif(not MET_SAMPLES.is_dir(), reason="../shared/met-samples is absent")
+def test_every_image_url_of_the_real_samples_is_allowed_by_default() -> None:
+    found: list[object] = []
+    for path in sorted(MET_SAMPLES.glob("objects*/*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            continue
+        found += [record.get("primaryImage"), record.get("primaryImageSmall")]
+        found += list(record.get("additionalImages") or [])
+    urls = [u for u in found if isinstance(u, str) and u]
+    assert len(urls) > 20
+    for url in urls:
+        checked = check_url(url, MET)
+        assert checked.host == "images.metmuseum.org" and checked.scheme == "https"
+
+
+def test_settings_reject_a_bad_image_host() -> None:
+    from pydantic import ValidationError
+
+    from met_harvester.settings import HarvesterSettings
+
+    assert HarvesterSettings.model_validate(
+        {"image_hosts": "images.metmuseum.org, 127.0.0.1:8080"}
+    ).image_hosts == ["images.metmuseum.org", "127.0.0.1:8080"]
+    with pytest.raises(ValidationError, match="bare host or host:port"):
+        HarvesterSettings.model_validate({"image_hosts": ["https://images.metmuseum.org/x"]})

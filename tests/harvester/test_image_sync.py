@@ -595,3 +595,51 @@ async def test_image_faults_never_reach_the_store(
     await run_sync(_e2e_settings(clean, clean_api))
     assert {r["status"] for r in image_rows(tmp_path)} == {"ok"}
     assert set(blob_files(tmp_path)) == set(blob_files(clean))
+
+
+async def test_urls_with_spaces_and_non_ascii_are_fetched(
+    tmp_path: Path, server: ImageServer
+) -> None:
+    # As in real 2019 records: "ESDA Kalimian Temple.jpg", "LC-2019_66_1a–o_95-001.jpg".
+    body = make_jpeg(90)
+    server.routes = {"/es/ESDA Kalimian Temple–1.jpg": Route(body)}
+    put_objects(tmp_path, [(1, server.url("/es/ESDA Kalimian Temple–1.jpg"), None, None)])
+    report = await run(test_settings(tmp_path, [server.netloc]))
+    assert report.stored == 1 and image_rows(tmp_path)[0]["sha256"] == sha256(body)
+
+
+@pytest.mark.slow
+async def test_image_pool_adapts_to_a_firewall_on_the_image_host(
+    tmp_path: Path, fake_api_factory: FakeApiFactory
+) -> None:
+    from met_harvester.testing import FirewallConfig
+
+    firewall = FirewallConfig(
+        max_requests=12, window=1.0, block=0.3, p_html200=0.3, include_images=True
+    )
+    api = await fake_api_factory(n_objects=60, seed=6, firewall=firewall)
+    records = [api.collection.record(oid, api.base_url) for oid in api.collection.object_ids]
+    put_objects(
+        tmp_path,
+        [
+            (r["objectID"], r["primaryImageSmall"], r["primaryImage"], None)
+            for r in records
+            if r["isPublicDomain"]
+        ],
+    )
+    settings = test_settings(
+        tmp_path, [api.image_host], image_rate=200.0, max_attempts=8, block_cooldown=0.3
+    )
+    report = await run(settings)
+    blocked = [r for r in api.requests if r.fault == "firewall"]
+    assert blocked, "the pool should have run into the firewall at 200 images/s"
+    assert report.failed == 0 and report.stored == report.queued > 30
+    assert {r["status"] for r in image_rows(tmp_path)} == {"ok"}
+    assert_store_sound(tmp_path)
+    db = await open_db(tmp_path)
+    async with db.execute(
+        "SELECT value FROM harvester_state WHERE key = 'image_learned_rate'"
+    ) as cur:
+        learned = await cur.fetchone()
+    await db.close()
+    assert learned is not None and float(learned[0]) < 200.0

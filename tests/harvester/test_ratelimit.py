@@ -152,6 +152,26 @@ async def test_block_pauses_every_acquirer_and_cuts_multiplicatively() -> None:
     assert gauge == limiter.current_rate
 
 
+async def test_a_block_holds_back_acquirers_already_waiting_for_a_slot() -> None:
+    clock = FakeClock(oversleep=0.002)
+    limiter = make(40, clock, cooldown=5.0)
+    grants: list[float] = []
+    blocked_at: list[float] = []
+
+    async def worker() -> None:
+        while len(grants) < 300:
+            await limiter.acquire()
+            grants.append(clock())
+            if len(grants) == 100:
+                blocked_at.append(clock())
+                limiter.on_block()
+
+    await asyncio.gather(*(worker() for _ in range(8)))
+    start, end = blocked_at[0], blocked_at[0] + 5.0
+    assert not [t for t in grants if start < t < end]
+    assert len([t for t in grants if t >= end]) >= 190
+
+
 async def test_echoes_of_one_block_cut_only_once() -> None:
     clock = FakeClock()
     limiter = make(40, clock, cooldown=10.0)

@@ -446,13 +446,10 @@ async def test_cancelled_sync_leaves_no_half_written_batch(
     task = asyncio.create_task(run_sync(settings))
     while len(object_fetches(api)) < 100:
         await asyncio.sleep(0.002)
-    task.cancel()
-    print("cancelled")  # what the daemon does when the grace period is over
+    task.cancel()  # what the daemon does when the grace period is over
     with pytest.raises(asyncio.CancelledError):
         await task
-    print("awaited")
     assert query(tmp_path, "SELECT status FROM sync_runs") == [("interrupted",)]
-    print("queried")
     stored = [r[0] for r in query(tmp_path, "SELECT object_id FROM objects")]
     assert 0 < len(stored) < 300
     for object_id in stored:  # every stored record has all of its tags and constituents

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import timm
@@ -22,7 +24,7 @@ from met_vision import bias, cam
 )
 def test_resolves_family_layer_and_computes_cams(name: str, family: str, layer: str) -> None:
     torch.manual_seed(0)
-    kwargs = {"img_size": 64} if family == "vit" else {}
+    kwargs: dict[str, Any] = {"img_size": 64} if family == "vit" else {}
     model = timm.create_model(name, pretrained=False, num_classes=3, **kwargs)
     target = cam.resolve_target_layer(model)
     assert (target.family, target.name) == (family, layer)
@@ -31,7 +33,7 @@ def test_resolves_family_layer_and_computes_cams(name: str, family: str, layer: 
     maps = cam.compute_cams(model, images, [0, 1, 2], method="gradcam", target=target, batch_size=2)
     assert maps.shape == (3, 64, 64)
     assert maps.dtype == np.float32
-    assert 0.0 <= maps.min() and maps.max() <= 1.0 + 1e-6
+    assert maps.min() >= 0.0 and maps.max() <= 1.0 + 1e-6
     # hooks are released: a plain forward leaves no stored activations behind
     assert not model.training
 

@@ -159,7 +159,9 @@ def test_eval_transform_matches_torchvision_reference() -> None:
     from torchvision.transforms import v2
 
     config = resolve_data_config("resnet50", image_size=32)
-    image = Image.effect_mandelbrot((50, 40), (-2, -1.2, 1, 1.2), 50).convert("RGB")
+    gradient = Image.linear_gradient("L")
+    bands = (gradient, gradient.rotate(90), Image.radial_gradient("L"))
+    image = Image.merge("RGB", bands).resize((200, 160))  # smooth and asymmetric
     ours = build_transform(config, train=False)(image)
     reference = v2.Compose(
         [
@@ -171,7 +173,9 @@ def test_eval_transform_matches_torchvision_reference() -> None:
         ]
     )(image)
     assert ours.shape == (3, 32, 32) and ours.is_contiguous()
-    assert torch.allclose(ours, reference, atol=1e-5)
+    # One resize of the exactly centred region vs resize-then-crop at whole pixels: the same
+    # image up to resampling and a sub-pixel shift (< 12/255 here; a wrong crop is ~10x that).
+    assert (ours - reference).abs().max() < 0.2
 
 
 def test_runs_under_a_lightning_trainer(prepared: Path) -> None:

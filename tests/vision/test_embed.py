@@ -38,7 +38,10 @@ def test_embed_writes_index_clusters_and_montages(
 
     query = int(index["object_id"][0])
     capsys.readouterr()
-    assert embed.main(["similar", "--index", str(out), "--object-id", str(query), "-k", "5", "--json"]) == 0
+    assert (
+        embed.main(["similar", "--index", str(out), "--object-id", str(query), "-k", "5", "--json"])
+        == 0
+    )
     found = json.loads(capsys.readouterr().out)
     assert len(found) == 5 and query not in [f["object_id"] for f in found]
     sims = [f["similarity"] for f in found]

@@ -59,8 +59,10 @@ def test_explain_image_files_and_named_label(quick_model: TrainedModel, tmp_path
     Image.fromarray(np.full((80, 120, 3), 128, dtype=np.uint8)).save(image)
     out = tmp_path / "files"
     code = explain.main(
-        ["--ckpt", str(quick_model.ckpt), "--images", str(image), "--target", names[1]]
-        + ["--method", "eigencam", "--out", str(out)]
+        [
+            *("--ckpt", str(quick_model.ckpt), "--images", str(image), "--target", names[1]),
+            *("--method", "eigencam", "--out", str(out)),
+        ]
     )
     assert code == 0
     cells = json.loads((out / "cams.json").read_text())["cells"]
@@ -93,7 +95,9 @@ def test_explain_bad_input_is_one_line_exit_2(
 
 
 def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = explain.main(["--ckpt", str(tmp_path / "x.ckpt"), "--split", "test", "--out", str(tmp_path)])
+    code = explain.main(
+        ["--ckpt", str(tmp_path / "x.ckpt"), "--split", "test", "--out", str(tmp_path)]
+    )
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -76,7 +76,7 @@ def test_run_dir_holds_everything(trained_run):
     for name in ("config.yaml", "labels.json", "metrics.json", "curves.json", "csv/metrics.csv"):
         assert (trained_run / name).is_file(), name
     assert {p.name for p in (trained_run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
-    assert len(list((trained_run / "tb").glob("events.out.tfevents.*"))) == 1
+    assert list((trained_run / "tb").glob("events.out.tfevents.*"))
     assert {p.name for p in (trained_run / "plots").iterdir()} == {"pr_curves.png", "per_class_f1.png"}
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["params"] > 0 and metrics["epochs"] == 2 and metrics["global_step"] == 6

@@ -59,9 +59,7 @@ def test_cell_balance_weights_multiclass_and_no_group() -> None:
 
 
 def test_group_balance_weights_skip_the_gender_labels() -> None:
-    records = pd.DataFrame(
-        {"tags": [["Women", "Flowers"], ["Women"], ["Men", "Flowers"], ["Men"]]}
-    )
+    records = pd.DataFrame({"tags": [["Women", "Flowers"], ["Women"], ["Men", "Flowers"], ["Men"]]})
     names = ["Flowers", "Men", "Women"]
     labels = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0], [0, 1, 0]], dtype=bool)
     weights = groups.group_balance_weights(records, labels, label_names=names)

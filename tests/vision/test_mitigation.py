@@ -43,7 +43,9 @@ def test_group_balanced_sampler_decorrelates_gender_and_background(tmp_path: Pat
     train = dm.frame[dm.frame["split"] == "train"].reset_index(drop=True)
     names = dm.label_names
     women = np.array([names.index("Women") in list(t) for t in train["target"]])
-    warm = np.array([groups.image_stats(p)["warmth"] > groups.WARM_THRESHOLD for p in train["path"]])
+    warm = np.array(
+        [groups.image_stats(p)["warmth"] > groups.WARM_THRESHOLD for p in train["path"]]
+    )
     assert warm[women].mean() > 0.6  # the planted correlation in the data
     drawn_women = women[draw]
     drawn_warm = warm[draw]

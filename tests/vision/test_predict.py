@@ -43,7 +43,9 @@ def test_predict_split_to_parquet(quick_model: TrainedModel, tmp_path: Path) -> 
     scores = table.pivot(index="object_id", columns="rank", values="score")
     assert (scores[1] >= scores[2]).all() and (scores[2] >= scores[3]).all()
     assert table["model_id"].nunique() == 1 and table["model_id"][0].startswith("test_resnet-")
-    manifest = json.loads((quick_model.data_dir / "cache").glob("*/datasets/*/labels.json").__next__().read_text())
+    manifest = json.loads(
+        (quick_model.data_dir / "cache").glob("*/datasets/*/labels.json").__next__().read_text()
+    )
     assert table["label_manifest_hash"][0] == manifest["definition_hash"]
 
 
@@ -51,7 +53,9 @@ def test_predict_images_to_csv(quick_model: TrainedModel, tmp_path: Path) -> Non
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((50, 70, 3), dtype=np.uint8)).save(image)
     out = tmp_path / "p.csv"
-    code = predict.main(["--ckpt", str(quick_model.ckpt), "--images", str(image), "--out", str(out), "--top-k", "2"])
+    code = predict.main(
+        ["--ckpt", str(quick_model.ckpt), "--images", str(image), "--out", str(out), "--top-k", "2"]
+    )
     assert code == 0
     table = pd.read_csv(out)
     assert table["image"].tolist() == [str(image), str(image)]
@@ -69,12 +73,21 @@ def test_write_db_upserts_and_leaves_harvested_tables_alone(
     db = data / "met.sqlite"
     before = _fingerprint(db)
     ids = quick_model.split_ids("val")[:4]
-    args = ["--ckpt", str(quick_model.ckpt), "--data-dir", str(data), "--object-ids", ",".join(map(str, ids))]
+    args = [
+        "--ckpt",
+        str(quick_model.ckpt),
+        "--data-dir",
+        str(data),
+        "--object-ids",
+        ",".join(map(str, ids)),
+    ]
     assert predict.main([*args, "--write-db", "--top-k", "4"]) == 0
     assert predict.main([*args, "--write-db", "--top-k", "4"]) == 0  # idempotent upsert
     assert _fingerprint(db) == before
     conn = sqlite3.connect(db)
-    rows = conn.execute("SELECT object_id, model_id, top_k, predicted, task FROM predictions ORDER BY 1").fetchall()
+    rows = conn.execute(
+        "SELECT object_id, model_id, top_k, predicted, task FROM predictions ORDER BY 1"
+    ).fetchall()
     conn.close()
     assert [r[0] for r in rows] == sorted(ids)
     assert len({r[1] for r in rows}) == 1
@@ -111,10 +124,16 @@ def test_trained_model_predicts_the_tags(control_model: TrainedModel, tmp_path: 
     table = pd.read_parquet(out)
     top1 = table[table["rank"] == 1]
     truth = control_model.truth["objects"]
-    hits = [label in truth[str(oid)]["tags"] for oid, label in zip(top1["object_id"], top1["label"], strict=True)]
+    hits = [
+        label in truth[str(oid)]["tags"]
+        for oid, label in zip(top1["object_id"], top1["label"], strict=True)
+    ]
     assert np.mean(hits) >= 0.8
     chosen = table[table["predicted"]]
     precision = np.mean(
-        [lab in truth[str(oid)]["tags"] for oid, lab in zip(chosen["object_id"], chosen["label"], strict=True)]
+        [
+            lab in truth[str(oid)]["tags"]
+            for oid, lab in zip(chosen["object_id"], chosen["label"], strict=True)
+        ]
     )
     assert precision >= 0.7

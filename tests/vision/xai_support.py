@@ -167,9 +167,7 @@ def train(
     metrics = dict(task.test_results.get("metrics", {}))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     truth = json.loads((data_dir / "truth.json").read_text())
-    return TrainedModel(
-        data_dir, Path(checkpoint.best_model_path), truth, metrics, split_fractions
-    )
+    return TrainedModel(data_dir, Path(checkpoint.best_model_path), truth, metrics, split_fractions)
 
 
 _CACHE: dict[str, TrainedModel] = {}
@@ -203,7 +201,9 @@ def biased_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
 @pytest.fixture(scope="session")
 def quick_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """A barely trained model on a small mirror: for fast tests of the commands' mechanics."""
-    return cached("quick", tmp_path_factory, bias=None, n_objects=160, epochs=1, max_steps=3, image_size=64)
+    return cached(
+        "quick", tmp_path_factory, bias=None, n_objects=160, epochs=1, max_steps=3, image_size=64
+    )
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,9 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    # Imported for their side effect: each module adds its commands to `app`.
+    """Add every command module's commands to `app` (once per process)."""
+    if app.registered_commands:
+        return
     from met_harvester.commands import register_all
 
     register_all(app)

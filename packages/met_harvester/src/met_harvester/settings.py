@@ -87,6 +87,14 @@ class HarvesterSettings(BaseSettings):
             return [h.strip() for h in value.split(",") if h.strip()]
         return value
 
+    @field_validator("image_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        from met_harvester.images.hosts import parse_allowlist  # issue 3: host or host:port
+
+        parse_allowlist(value)  # raises ValueError naming the bad entry
+        return value
+
     @field_validator("api_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:

@@ -46,6 +46,8 @@ log = logging.getLogger("met_harvester.sync")
 
 FLUSH_SECONDS = 2.0
 """Longest time a fetched outcome waits before it is committed (matters at slow rates)."""
+CLEANUP_SECONDS = 5.0
+"""How long cancelled pipeline tasks get to end before they are cancelled again."""
 MISSING_RECHECK_DAYS = 30
 """A listed id that answered 404 is asked again after this many days (or with --full)."""
 OVERLAP = timedelta(days=1)
@@ -334,14 +336,17 @@ class SyncPass:
             for task in (producer, writer, watcher, *workers):
                 if task is not None and not task.done():
                     task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(
-                    producer,
-                    writer,
-                    *workers,
-                    *([watcher] if watcher else []),
-                    return_exceptions=True,
-                )
+            tasks = [t for t in (producer, writer, watcher, *workers) if t is not None]
+            # Bounded: a task that lost its cancellation (possible inside third-party code)
+            # must not hang the pass; it is cancelled again and left behind.
+            for _ in range(3):
+                _, pending = await asyncio.wait(tasks, timeout=CLEANUP_SECONDS)
+                if not pending:
+                    break
+                for task in pending:
+                    task.cancel()
+            else:
+                log.warning("%d sync tasks did not stop when cancelled", len(pending))
 
     async def _watch_stop(
         self,
@@ -371,7 +376,9 @@ class SyncPass:
         while True:
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
             try:
-                item = await asyncio.wait_for(out_q.get(), timeout)
+                # asyncio.timeout, not wait_for: wait_for can lose a cancellation in 3.11
+                async with asyncio.timeout(timeout):
+                    item = await out_q.get()
             except TimeoutError:  # the oldest outcome waited FLUSH_SECONDS: commit what we have
                 written += await self.commit_batch(batch)
                 batch, deadline = [], None

@@ -359,4 +359,5 @@ def energy_in_box(cam: NDArray[np.floating], box: tuple[float, float, float, flo
     total = values.sum()
     if total <= 0:
         return 0.0
-    return float(values[box_mask(*values.shape, box)].sum() / total)
+    height, width = values.shape
+    return float(values[box_mask(height, width, box)].sum() / total)

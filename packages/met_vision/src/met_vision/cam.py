@@ -106,6 +106,10 @@ def _probe_last_4d(model: nn.Module, image_size: int = 64) -> str:
     return seen[-1]
 
 
+def _length(net: nn.Module, attr: str) -> int:
+    return len(list(getattr(net, attr).children()))
+
+
 def resolve_target_layer(model: nn.Module, name: str | None = None) -> TargetLayer:
     """Finds the layer to explain in a timm model (or a LightningModule wrapping one).
 
@@ -125,21 +129,21 @@ def resolve_target_layer(model: nn.Module, name: str | None = None) -> TargetLay
             raise ValueError(f"target layer {name!r} is not a module of {type(net).__name__}")
         return TargetLayer(modules[name], name, family, reshape)
     if family == "resnet":
-        chosen = f"layer4.{len(net.layer4) - 1}"
+        chosen = f"layer4.{_length(net, 'layer4') - 1}"
     elif family == "inception_resnet_v2":
         chosen = "conv2d_7b"
     elif family == "convnext":
-        chosen = f"stages.{len(net.stages) - 1}"
+        chosen = f"stages.{_length(net, 'stages') - 1}"
     elif family == "efficientnet":
         chosen = "bn2"
     elif family == "vit":
-        chosen = f"blocks.{len(net.blocks) - 1}.norm1"
+        chosen = f"blocks.{_length(net, 'blocks') - 1}.norm1"
     else:
         info = getattr(net, "feature_info", None)
         module_name = None
         with contextlib.suppress(Exception):
             module_name = info[-1]["module"] if info is not None else None
-        chosen = module_name if module_name in modules else _probe_last_4d(net)
+        chosen = str(module_name) if module_name in modules else _probe_last_4d(net)
     return TargetLayer(modules[chosen], chosen, family, reshape)
 
 

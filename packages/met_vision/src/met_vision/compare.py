@@ -81,30 +81,28 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
-def table_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Header and raw values, one row per run; metric columns of every task present."""
+def table_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[str], list[list[Any]]]:
+    """Keys, display headers and raw values (one row per run) for the tasks present."""
     tasks = [t for t in ("multiclass", "multilabel") if any(r.get("task") == t for r in runs)]
-    metric_cols = [c for t in tasks for c in METRIC_COLUMNS[t]]
-    header = (
-        ["run", "task", "backbone"] + [h for _, h in metric_cols] + [h for _, h in COMMON_COLUMNS]
-    )
+    columns = [("name", "run"), ("task", "task"), ("backbone", "backbone")]
+    columns += [c for t in tasks for c in METRIC_COLUMNS[t]] + COMMON_COLUMNS
+    metric_keys = {k for t in tasks for k, _ in METRIC_COLUMNS[t]}
     rows = []
     for run in runs:
-        test = run.get("test", {})
-        row: list[Any] = [run.get("name"), run.get("task"), run.get("backbone")]
         own = {k for k, _ in METRIC_COLUMNS.get(str(run.get("task")), [])}
-        row += [test.get(k) if k in own else None for k, _ in metric_cols]
-        row += [run.get(k) for k, _ in COMMON_COLUMNS]
-        rows.append(row)
-    return header, rows
+        test = run.get("test", {})
+        rows.append(
+            [
+                (test.get(k) if k in own else None) if k in metric_keys else run.get(k)
+                for k, _ in columns
+            ]
+        )
+    return [k for k, _ in columns], [h for _, h in columns], rows
 
 
 def write_markdown(path: Path, runs: list[dict[str, Any]]) -> None:
-    """Markdown table, sorted by task then best primary score first."""
-    header, rows = table_rows(runs)
-    keys = ["name", "task", "backbone"]
-    tasks = [t for t in ("multiclass", "multilabel") if any(r.get("task") == t for r in runs)]
-    keys += [k for t in tasks for k, _ in METRIC_COLUMNS[t]] + [k for k, _ in COMMON_COLUMNS]
+    """Markdown table, one row per run, values rounded for reading."""
+    keys, header, rows = table_rows(runs)
     lines = [
         "# Model comparison",
         "",
@@ -122,11 +120,11 @@ def write_markdown(path: Path, runs: list[dict[str, Any]]) -> None:
 
 
 def write_csv(path: Path, runs: list[dict[str, Any]]) -> None:
-    """CSV of the same table with raw (unrounded) values."""
-    header, rows = table_rows(runs)
+    """CSV of the same table with raw values, headed by the ``metrics.json`` keys."""
+    keys, _, rows = table_rows(runs)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow([*header, "run_dir"])
+        writer.writerow([*keys, "run_dir"])
         for row, run in zip(rows, runs, strict=True):
             writer.writerow([*("" if v is None else v for v in row), run["run_dir"]])
 

@@ -34,7 +34,7 @@ THUMB = 96
 @torch.no_grad()
 def embed_batch(loaded: LoadedModel, images: torch.Tensor) -> np.ndarray:
     """Pooled pre-logits features ``(N, D)`` of a normalised batch."""
-    net = loaded.network
+    net: Any = loaded.network
     features = net.forward_features(images.to(next(net.parameters()).device))
     pooled = net.forward_head(features, pre_logits=True)
     return pooled.reshape(len(images), -1).float().cpu().numpy()
@@ -111,9 +111,9 @@ def write_index(
     index = pd.DataFrame(
         {
             "row": np.arange(len(keep)),
-            "object_id": [int(object_ids[i]) for i in keep],
-            "image": [str(paths[i]) for i in keep],
-            "split": [str(splits[i]) for i in keep],
+            "object_id": [int(object_ids[int(i)]) for i in keep],
+            "image": [str(paths[int(i)]) for i in keep],
+            "split": [str(splits[int(i)]) for i in keep],
         }
     )
     np.save(out / "embeddings.npy", embeddings)

@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -237,7 +238,9 @@ def main(args: list[str] | None = None) -> int:
     else:
         argv = list(args[1:] if args[:1] == ["fit"] else args)
     try:
-        cli = MetCLI(argv, started_at=started_at)
+        with warnings.catch_warnings():  # args from Python while sys.argv holds pytest's, say
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            cli = MetCLI(argv, started_at=started_at)
     except SystemExit as exc:  # --help / --print_config
         return int(exc.code or 0) if isinstance(exc.code, int) else 0
     except (ArgumentError, ValueError, FileNotFoundError, KeyError) as exc:

@@ -331,7 +331,8 @@ class ClassificationTask(pl.LightningModule):
 
     def _log_epoch(self, split: str, out: dict[str, Any]) -> None:
         names = self.label_names
-        per_class_log = self.num_classes <= self.hparams["log_per_class_max"]
+        # per class every validation epoch; the test's per-class values go to metrics.json
+        per_class_log = split == "val" and self.num_classes <= self.hparams["log_per_class_max"]
         for key, value in out.items():
             if key in ("probs", "target", "confusion_matrix"):
                 continue

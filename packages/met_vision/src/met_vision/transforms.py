@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import v2
+from torchvision.transforms import RandomResizedCrop, v2
 
 AUGMENTATIONS: tuple[str, ...] = ("none", "flip", "trivial", "randaugment")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -95,12 +95,54 @@ class Pipeline:
         return "Pipeline(" + ", ".join(repr(step) for step in self.steps) + ")"
 
 
-def _interpolation(name: str) -> v2.InterpolationMode:
-    return {
-        "bilinear": v2.InterpolationMode.BILINEAR,
-        "bicubic": v2.InterpolationMode.BICUBIC,
-        "nearest": v2.InterpolationMode.NEAREST,
-    }.get(name, v2.InterpolationMode.BICUBIC)
+_PIL_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+class ResizeCenterCrop:
+    """Resize the short side to `size / crop_pct` and take the centred `size` square, in one
+    PIL resize of just that region (`resize(box=...)`: no full-image resize, no crop copy)."""
+
+    def __init__(self, size: int, crop_pct: float = 1.0, interpolation: str = "bicubic") -> None:
+        self.size = size
+        self.resize_to = math.floor(size / crop_pct)
+        self.resample = _PIL_RESAMPLE.get(interpolation, Image.Resampling.BICUBIC)
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        side = self.size * min(width, height) / self.resize_to  # the crop, in source pixels
+        left, top = (width - side) / 2, (height - side) / 2
+        box = (left, top, left + side, top + side)
+        return image.resize((self.size, self.size), self.resample, box=box)
+
+    def __repr__(self) -> str:
+        return f"ResizeCenterCrop(size={self.size}, resize_to={self.resize_to})"
+
+
+class RandomResizedCropFlip:
+    """RandomResizedCrop (torchvision's parameter draw) + horizontal flip with p=0.5, as one
+    PIL resize of the drawn region."""
+
+    def __init__(self, size: int, scale: tuple[float, float] = (0.35, 1.0)) -> None:
+        self.size = size
+        self.scale = scale
+        self.ratio = (3 / 4, 4 / 3)
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        top, left, height, width = RandomResizedCrop.get_params(
+            image, list(self.scale), list(self.ratio)
+        )  # type: ignore[arg-type]
+        box = (left, top, left + width, top + height)
+        out = image.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box)
+        if torch.rand(1).item() < 0.5:
+            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomResizedCropFlip(size={self.size}, scale={self.scale})"
 
 
 def build_transform(
@@ -124,16 +166,8 @@ def build_transform(
     size = config.input_size
     to_tensor = ToNormalizedTensor(config.mean, config.std)
     if not train or augment == "none":
-        resize_to = math.floor(size / config.crop_pct)
-        steps: list[Any] = [
-            v2.Resize(resize_to, interpolation=_interpolation(config.interpolation)),
-            v2.CenterCrop(size),
-        ]
-        return Pipeline([*steps, to_tensor])
-    steps = [
-        v2.RandomResizedCrop(size, scale=crop_scale, interpolation=v2.InterpolationMode.BILINEAR),
-        v2.RandomHorizontalFlip(),
-    ]
+        return Pipeline([ResizeCenterCrop(size, config.crop_pct, config.interpolation), to_tensor])
+    steps: list[Any] = [RandomResizedCropFlip(size, crop_scale)]
     if augment == "trivial":
         steps.append(v2.TrivialAugmentWide())
     elif augment == "randaugment":

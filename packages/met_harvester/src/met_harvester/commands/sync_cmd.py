@@ -2,7 +2,8 @@
 
 Exit codes of `sync`: 0 the pass completed (records that failed are recorded and retried next
 time); 1 a fatal error (one line on stderr: database not writable, listing unavailable, ...);
-2 a bad option, setting or config file; 130 / 143 stopped by SIGINT / SIGTERM after committing.
+2 a bad option, setting or config file; 3 another process holds the data dir's lock;
+130 / 143 stopped by SIGINT / SIGTERM after committing.
 """
 
 from __future__ import annotations
@@ -240,7 +241,8 @@ def sync(
     The first run is full; later runs fetch new ids, ids changed since the last completed run
     (minus a day of overlap) and failed ids due for retry. Every option can also come from env
     MET_HARVESTER_<NAME> or from --config. Exit 0 when the pass completed, 1 on a fatal error,
-    2 on a bad option, 130/143 when stopped by SIGINT/SIGTERM (work done so far is kept).
+    2 on a bad option, 3 when the data dir is locked by another process, 130/143 when stopped
+    by SIGINT/SIGTERM (work done so far is kept).
     """
     settings = build_settings(
         config,

@@ -1,8 +1,11 @@
 """The CSV import's writer: a thread with its own sqlite3 connection that writes prepared batches,
 one transaction each, while the main thread parses the next ones.
 
-sqlite3 releases the GIL while SQLite steps and commits, so parsing and writing overlap on two
-cores. At most `max_pending` batches wait in the queue, so memory stays flat.
+sqlite3 releases the GIL while SQLite steps and commits, so that work overlaps with parsing. The
+Python parts of both threads still share the GIL, and sqlite3 takes the GIL back after every row
+it steps, which a busy parsing thread can delay by up to a switch interval: the overlap is partial
+(a writer process would avoid both; see docs/performance.md). At most `max_pending` batches wait
+in the queue, so memory stays flat.
 """
 
 from __future__ import annotations

@@ -115,8 +115,10 @@ def check_url(url: str | yarl.URL, allowed: Iterable[AllowedHost]) -> yarl.URL:
     text = str(url)
     if len(text) > MAX_URL_LENGTH:
         raise UrlRefused(text, f"URL longer than {MAX_URL_LENGTH} characters")
-    if any(ord(c) < 0x21 for c in text) or "\\" in text:
-        raise UrlRefused(text, "control characters, spaces or backslashes in URL")
+    # Spaces and non-ASCII occur in real Met paths ("ESDA Kalimian Temple.jpg", en dashes);
+    # yarl percent-encodes them. Control characters and backslashes never belong in a URL.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text) or "\\" in text:
+        raise UrlRefused(text, "control characters or backslashes in URL")
     try:
         parsed = url if isinstance(url, yarl.URL) else yarl.URL(text)
         explicit_port = parsed.explicit_port
