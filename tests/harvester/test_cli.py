@@ -200,3 +200,13 @@ def test_progress_reporters_show_rate_and_eta(caplog: pytest.LogCaptureFixture) 
     bar.close()
     drawn = out.getvalue()
     assert "records" in drawn and "100/100" in drawn and "eta 1m 17s" in drawn
+
+
+def test_second_writer_is_refused(tmp_path: Path) -> None:
+    from met_harvester.daemon.lock import DataDirLock
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with DataDirLock(data, command="daemon"):
+        result = cli("sync", "--data-dir", str(data), "--api-url", "http://127.0.0.1:9")
+    assert_one_line_error(result, 3, "locked")

@@ -282,7 +282,7 @@ async def test_broken_bodies_and_dropped_connections_are_retried(
 
 
 async def test_timeouts_are_retried(server: ScriptedServer, tmp_path: Path) -> None:
-    server.on("/objects/6", slow(3.0, json_answer(RECORD)), json_answer(RECORD))
+    server.on("/objects/6", slow(1.5, json_answer(RECORD)), json_answer(RECORD))
     metrics = HarvesterMetrics()
     settings = settings_for(server, tmp_path, timeout=0.5)
     async with MetClient(settings, metrics=metrics) as client:

@@ -205,7 +205,6 @@ async def test_bad_records_are_quarantined_and_the_sync_goes_on(
     assert len(query(tmp_path, "SELECT * FROM quarantine")) == 2
 
 
-@pytest.mark.slow
 async def test_fault_injection_ends_equal_to_a_clean_run(
     tmp_path: Path, fake_api_factory: Any
 ) -> None:
@@ -468,3 +467,20 @@ async def test_cancelled_sync_leaves_no_half_written_batch(
     report = await run_sync(settings)
     assert report.status == "completed"
     assert len(objects_table(tmp_path)) == 300
+
+
+async def test_images_follow_the_records(tmp_path: Path, fake_api_factory: Any) -> None:
+    api = await fake_api_factory(n_objects=40, seed=6)
+    settings = make_settings(
+        tmp_path, api, images=True, image_hosts=[api.image_host], image_rate=1000.0
+    )
+    report = await run_sync(settings)
+    assert report.status == "completed" and report.images is not None
+    expected = query(
+        tmp_path,
+        "SELECT COUNT(*) FROM objects WHERE is_public_domain = 1 "
+        "AND COALESCE(primary_image_small, primary_image) IS NOT NULL",
+    )[0][0]
+    assert expected > 0
+    assert query(tmp_path, "SELECT COUNT(*) FROM images WHERE status = 'ok'") == [(expected,)]
+    assert report.as_dict()["images"]  # JSON-ready summary of the image pass

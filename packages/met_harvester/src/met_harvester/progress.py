@@ -151,7 +151,9 @@ class RichProgress:
             transient=False,
         )
         self._ids: dict[str, TaskID] = {}
+        original = sys.stderr
         self._progress.start()
+        self._swapped = _redirect_log_handlers(original, sys.stderr)
 
     def start(self, name: str, total: int | None) -> None:
         """Add (or reset) the bar of task `name`."""
@@ -184,7 +186,10 @@ class RichProgress:
             self._progress.update(task_id, completed=task.total)
 
     def close(self) -> None:
-        """Stop the live display."""
+        """Stop the live display (log handlers write to stderr directly again)."""
+        for handler, stream in self._swapped:
+            handler.setStream(stream)
+        self._swapped = []
         self._progress.stop()
 
     def _task_index(self, task_id: TaskID) -> int:
@@ -192,6 +197,20 @@ class RichProgress:
             if task.id == task_id:
                 return index
         raise KeyError(task_id)
+
+
+def _redirect_log_handlers(old: TextIO, new: TextIO) -> list[tuple[logging.StreamHandler, TextIO]]:
+    """Point stream handlers writing to `old` at `new` (Rich's proxy, which prints log lines
+    above the bar instead of through it); returns what to restore."""
+    if new is old:
+        return []
+    swapped: list[tuple[logging.StreamHandler, TextIO]] = []
+    for name in ("", "met_harvester"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler) is logging.StreamHandler and handler.stream is old:
+                handler.setStream(new)
+                swapped.append((handler, old))
+    return swapped
 
 
 def make_progress(rich: bool | None = None, *, stream: TextIO | None = None) -> ProgressReporter:

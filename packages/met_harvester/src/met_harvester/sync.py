@@ -205,7 +205,6 @@ class SyncPass:
         self,
         client: MetClient,
         *,
-        mode: str,
         full: bool,
         since: str | None,
         object_ids: Sequence[int] | None,
@@ -225,7 +224,7 @@ class SyncPass:
         if full:
             return await store.listed_ids(db)
         now = utc_now()
-        recheck = (_as_datetime(now) - timedelta(days=MISSING_RECHECK_DAYS)).isoformat()
+        recheck = store.iso_after(now, -MISSING_RECHECK_DAYS * 86400.0)
         first: list[int] = []
         if since is not None:
             changed = await self._list(
@@ -600,7 +599,6 @@ async def _run(
             sync.client = client
             todo = await sync.plan(
                 client,
-                mode=mode,
                 full=full or since is None,
                 since=since,
                 object_ids=object_ids,

@@ -15,8 +15,8 @@ For each: group sizes, label and image distributions, precision/recall/F1 per gr
 with the gaps (difference, ratio), label co-occurrence per group in the truth and in the
 predictions, bias amplification (Zhao et al. 2017) with a paired bootstrap interval, directional
 bias amplification (Wang & Russakovsky 2021), and Grad-CAM border-against-centre saliency.
-A (group, label) pair is *flagged* when its bias amplification exceeds ``--ba-threshold``, the
-lower end of its bootstrap interval is above zero, and the truth has at least ``--min-support``
+A (group, label) pair is *flagged* when its bias amplification exceeds ``--ba-threshold``, its
+one-sided 95% bootstrap lower bound is above zero, and the truth has at least ``--min-support``
 objects of the pair. Writes ``report.md``, PNG plots and ``audit.json`` (every number shown).
 """
 
@@ -56,7 +56,7 @@ class AuditOptions:
     ba_threshold: float = 0.02
     min_support: int = 10
     n_boot: int = 300
-    alpha: float = 0.05
+    alpha: float = 0.05  # one-sided: the flag needs the alpha-quantile of the bootstrap > 0
     warm_threshold: float = groups.WARM_THRESHOLD
     cam_samples: int = 120
     cam_method: str = "gradcam"
@@ -196,7 +196,7 @@ def analyse(
         return bias.bias_amplification(y[idx], g[idx], p[idx], g[idx]).per_pair
 
     low, high = bias.bootstrap_ci(
-        ba_of, len(y), n_boot=options.n_boot, alpha=options.alpha, seed=options.seed
+        ba_of, len(y), n_boot=options.n_boot, alpha=2 * options.alpha, seed=options.seed
     )
     dba = bias.directional_bias_amplification(g, y, p, "A->T")
     result["bias_amplification"] = {
@@ -587,7 +587,7 @@ def write_report(report: dict[str, Any], out: Path, baseline: dict[str, Any] | N
                     "group",
                     "label",
                     "BA",
-                    "95% CI",
+                    "CI",
                     "truth bias",
                     "predicted bias",
                     "support",
@@ -612,9 +612,11 @@ def write_report(report: dict[str, Any], out: Path, baseline: dict[str, Any] | N
     opts = report["options"]
     lines += [
         "",
-        f"A pair is flagged when its bias amplification is above {opts['ba_threshold']}, the lower "
-        f"end of its {100 * (1 - opts['alpha']):.0f}% paired bootstrap interval ({opts['n_boot']} "
-        f"resamples) is above 0, and the truth holds at least {opts['min_support']} objects of the pair.",
+        f"A pair is flagged when its bias amplification is above {opts['ba_threshold']}, its "
+        f"one-sided {100 * (1 - opts['alpha']):.0f}% lower bound (the {100 * opts['alpha']:.0f}th "
+        f"percentile of {opts['n_boot']} paired bootstrap resamples) is above 0, and the truth "
+        f"holds at least {opts['min_support']} objects of the pair. The CI columns show the "
+        f"{100 * (1 - 2 * opts['alpha']):.0f}% two-sided interval.",
         "",
         "## Accuracy",
         "",

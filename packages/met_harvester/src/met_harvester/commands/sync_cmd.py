@@ -202,13 +202,18 @@ async def _sync_main(
 
 def _summary(report: dict[str, Any]) -> str:
     c = report["counts"]
-    return (
+    line = (
         f"sync {report['mode']} {report['status']}: fetched {c.get('fetched', 0)} "
         f"(new {c.get('new', 0)}, updated {c.get('updated', 0)}, "
         f"unchanged {c.get('unchanged', 0)}), missing {c.get('missing', 0)}, "
         f"failed {c.get('failed', 0)}, quarantined {c.get('quarantined', 0)}, "
         f"withdrawn {c.get('withdrawn', 0)}"
     )
+    images = report.get("images")
+    if isinstance(images, dict):
+        flat = ", ".join(f"{k} {v}" for k, v in images.items() if isinstance(v, int | float))
+        line += f"; images: {flat}"
+    return line
 
 
 def sync(

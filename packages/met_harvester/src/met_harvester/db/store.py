@@ -323,7 +323,8 @@ def retry_delay(attempts: int, *, base: float = FAILURE_RETRY_BASE_SECONDS) -> f
     return float(min(FAILURE_RETRY_MAX_SECONDS, base * 2 ** max(0, min(attempts - 1, 40))))
 
 
-def _iso_after(now: str, seconds: float) -> str:
+def iso_after(now: str, seconds: float) -> str:
+    """The ISO-8601 UTC time `seconds` after `now` (negative: before), in `utc_now()`'s format."""
     moment = datetime.fromisoformat(now.replace("Z", "+00:00")) + timedelta(seconds=seconds)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -351,7 +352,7 @@ async def save_failures(
     for failure in items:
         count = attempts.get(failure.object_id, 0) + 1
         attempts[failure.object_id] = count
-        next_retry = _iso_after(now, retry_delay(count, base=retry_base))
+        next_retry = iso_after(now, retry_delay(count, base=retry_base))
         rows.append((failure.object_id, count, failure.status, failure.error, now, now, next_retry))
     await db.executemany(
         "INSERT INTO fetch_failures (object_id, attempts, last_status, last_error, "
