@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import inspect
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -36,8 +34,10 @@ import aiosqlite
 from met_harvester.client import FetchResult, ListingError, MetClient
 from met_harvester.db import store
 from met_harvester.db.connection import open_db, utc_now
+from met_harvester.images.sync import sync_images
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.models import RecordError, parse_object
+from met_harvester.priority import order_ids, parse_priority
 from met_harvester.progress import ProgressReporter, format_eta
 from met_harvester.ratelimit import AdaptiveRateLimiter
 from met_harvester.settings import HarvesterSettings
@@ -97,20 +97,6 @@ class SyncReport:
             "error": self.error,
             "images": images if isinstance(images, dict | list | str | int | None) else str(images),
         }
-
-
-def optional_attr(module: str, name: str) -> Any | None:
-    """`module.name` if that module exists, else None (a module that exists but fails to
-    import still raises). Used for the parts other packages of the harvester provide."""
-    try:
-        loaded = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        parts = module.split(".")
-        prefixes = {".".join(parts[: i + 1]) for i in range(len(parts))}
-        if exc.name in prefixes:
-            return None
-        raise
-    return getattr(loaded, name, None)
 
 
 def _unique(ids: Iterable[int]) -> list[int]:
@@ -222,7 +208,7 @@ class SyncPass:
             await self._withdraw_vanished()
             await self._save_departments(client)
         if full:
-            return await store.listed_ids(db)
+            return await self._prioritise(await store.listed_ids(db))
         now = utc_now()
         recheck = store.iso_after(now, -MISSING_RECHECK_DAYS * 86400.0)
         first: list[int] = []
@@ -278,8 +264,7 @@ class SyncPass:
         await self.db.commit()
 
     async def _prioritise(self, ids: list[int]) -> list[int]:
-        order_ids = optional_attr("met_harvester.priority", "order_ids")
-        if order_ids is None or not ids:
+        if not ids:
             return ids
         ordered: list[int] = await order_ids(self.db, ids, self.settings.priority)
         return _unique([*ordered, *ids])
@@ -480,25 +465,14 @@ async def _run_images(
     object_ids: Sequence[int] | None,
     stop_event: asyncio.Event | None,
 ) -> Any:
-    sync_images: Callable[..., Any] | None = optional_attr(
-        "met_harvester.images.sync", "sync_images"
+    return await sync_images(
+        db,
+        settings,
+        metrics=metrics,
+        progress=progress,
+        object_ids=object_ids,
+        stop_event=stop_event,
     )
-    if sync_images is None:
-        log.warning("image sync is not available in this build (met_harvester.images.sync)")
-        return None
-    offered = {
-        "metrics": metrics,
-        "progress": progress,
-        "object_ids": object_ids,
-        "stop_event": stop_event,
-    }
-    params = inspect.signature(sync_images).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in offered.items() if takes_any or k in params}
-    for name in ("object_ids", "stop_event"):
-        if offered[name] is None:
-            kwargs.pop(name, None)
-    return await sync_images(db, settings, **kwargs)
 
 
 async def run_sync(
@@ -571,12 +545,10 @@ async def _run(
     stop_event: asyncio.Event | None,
     limiter: AdaptiveRateLimiter | None,
 ) -> SyncReport:
-    parse_priority = optional_attr("met_harvester.priority", "parse_priority")
-    if parse_priority is not None:
-        try:
-            parse_priority(settings.priority)
-        except ValueError as exc:
-            raise SyncError(str(exc)) from exc
+    try:
+        parse_priority(settings.priority)
+    except ValueError as exc:
+        raise SyncError(str(exc)) from exc
     stale = await store.mark_stale_runs_interrupted(db)
     if stale:
         log.info("marked %d run(s) left running by an ended process as interrupted", stale)

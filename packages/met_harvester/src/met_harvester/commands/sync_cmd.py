@@ -134,11 +134,8 @@ def parse_id_list(text: str | None, option: str) -> list[int] | None:
 
 
 def _check_priority(spec: str) -> None:
-    from met_harvester.sync import optional_attr
+    from met_harvester.priority import parse_priority
 
-    parse_priority = optional_attr("met_harvester.priority", "parse_priority")
-    if parse_priority is None:
-        return
     try:
         parse_priority(spec)
     except ValueError as exc:
