@@ -92,3 +92,10 @@ def test_every_vision_command_has_help_and_documented_options(module: str) -> No
     assert f"met_vision.{module}" in docs, f"python -m met_vision.{module} is not documented"
     missing = [o for o in _vision_options(module) if o not in docs]
     assert not missing, f"met_vision.{module}: undocumented options {missing}"
+
+
+def test_cli_reference_page_is_current() -> None:
+    from met_harvester.cli_reference import render
+
+    page = (ROOT / "docs" / "cli.md").read_text()
+    assert page == render(), "regenerate: python -m met_harvester.cli_reference > docs/cli.md"

@@ -365,6 +365,21 @@ async def test_firewall_blocks_per_ip_then_lifts(fake_api_factory: FakeApiFactor
     assert {r.client_ip for r in api.requests} >= {"127.0.0.2", "127.0.0.3"}
 
 
+async def test_firewall_html200_and_images(fake_api_factory: FakeApiFactory) -> None:
+    firewall = FirewallConfig(max_requests=2, window=5.0, block=5.0, p_html200=1.0)
+    api = await fake_api_factory(n_objects=20, firewall=firewall)
+    coll = api.collection
+    oid = next(i for i in coll.object_ids if coll.is_public_domain(i))
+    image = f"{api.base_url}/images/small/{oid}.{coll.image_spec(oid).ext}"
+    async with aiohttp.ClientSession() as s:
+        answers = [await get(s, f"{api.api_url}/objects/{oid}") for _ in range(3)]
+        assert [a[0] for a in answers] == [200, 200, 200]
+        assert b"Incapsula incident ID" in answers[2][2] and answers[2][1].startswith("text/html")
+        assert (await get(s, image))[0] == 200  # images are a separate site by default
+        api.set_firewall(replace(firewall, include_images=True, p_html200=0.0))
+        assert [(await get(s, image))[0] for _ in range(3)] == [200, 200, 403]
+
+
 # ----- images -------------------------------------------------------------------------------------
 def _decode(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))

@@ -142,6 +142,14 @@ def fake_api(
             rich_help_panel="Firewall",
         ),
     ] = 0.0,
+    firewall_images: Annotated[
+        bool,
+        typer.Option(
+            "--firewall-images/--no-firewall-images",
+            help="Count and block image requests too (the Met's image host is a separate site).",
+            rich_help_panel="Firewall",
+        ),
+    ] = False,
     p_image_truncate: Annotated[float, _ip("--p-image-truncate", "cut off half way")] = 0.0,
     p_image_wrong_type: Annotated[float, _ip("--p-image-wrong-type", "sent as text/plain")] = 0.0,
     p_image_html: Annotated[

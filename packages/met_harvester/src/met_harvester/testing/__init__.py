@@ -12,6 +12,7 @@ from met_harvester.testing.collection import (
     SyntheticCollection,
 )
 from met_harvester.testing.faults import FaultConfig, FirewallConfig
+from met_harvester.testing.runner import BackgroundFakeAPI, run_fake_api
 from met_harvester.testing.server import API_PREFIX, FakeMetAPI, RequestRecord
 
 __all__ = [
@@ -19,10 +20,12 @@ __all__ = [
     "CLASSIFICATIONS",
     "LARGE_IMAGE_OBJECT_ID",
     "TAG_VOCAB",
+    "BackgroundFakeAPI",
     "CollectionConfig",
     "FakeMetAPI",
     "FaultConfig",
     "FirewallConfig",
     "RequestRecord",
     "SyntheticCollection",
+    "run_fake_api",
 ]
