@@ -36,7 +36,7 @@ def test_predict_split_to_parquet(quick_model: TrainedModel, tmp_path: Path) -> 
     assert predict.main([*args, "--split", "test", "--top-k", "3", "--out", str(out)]) == 0
     table = pd.read_parquet(out)
     assert list(table.columns) == list(predict.COLUMNS)
-    test_ids = set(quick_model.split_ids("test"))
+    test_ids = set(quick_model.split_ids("test", labelled_only=False))
     assert set(table["object_id"]) == test_ids
     assert len(table) == 3 * len(test_ids)
     assert table.groupby("object_id")["rank"].apply(list).map(lambda r: r == [1, 2, 3]).all()
@@ -100,7 +100,7 @@ def test_write_db_upserts_and_leaves_harvested_tables_alone(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--object-ids", "77777777", "--out", "x.parquet"], "not labelled objects"),
+        (["--object-ids", "77777777", "--out", "x.parquet"], "no stored image"),
         (["--images", "missing.jpg", "--out", "x.parquet"], "not found"),
     ],
 )
@@ -122,8 +122,10 @@ def test_trained_model_predicts_the_tags(control_model: TrainedModel, tmp_path: 
     args = ["--ckpt", str(control_model.ckpt), "--data-dir", str(control_model.data_dir)]
     assert predict.main([*args, "--split", "test", "--out", str(out)]) == 0
     table = pd.read_parquet(out)
-    top1 = table[table["rank"] == 1]
     truth = control_model.truth["objects"]
+    assert set(table["object_id"]) == set(control_model.split_ids("test", labelled_only=False))
+    table = table[[bool(truth[str(oid)]["tags"]) for oid in table["object_id"]]]  # tagged ones
+    top1 = table[table["rank"] == 1]
     hits = [
         label in truth[str(oid)]["tags"]
         for oid, label in zip(top1["object_id"], top1["label"], strict=True)

@@ -46,12 +46,14 @@ class TrainedModel:
         """make_mirror's truth.json."""
         return self.data_dir / "truth.json"
 
-    def split_ids(self, split: str) -> list[int]:
-        """Labelled object ids (with images) of one split, as the data module assigns them."""
+    def split_ids(self, split: str, labelled_only: bool = True) -> list[int]:
+        """Object ids (with images; by default labelled) of one split, as the splits assign them."""
         from met_vision.db import load_records
 
         records = load_records(self.data_dir, split_fractions=self.split_fractions)
         labelled = records["tags"].map(len) > 0  # multilabel: objects without tags are left out
+        if not labelled_only:
+            labelled[:] = True
         part = records[(records["split"] == split) & records["has_image"] & labelled]
         return [int(i) for i in part["object_id"]]
 

@@ -690,9 +690,15 @@ def write_report(report: dict[str, Any], out: Path, baseline: dict[str, Any] | N
             rows.append(row)
         header = ["label"]
         for g in groups_:
-            header += [f"P(l|{g}) truth", "pred", f"F1 {g}", f"BA {g}"]
+            header += [f"rate in {g}: truth", "predicted", f"F1 {g}", f"BA {g}"]
         header += ["F1 gap", "F1 ratio"]
-        lines += [_md_table(header, rows), ""]
+        lines += [
+            "Per label: its rate in each group (P(label given group), truth and predicted), F1 and "
+            "bias amplification per group, and the F1 gap and ratio between groups.",
+            "",
+            _md_table(header, rows),
+            "",
+        ]
         lines += [f"![{f}]({f})" for f in plot_analysis(analysis, out)]
         lines.append("")
     sal = report["saliency"]

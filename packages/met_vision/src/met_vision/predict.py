@@ -135,17 +135,39 @@ def write_predictions_db(data_dir: str | Path, loaded: LoadedModel, table: pd.Da
 def mirror_inputs(
     loaded: LoadedModel, data_dir: str, split: str | None, object_ids: Sequence[int] | None
 ) -> tuple[list[int | None], list[str]]:
-    """(object ids, image paths) of a split / ids / every labelled object of the mirror."""
+    """(object ids, image paths) of a split / ids / every object of the mirror with an image.
+
+    Labelled objects are read from the prepared cache the model was trained on (when there is
+    one); objects outside the label space (e.g. without tags) from the raw image store.
+    """
+    from met_vision.db import load_records
     from met_vision.inference import mirror_frame
 
-    frame = mirror_frame(loaded, data_dir)
+    labelled = mirror_frame(loaded, data_dir)
+    hp = loaded.datamodule_hparams
+    records = load_records(
+        data_dir,
+        split_salt=hp.get("split_salt", "met"),
+        split_fractions=tuple(hp.get("split_fractions", (0.8, 0.1, 0.1))),
+        group_key=hp.get("group_key"),
+    )
+    records = records[records["has_image"]]
+    cached = dict(zip(labelled["object_id"].astype(int), labelled["path"], strict=True))
+    frame = pd.DataFrame(
+        {
+            "object_id": records["object_id"].astype(int),
+            "path": [
+                cached.get(int(oid), raw)
+                for oid, raw in zip(records["object_id"], records["image_path"], strict=True)
+            ],
+            "split": records["split"],
+        }
+    )
     if object_ids is not None:
         known = set(int(i) for i in frame["object_id"])
         unknown = [i for i in object_ids if i not in known]
         if unknown:
-            raise InputError(
-                f"object ids {unknown[:10]} are not labelled objects with an image in {data_dir}"
-            )
+            raise InputError(f"object ids {unknown[:10]} have no stored image in {data_dir}")
         frame = frame[frame["object_id"].isin(object_ids)]
     elif split not in (None, "all"):
         frame = frame[frame["split"] == split]
