@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import statistics
 import time
 import warnings
@@ -34,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from met_vision.tasks import ClassificationTask, warmup_cosine
 
 warnings.filterwarnings("ignore")
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the output to one table
 
 
 class Batches(Dataset):
@@ -101,9 +103,12 @@ def plain_rate(model_name: str, batches: list[dict[str, torch.Tensor]], classes:
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=1e-3,
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(len(batches) // 2, len(batches), 0.01))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, warmup_cosine(len(batches) // 2, len(batches), 0.01)
+    )
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
     start = 0.0
@@ -169,14 +174,18 @@ def read_reference(path: Path | None) -> dict[str, dict[str, float]]:
         return {}
     with path.open() as fh:
         return {
-            row["model"]: {k: float(v) for k, v in row.items() if k.endswith("samples_per_sec") and v}
+            row["model"]: {
+                k: float(v) for k, v in row.items() if k.endswith("samples_per_sec") and v
+            }
             for row in csv.DictReader(fh)
         }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task-model", default="resnet18", help="backbone of the task-vs-plain row")
+    parser.add_argument(
+        "--task-model", default="resnet18", help="backbone of the task-vs-plain row"
+    )
     parser.add_argument("--task-size", type=int, default=96)
     parser.add_argument("--task-batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
@@ -199,12 +208,26 @@ def main() -> None:
         task_rates.append(lightning_rate(args.task_model, batches, 10))
     task, plain = statistics.median(task_rates), statistics.median(plain_rates)
     what = f"{args.task_model} {args.task_size}px b{args.task_batch}, median of {args.rounds}"
-    rows.append(("task vs plain loop (CPU, train img/s)", what, f"{task:.1f} vs {plain:.1f}", f"{task / plain:.3f}x"))
+    rows.append(
+        (
+            "task vs plain loop (CPU, train img/s)",
+            what,
+            f"{task:.1f} vs {plain:.1f}",
+            f"{task / plain:.3f}x",
+        )
+    )
 
     models = [m for m in args.models.split(",") if m]
     for name in models:
         train, infer, size = backbone_rates(name, args.cpu_batch, args.cpu_steps, "cpu")
-        rows.append((f"{name} CPU fp32", f"{size}px b{args.cpu_batch}", f"train {train:.2f} / infer {infer:.2f}", "-"))
+        rows.append(
+            (
+                f"{name} CPU fp32",
+                f"{size}px b{args.cpu_batch}",
+                f"train {train:.2f} / infer {infer:.2f}",
+                "-",
+            )
+        )
 
     reference = read_reference(args.reference_csv)
     if torch.cuda.is_available():
@@ -215,11 +238,27 @@ def main() -> None:
             ratio = "-"
             if ref.get("infer_samples_per_sec"):
                 ratio = f"infer {infer / (ref['infer_samples_per_sec'] * args.reference_scale):.2f}x timm"
-            rows.append((f"{name} {card} bf16+NHWC", f"{size}px b{args.gpu_batch}", f"train {train:.0f} / infer {infer:.0f}", ratio))
+            rows.append(
+                (
+                    f"{name} {card} bf16+NHWC",
+                    f"{size}px b{args.gpu_batch}",
+                    f"train {train:.0f} / infer {infer:.0f}",
+                    ratio,
+                )
+            )
     else:
-        rows.append(("GPU (bf16 + channels_last)", "no CUDA device here", "not measured", "timm figures not compared"))
+        rows.append(
+            (
+                "GPU (bf16 + channels_last)",
+                "no CUDA device here",
+                "not measured",
+                "timm figures not compared",
+            )
+        )
 
-    widths = [max(len(r[i]) for r in [("case", "setting", "images/s", "ratio"), *rows]) for i in range(4)]
+    widths = [
+        max(len(r[i]) for r in [("case", "setting", "images/s", "ratio"), *rows]) for i in range(4)
+    ]
     for r in [("case", "setting", "images/s", "ratio"), tuple("-" * w for w in widths), *rows]:
         print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
 

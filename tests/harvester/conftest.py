@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from harvester_support import FakeApiFactory
 
 from met_harvester.testing import (
     CollectionConfig,
@@ -15,11 +15,6 @@ from met_harvester.testing import (
     FirewallConfig,
     SyntheticCollection,
 )
-
-# Real API samples live next to the repo, never inside it.
-MET_SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "met-samples"
-
-FakeApiFactory = Callable[..., Awaitable[FakeMetAPI]]
 
 
 @pytest.fixture

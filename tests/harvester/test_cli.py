@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from harvester_support import harvester_env
 
 from met_harvester.testing import FakeMetAPI
 
@@ -25,10 +25,8 @@ SYNC_OPTIONS = (
 
 def env(**extra: str) -> dict[str, str]:
     """The caller's environment without MET_HARVESTER_*, plus fast retries and `extra`."""
-    out = {k: v for k, v in os.environ.items() if not k.startswith("MET_HARVESTER_")}
-    out.update(MET_HARVESTER_RETRY_WAIT="0.01", MET_HARVESTER_RETRY_WAIT_MAX="0.02", COLUMNS="200")
-    out.update(extra)
-    return out
+    fast = {"MET_HARVESTER_RETRY_WAIT": "0.01", "MET_HARVESTER_RETRY_WAIT_MAX": "0.02"}
+    return harvester_env(**fast, COLUMNS="200") | extra
 
 
 def cli(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 from csvgen import met_rows, tag_urls, write_csv, write_met_csv
+from harvester_support import MET_SAMPLES
 
 from met_harvester.csvimport import import_csv
 from met_harvester.csvimport.columns import MET_COLUMNS
 from met_harvester.db.connection import connect_sync, db_path
 
-SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "met-samples"
-SUBSET = SAMPLES / "csv" / "MetObjects-subset-2000rows.csv"
+SUBSET = MET_SAMPLES / "csv" / "MetObjects-subset-2000rows.csv"
 needs_subset = pytest.mark.skipif(not SUBSET.is_file(), reason="shared met-samples CSV absent")
 
 

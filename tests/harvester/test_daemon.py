@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import socket
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from harvester_support import harvester_env
 
 from met_harvester.testing import FakeMetAPI, FaultConfig
 
@@ -27,10 +27,9 @@ def _free_port() -> int:
 
 
 def _env(api: FakeMetAPI) -> dict[str, str]:
-    env = dict(os.environ)
-    env["MET_HARVESTER_IMAGE_HOSTS"] = api.image_host  # settings from the environment
-    env["MET_HARVESTER_BLOCK_COOLDOWN"] = "0.2"
-    return env
+    return harvester_env(  # settings from the environment
+        MET_HARVESTER_IMAGE_HOSTS=api.image_host, MET_HARVESTER_BLOCK_COOLDOWN="0.2"
+    )
 
 
 async def _start_daemon(

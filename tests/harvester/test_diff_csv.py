@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from csvgen import met_rows, record_to_csv_row, write_csv
+from harvester_support import MET_SAMPLES
 
 from met_harvester.csvimport import import_csv
 from met_harvester.csvimport.diff import CATEGORIES, diff_csv_api
@@ -162,8 +163,7 @@ def test_diff_csv_without_a_mirror_fails_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1 and "no mirror at" in result.stderr
 
 
-SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "met-samples"
-SUBSET = SAMPLES / "csv" / "MetObjects-subset-2000rows.csv"
+SUBSET = MET_SAMPLES / "csv" / "MetObjects-subset-2000rows.csv"
 
 
 @pytest.mark.skipif(not SUBSET.is_file(), reason="shared met-samples absent")
@@ -175,7 +175,7 @@ async def test_real_csv_rows_and_real_api_bodies_agree(tmp_path: Path) -> None:
     try:
         items = []
         for object_id in (193506, 336228, 436535, 459123):
-            body = (SAMPLES / "objects" / f"{object_id}.json").read_text(encoding="utf-8")
+            body = (MET_SAMPLES / "objects" / f"{object_id}.json").read_text(encoding="utf-8")
             record, decoded = parse_body(body, object_id)
             items.append(store.FetchedRecord(record=record, data=decoded, body=body))
         await store.save_objects(db, items)

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+from harvester_support import MET_SAMPLES, FakeApiFactory
 from PIL import Image
 
 from met_harvester.testing import (
@@ -37,9 +37,6 @@ from met_harvester.testing import (
 from met_harvester.testing.render import MOTIFS, render_scene
 from met_harvester.testing.runner import run_fake_api
 from met_harvester.testing.vocab import RECORD_KEYS
-
-MET_SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "met-samples"
-FakeApiFactory = Callable[..., Awaitable[FakeMetAPI]]
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$")
 TEXT_KEYS = [k for k in RECORD_KEYS if k not in {

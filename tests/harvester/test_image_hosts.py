@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
 import pytest
+from harvester_support import MET_SAMPLES
 
 from met_harvester.images.download import GuardedResolver
 from met_harvester.images.hosts import (
@@ -151,9 +151,6 @@ async def test_guarded_resolver_drops_non_public_answers() -> None:
     ]
     local = GuardedResolver(LOCAL, _FixedResolver("127.0.0.1"))  # type: ignore[arg-type]
     assert [r["host"] for r in await local.resolve("localhost", 9000)] == ["127.0.0.1"]
-
-
-MET_SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "met-samples"
 
 
 @pytest.mark.skipif(not MET_SAMPLES.is_dir(), reason="../shared/met-samples is absent")

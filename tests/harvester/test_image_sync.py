@@ -10,10 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from harvester_support import FakeApiFactory
 from image_server import (
     HTML_PAGE,
     ImageServer,
@@ -34,8 +35,6 @@ from met_harvester.images.sync import image_status, sync_images
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.settings import HarvesterSettings
 from met_harvester.testing import FakeMetAPI
-
-FakeApiFactory = Callable[..., Awaitable[FakeMetAPI]]
 
 HERE = Path(__file__).resolve().parent
 
@@ -116,6 +115,8 @@ async def test_stores_images_and_dedupes_identical_bytes(
     blobs = {n for n in names if re.fullmatch(r"images/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}", n)}
     assert len(blobs) == 4 and names - blobs <= {"met.sqlite", "met.sqlite-wal", "met.sqlite-shm"}
     assert metrics.images_stored._value.get() == 4
+    depth = metrics.registry.get_sample_value("met_queue_depth", {"pool": "images"})
+    assert depth == 0  # nothing left waiting once the pass is done
     db = await open_db(tmp_path)
     status = await image_status(db)
     await db.close()

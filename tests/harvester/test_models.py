@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harvester_support import MET_SAMPLES
 
 from met_harvester.models import (
     Constituent,
@@ -17,17 +18,16 @@ from met_harvester.models import (
     parse_object,
 )
 
-SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "met-samples"
 FOLDERS = ("objects", "objects-legacy", "objects-versions")
 
 
 def sample_files() -> list[Path]:
     """Every real object body under the shared samples (empty when they are absent)."""
-    return [p for folder in FOLDERS for p in sorted((SAMPLES / folder).glob("*.json"))]
+    return [p for folder in FOLDERS for p in sorted((MET_SAMPLES / folder).glob("*.json"))]
 
 
 needs_samples = pytest.mark.skipif(
-    not (SAMPLES / "objects").is_dir(), reason="shared met-samples not present"
+    not (MET_SAMPLES / "objects").is_dir(), reason="shared met-samples not present"
 )
 
 
@@ -52,7 +52,7 @@ def test_real_body_parses_and_round_trips(path: Path) -> None:
 
 @needs_samples
 def test_samples_cover_the_known_schema_drift() -> None:
-    legacy = json.loads((SAMPLES / "objects-legacy" / "10188.json").read_text())
+    legacy = json.loads((MET_SAMPLES / "objects-legacy" / "10188.json").read_text())
     record = parse_object(legacy, 10188)
     assert [t.term for t in record.tag_list()] == ["Landscapes", "Trees", "Spring"]
     assert all(t.aat_url is None for t in record.tag_list())

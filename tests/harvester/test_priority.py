@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from csvgen import met_rows, record_to_csv_row, write_csv
+from harvester_support import FakeApiFactory, object_fetches
 
 from met_harvester.csvimport import import_csv
 from met_harvester.db import connect_sync, open_db, store
@@ -152,8 +153,45 @@ async def test_priority_status_counts_what_is_still_unfetched(data_dir: Path) ->
     assert shown == after  # `met-harvester status` shows it
 
 
+def _priority_group(record: dict[str, Any]) -> int:
+    """The record's group in the default order: 0 pd-tagged, 1 pd, 2 rest."""
+    if record["isPublicDomain"] and record["tags"]:
+        return 0
+    return 1 if record["isPublicDomain"] else 2
+
+
+def _import_api_records_as_csv(tmp_path: Path, api: FakeMetAPI) -> list[dict[str, Any]]:
+    """Write the fake API's records as a Met CSV and import it into `tmp_path / "data"`."""
+    records = [api.collection.record(i, api.base_url) for i in api.collection.object_ids]
+    write_csv(tmp_path / "met.csv", [record_to_csv_row(r) for r in records])
+    import_csv(tmp_path / "met.csv", tmp_path / "data")
+    return records
+
+
+async def test_first_full_sync_after_import_csv_fetches_in_priority_order(
+    tmp_path: Path, fake_api_factory: FakeApiFactory
+) -> None:
+    """The very first pass is full; with the CSV imported it still fetches pd-tagged first,
+    then pd, then the rest (ascending ids within a group), as the server sees the requests."""
+    api: FakeMetAPI = await fake_api_factory(n_objects=40, seed=3)  # shuffled listing
+    records = _import_api_records_as_csv(tmp_path, api)
+    settings = HarvesterSettings(
+        data_dir=tmp_path / "data",
+        api_url=api.api_url,
+        rate=5000.0,
+        concurrency=1,  # one request at a time: the server's log order is the fetch order
+        images=False,
+        batch_size=10,
+    )
+    report = await run_sync(settings)
+    assert (report.mode, report.status) == ("full", "completed")
+    groups = {r["objectID"]: _priority_group(r) for r in records}
+    assert len(set(groups.values())) == 3  # the test sees all three groups
+    assert object_fetches(api) == sorted(groups, key=lambda i: (groups[i], i))
+
+
 async def test_sync_fetches_csv_known_ids_in_priority_order(
-    tmp_path: Path, fake_api_factory: Any
+    tmp_path: Path, fake_api_factory: FakeApiFactory
 ) -> None:
     """After import-csv, a sync fetches the unfetched ids pd-tagged first, then pd, then the rest.
 
@@ -161,9 +199,7 @@ async def test_sync_fetches_csv_known_ids_in_priority_order(
     next pass is then incremental and orders what is left by the CSV.
     """
     api: FakeMetAPI = await fake_api_factory(n_objects=40, seed=3)
-    records = [api.collection.record(i, api.base_url) for i in api.collection.object_ids]
-    write_csv(tmp_path / "met.csv", [record_to_csv_row(r) for r in records])
-    import_csv(tmp_path / "met.csv", tmp_path / "data")
+    records = _import_api_records_as_csv(tmp_path, api)
     values: dict[str, Any] = {
         "data_dir": tmp_path / "data",
         "api_url": api.api_url,
@@ -179,22 +215,7 @@ async def test_sync_fetches_csv_known_ids_in_priority_order(
     assert report.status == "completed"
     fetched = [i for i in object_fetches(api)[len(first_pass) :] if i not in first_pass]
 
-    def group(record: dict[str, Any]) -> int:
-        if record["isPublicDomain"] and record["tags"]:
-            return 0
-        return 1 if record["isPublicDomain"] else 2
-
-    groups = {r["objectID"]: group(r) for r in records}
+    groups = {r["objectID"]: _priority_group(r) for r in records}
     assert sorted(fetched + first_pass) == sorted(groups)
     assert [groups[i] for i in fetched] == sorted(groups[i] for i in fetched)
     assert len({groups[i] for i in fetched}) == 3  # the test saw all three groups
-
-
-def object_fetches(api: FakeMetAPI) -> list[int]:
-    """Ids requested at /objects/{id}, in request order."""
-    base = "/public/collection/v1/objects/"
-    return [
-        int(r.path[len(base) :])
-        for r in api.requests
-        if r.path.startswith(base) and r.path[len(base) :].isdigit()
-    ]

@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harvester_support import FakeApiFactory
 
 from met_harvester.client import MetClient
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.ratelimit import AdaptiveRateLimiter, AimdPolicy
 from met_harvester.settings import HarvesterSettings
 from met_harvester.testing import API_PREFIX, FakeMetAPI, FirewallConfig
-
-FakeApiFactory = Callable[..., Awaitable[FakeMetAPI]]
 
 
 def api_times(api: FakeMetAPI) -> list[float]:

@@ -4,7 +4,6 @@ mid-sync, then run again. Real subprocesses against the fake API served from thi
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
 import sys
@@ -12,18 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harvester_support import harvester_env, object_fetches
 
 from met_harvester.testing import FakeMetAPI, FaultConfig
-
-API_OBJECTS = "/public/collection/v1/objects/"
-
-
-def harvester_env() -> dict[str, str]:
-    """The environment without any MET_HARVESTER_* of the caller, plus fast retry settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MET_HARVESTER_")}
-    env["MET_HARVESTER_RETRY_WAIT"] = "0.01"
-    env["MET_HARVESTER_BLOCK_COOLDOWN"] = "0.01"
-    return env
 
 
 async def start_sync(data_dir: Path, api: FakeMetAPI, *extra: str) -> asyncio.subprocess.Process:
@@ -46,7 +36,7 @@ async def start_sync(data_dir: Path, api: FakeMetAPI, *extra: str) -> asyncio.su
         *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=harvester_env(),
+        env=harvester_env(MET_HARVESTER_RETRY_WAIT="0.01", MET_HARVESTER_BLOCK_COOLDOWN="0.01"),
     )
 
 
@@ -66,14 +56,6 @@ def read(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
 
 def stored_ids(data_dir: Path) -> set[int]:
     return {r[0] for r in read(data_dir, "SELECT object_id FROM objects")}
-
-
-def fetches(api: FakeMetAPI, since: int = 0) -> list[int]:
-    return [
-        int(r.path[len(API_OBJECTS) :])
-        for r in api.requests[since:]
-        if r.path.startswith(API_OBJECTS) and r.path[len(API_OBJECTS) :].isdigit()
-    ]
 
 
 async def wait_for_objects(data_dir: Path, proc: asyncio.subprocess.Process, n: int) -> None:
@@ -100,7 +82,7 @@ async def finish_and_check(tmp_path: Path, api: FakeMetAPI, before: set[int]) ->
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     assert b"sync incremental completed" in out
-    again = fetches(api, mark)
+    again = object_fetches(api, mark)
     all_ids = set(api.collection.object_ids)
     assert len(again) == len(set(again))  # nothing asked twice
     assert set(again) == all_ids - before  # nothing stored was asked again, nothing left out
@@ -143,7 +125,7 @@ async def test_sigint_sigterm_commit_in_flight_work(
     before = stored_ids(tmp_path)
     assert 60 <= len(before) < 400
     # every record the server sent was committed before exiting
-    assert set(fetches(api)) == before
+    assert set(object_fetches(api)) == before
     [(status, counts)] = read(tmp_path, "SELECT status, counts_json FROM sync_runs")
     assert status == "interrupted"
     assert f'"fetched":{len(before)}' in counts

@@ -9,13 +9,13 @@ from typing import Any
 
 import aiosqlite
 import pytest
+from harvester_support import MET_SAMPLES
 
 from met_harvester.db import open_db, store
 from met_harvester.models import content_sha256, parse_body, parse_object
 
-SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "met-samples"
 needs_samples = pytest.mark.skipif(
-    not (SAMPLES / "objects").is_dir(), reason="shared met-samples not present"
+    not (MET_SAMPLES / "objects").is_dir(), reason="shared met-samples not present"
 )
 
 
@@ -33,7 +33,7 @@ def fetched(data: dict[str, Any], body: str | None = None) -> store.FetchedRecor
 
 
 def sample(name: str, folder: str = "objects") -> tuple[str, dict[str, Any]]:
-    body = (SAMPLES / folder / name).read_text(encoding="utf-8")
+    body = (MET_SAMPLES / folder / name).read_text(encoding="utf-8")
     return body, json.loads(body)
 
 
@@ -59,7 +59,7 @@ def record(object_id: int, **fields: Any) -> dict[str, Any]:
 
 @needs_samples
 async def test_every_sample_is_stored_exactly(db: aiosqlite.Connection) -> None:
-    paths = sorted((SAMPLES / "objects").glob("*.json"))
+    paths = sorted((MET_SAMPLES / "objects").glob("*.json"))
     items = [fetched(json.loads(p.read_text()), p.read_text()) for p in paths]
     counts = await store.save_objects(db, items)
     await db.commit()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harvester_support import object_fetches
 
 from met_harvester.db import connect_sync, open_db, store
 from met_harvester.ratelimit import AdaptiveRateLimiter, AimdPolicy
@@ -64,16 +65,6 @@ def objects_table(data_dir: Path) -> dict[int, tuple[Any, ...]]:
         "FROM objects ORDER BY object_id",
     )
     return {row[0]: (json.loads(row[1]), *row[2:]) for row in rows}
-
-
-def object_fetches(api: FakeMetAPI, since: int = 0) -> list[int]:
-    """Ids requested at /objects/{id}, from request number `since` on."""
-    base = "/public/collection/v1/objects/"
-    return [
-        int(r.path[len(base) :])
-        for r in api.requests[since:]
-        if r.path.startswith(base) and r.path[len(base) :].isdigit()
-    ]
 
 
 async def test_full_sync_stores_every_listed_object(tmp_path: Path, fake_api: FakeMetAPI) -> None:

@@ -171,6 +171,22 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert code == 2 and "no mirror at" in out
 
 
+async def test_changing_commands_refuse_a_locked_data_dir(
+    tmp_path: Path, server: ImageServer
+) -> None:
+    """`verify --repair` and `gc --apply` exit 3 while a sync or daemon holds the lock, as
+    `sync` does; the read-only forms still run."""
+    from met_harvester.daemon.lock import DataDirLock
+
+    await mirror(tmp_path, server, n=1)
+    with DataDirLock(tmp_path, command="daemon"):
+        for args in (["verify", "--repair"], ["gc", "--apply"]):
+            code, out = cli(*args, "--data-dir", str(tmp_path))
+            assert code == 3 and "error: data dir is locked by daemon" in out
+        assert cli("verify", "--data-dir", str(tmp_path))[0] == 0
+        assert cli("gc", "--data-dir", str(tmp_path))[0] == 0
+
+
 @pytest.mark.slow
 async def test_verify_through_the_real_cli(tmp_path: Path, server: ImageServer) -> None:
     await mirror(tmp_path, server, n=2)

@@ -77,13 +77,23 @@ def test_run_dir_holds_everything(trained_run):
         assert (trained_run / name).is_file(), name
     assert {p.name for p in (trained_run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     assert list((trained_run / "tb").glob("events.out.tfevents.*"))
-    assert {p.name for p in (trained_run / "plots").iterdir()} == {"pr_curves.png", "per_class_f1.png"}
+    assert {p.name for p in (trained_run / "plots").iterdir()} == {
+        "pr_curves.png",
+        "per_class_f1.png",
+    }
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["params"] > 0 and metrics["epochs"] == 2 and metrics["global_step"] == 6
     assert metrics["train_images_per_s"] > 0 and metrics["inference_images_per_s"] > 0
     assert metrics["wall_time_s"] >= metrics["fit_time_s"] > 0
     assert metrics["best_checkpoint"] == str(trained_run / "checkpoints" / "best.ckpt")
-    for key in ("map_macro", "map_micro", "f1_micro", "f2_micro", "f1_macro_class_thr", "precision_at_1"):
+    for key in (
+        "map_macro",
+        "map_micro",
+        "f1_micro",
+        "f2_micro",
+        "f1_macro_class_thr",
+        "precision_at_1",
+    ):
         assert 0.0 <= metrics["test"][key] <= 1.0, key
     assert set(metrics["thresholds"]["f1_per_class"]) == set(metrics["labels"])
     header = (trained_run / "csv" / "metrics.csv").read_text().splitlines()[0]
@@ -140,16 +150,21 @@ def test_resume_from_last_checkpoint(trained_run, tmp_path):
     ("extra", "message"),
     [
         (["--model.lernrate", "0.1"], "unrecognized arguments: --model.lernrate"),
-        (["--model.backbone", "resnet5O"], "unknown timm backbone 'resnet5O'; did you mean resnet50"),
+        (
+            ["--model.backbone", "resnet5O"],
+            "unknown timm backbone 'resnet5O'; did you mean resnet50",
+        ),
         (["--model.loss", "hinge"], "got 'hinge', expected one of ['ce', 'bce', 'focal', 'asl']"),
-        (["--trainer.max_epochs", "ten"], 'Parser key "trainer.max_epochs": got \'ten\''),
+        (["--trainer.max_epochs", "ten"], "Parser key \"trainer.max_epochs\": got 'ten'"),
         (["--data.data_dir", "/nonexistent/met"], "/nonexistent/met"),
     ],
 )
 def test_config_errors_are_one_clear_line(extra, message, tiny_mirror, tmp_path, capsys):
     args = ["--config", str(CONF / "multiclass.yaml"), "--data.data_dir", str(tiny_mirror)]
     assert main([*args, "--run_dir", str(tmp_path / "r"), *extra]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("met_vision.fit")]
+    err = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("met_vision.fit")
+    ]
     assert len(err) == 1 and err[0].startswith("met_vision.fit: error: ")
     assert message in err[0]
     assert not (tmp_path / "r").exists()
@@ -159,4 +174,7 @@ def test_yaml_typo_is_one_clear_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  backbone: test_resnet\n  lrr: 0.1\n")
     assert main(["--config", str(bad)]) == 2
-    assert "met_vision.fit: error: Group 'model' does not accept option 'lrr'" in capsys.readouterr().err
+    assert (
+        "met_vision.fit: error: Group 'model' does not accept option 'lrr'"
+        in capsys.readouterr().err
+    )

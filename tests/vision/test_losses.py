@@ -92,12 +92,15 @@ def test_balanced_class_weights():
 def test_tuned_thresholds_separate_perfectly_separable_scores():
     # class 0 positives score 0.3 (negatives 0.1); class 1 positives 0.9 (negatives 0.6)
     target = torch.tensor([[1, 0], [0, 1], [1, 1], [0, 0]] * 5).float()
-    probs = torch.where(
-        target.bool(), torch.tensor([0.3, 0.9]), torch.tensor([0.1, 0.6])
-    ).float()
+    probs = torch.where(target.bool(), torch.tensor([0.3, 0.9]), torch.tensor([0.1, 0.6])).float()
     global_thr, per_class = tune_thresholds(probs, target, beta=1.0)
     assert 0.1 < per_class[0] <= 0.3 and 0.6 < per_class[1] <= 0.9
-    thresholds = {"f1": global_thr, "f2": global_thr, "f1_per_class": per_class, "f2_per_class": per_class}
+    thresholds = {
+        "f1": global_thr,
+        "f2": global_thr,
+        "f1_per_class": per_class,
+        "f2_per_class": per_class,
+    }
     out = multilabel_threshold_metrics(probs, target, thresholds, ks=(1,))
     assert out["f1_macro_class_thr"] == pytest.approx(1.0)
     # no single threshold separates both classes, the per-class ones do

@@ -31,7 +31,13 @@ JOB = {
 
 
 def test_expand_nodelist():
-    assert slurm.expand_nodelist("gpu[01-03,07],login1") == ["gpu01", "gpu02", "gpu03", "gpu07", "login1"]
+    assert slurm.expand_nodelist("gpu[01-03,07],login1") == [
+        "gpu01",
+        "gpu02",
+        "gpu03",
+        "gpu07",
+        "login1",
+    ]
     assert slurm.expand_nodelist("node5") == ["node5"]
     assert slurm.expand_nodelist("a[9-11]") == ["a9", "a10", "a11"]
 
@@ -55,9 +61,9 @@ def test_check_layout_names_the_mismatch():
     info = slurm.slurm_info(JOB)
     assert info is not None
     slurm.check_layout(info, devices=4, num_nodes=2)
-    with pytest.raises(ValueError, match="2 node\\(s\\) .* --trainer.num_nodes is 1"):
+    with pytest.raises(ValueError, match=r"2 node\(s\) .* --trainer.num_nodes is 1"):
         slurm.check_layout(info, devices=4, num_nodes=1)
-    with pytest.raises(ValueError, match="SLURM_NTASKS=8 but --trainer.devices 2 x"):
+    with pytest.raises(ValueError, match=r"SLURM_NTASKS=8 but --trainer\.devices 2 x"):
         slurm.check_layout(info, devices=2, num_nodes=2)
 
 
@@ -73,7 +79,12 @@ def test_cluster_plugin_gives_lightning_the_ranks(monkeypatch):
     (plugin,) = slurm.cluster_plugins()
     assert isinstance(plugin, SLURMEnvironment)
     assert plugin.auto_requeue and plugin.requeue_signal == signal.SIGUSR1
-    assert (plugin.world_size(), plugin.global_rank(), plugin.local_rank(), plugin.node_rank()) == (8, 5, 1, 1)
+    assert (plugin.world_size(), plugin.global_rank(), plugin.local_rank(), plugin.node_rank()) == (
+        8,
+        5,
+        1,
+        1,
+    )
     assert plugin.main_address == "gpu07"
     monkeypatch.setenv("SLURM_JOB_NAME", "interactive")
     assert slurm.cluster_plugins() == []
@@ -138,7 +149,9 @@ def test_sigusr1_checkpoints_and_requeues_then_resumes(tiny_mirror, tmp_path):
     assert (run_dir / "hpc_ckpt_1.ckpt").is_file()
     assert calls.read_text().split() == ["requeue", "777"]
 
-    second = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     out = second.stdout + second.stderr
     assert "Restoring states from the checkpoint path at" in out

@@ -13,11 +13,17 @@ class HarvesterMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "met_requests", "HTTP requests by endpoint and status.", ["endpoint", "status"], registry=r
+            "met_requests",
+            "HTTP requests by endpoint and status.",
+            ["endpoint", "status"],
+            registry=r,
         )
         self.retries = Counter("met_retries", "Retries by reason.", ["reason"], registry=r)
         self.throttle_changes = Counter(
-            "met_throttle_changes", "Changes of the adaptive rate.", ["pool", "direction"], registry=r
+            "met_throttle_changes",
+            "Changes of the adaptive rate.",
+            ["pool", "direction"],
+            registry=r,
         )
         self.current_rate = Gauge(
             "met_current_rate", "Current request rate (req/s).", ["pool"], registry=r

@@ -190,10 +190,6 @@ class AdaptiveRateLimiter:
         """The limiter's clock (pass it back as ``on_block(started_at=...)``)."""
         return self._clock()
 
-    def observed_rate(self) -> float | None:
-        """Requests/s actually started since the last pause (``None`` before 1 s of history)."""
-        return self._observed(self._clock())
-
     # ------------------------------------------------------------------ scheduling
     async def acquire(self) -> None:
         """Wait for the next start slot and for any cool-down; then the caller may send."""

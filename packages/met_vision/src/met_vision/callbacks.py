@@ -166,7 +166,14 @@ class RunDirCallback(Callback):
         count_fn = getattr(pl_module, "parameter_counts", None)
         counts = count_fn() if callable(count_fn) else {}
         data_cfg = getattr(pl_module, "data_config", {}) or {}
-        ckpt = next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)), None)  # type: ignore[attr-defined]
+        ckpt = next(
+            (
+                cb
+                for cb in trainer.checkpoint_callbacks
+                if isinstance(cb, ModelCheckpoint) and cb.monitor is not None
+            ),
+            None,
+        )
         best_score = ckpt.best_model_score if ckpt is not None else None
         return {
             "name": self.name,

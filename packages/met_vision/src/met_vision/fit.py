@@ -96,7 +96,7 @@ class MetCLI(LightningCLI):
                 "checkpoint.monitor": "val/score",
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # last.ckpt: a second callback, every epoch
                 "checkpoint.save_top_k": 1,
                 "checkpoint.auto_insert_metric_name": False,
                 "checkpoint.enable_version_counter": False,
@@ -158,6 +158,16 @@ class MetCLI(LightningCLI):
             checkpoint.dirpath = str(self.run_dir / "checkpoints")
         config_yaml = self.parser.dump(self.config, skip_unset=False)
         callbacks = list(trainer_cfg.get("callbacks") or [])
+        # Lightning's save_last only refreshes last.ckpt when a new best is saved; this one
+        # rewrites it after every epoch, so --ckpt_path .../last.ckpt resumes where training was
+        self.last_checkpoint = ModelCheckpoint(
+            dirpath=str(self.run_dir / "checkpoints"),
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+        )
+        callbacks.append(self.last_checkpoint)
         callbacks.append(
             RunDirCallback(self.run_dir, config_yaml, self.config.name, self.started_at)
         )
@@ -182,18 +192,19 @@ class MetCLI(LightningCLI):
         cfg = self.config
         if not cfg.fit:
             return cfg.ckpt_path
-        callback = self.trainer.checkpoint_callback
-        if (
-            cfg.test_ckpt == "current"
-            or getattr(self.trainer, "fast_dev_run", False)
-            or callback is None
-        ):
+        if cfg.test_ckpt == "current" or getattr(self.trainer, "fast_dev_run", False):
             return None
-        if cfg.test_ckpt == "last":
-            last = getattr(callback, "last_model_path", "")
-            return last or None
-        best = getattr(callback, "best_model_path", "")
-        return best or None
+        chosen = (
+            self.last_checkpoint
+            if cfg.test_ckpt == "last"
+            else self._get(self.config_init, "checkpoint")
+        )
+        path = getattr(
+            chosen, "last_model_path" if cfg.test_ckpt == "last" else "best_model_path", ""
+        )
+        if cfg.test_ckpt == "last" and not path:
+            path = getattr(chosen, "best_model_path", "")
+        return path or None
 
 
 def _pretty_type(text: str) -> str:

@@ -32,6 +32,14 @@ TimeoutOpt = Annotated[
 UserAgentOpt = Annotated[
     str | None, typer.Option("--user-agent", help="User-Agent header (default names the tool).")
 ]
+ImagesOpt = Annotated[
+    bool | None,
+    typer.Option("--images/--no-images", help="Download images after the records (default on)."),
+]
+LogLevelOpt = Annotated[
+    str | None,
+    typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)."),
+]
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

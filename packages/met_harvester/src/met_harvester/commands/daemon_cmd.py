@@ -12,6 +12,8 @@ from met_harvester.commands.common import (
     ConcurrencyOpt,
     ConfigOpt,
     DataDirOpt,
+    ImagesOpt,
+    LogLevelOpt,
     RateOpt,
     TimeoutOpt,
     UserAgentOpt,
@@ -52,13 +54,8 @@ def daemon(
             "--listen", help="host:port of /healthz, /readyz, /metrics (default 127.0.0.1:9108)."
         ),
     ] = None,
-    log_level: Annotated[
-        str | None,
-        typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)."),
-    ] = None,
-    images: Annotated[
-        bool | None, typer.Option("--images/--no-images", help="Also mirror images (default on).")
-    ] = None,
+    log_level: LogLevelOpt = None,
+    images: ImagesOpt = None,
     max_runs: Annotated[
         int | None,
         typer.Option("--max-runs", min=1, help="Exit after this many runs (default: run forever)."),

@@ -22,7 +22,7 @@ def _data_dir_lock(data_dir: Path, command: str) -> Iterator[None]:
     try:
         lock.acquire()
     except LockHeldError as exc:
-        fail(str(exc))
+        fail(str(exc), code=3)  # 3, as for `sync`: another process holds the data dir
     try:
         yield
     finally:
@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
     ) -> None:
         """Re-hash blobs; find missing, corrupt and orphaned blobs and rows pointing nowhere;
-        run SQLite integrity_check. Exit 0 when clean, 1 when problems were found."""
+        run SQLite integrity_check. Exit 0 when clean, 1 when problems were found, 3 when
+        --repair finds the data dir locked by a sync or daemon."""
         from met_harvester.images.verify import parse_sample, verify_store
 
         fraction = None
@@ -96,7 +97,8 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
     ) -> None:
         """Remove unreferenced blobs, stale temp files and corrupt blobs set aside by verify.
-        A dry run by default: prints what it would remove."""
+        A dry run by default: prints what it would remove. --apply exits 3 when a sync or
+        daemon holds the data dir."""
         from met_harvester.images.gc import collect_garbage
 
         where = _mirror_dir(config, data_dir)

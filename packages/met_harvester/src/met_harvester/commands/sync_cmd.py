@@ -23,6 +23,8 @@ from met_harvester.commands.common import (
     ConcurrencyOpt,
     ConfigOpt,
     DataDirOpt,
+    ImagesOpt,
+    LogLevelOpt,
     RateOpt,
     TimeoutOpt,
     UserAgentOpt,
@@ -46,10 +48,6 @@ ObjectIdsOpt = Annotated[
 DepartmentsOpt = Annotated[
     str | None,
     typer.Option("--departments", help="Restrict the listing to department ids: 11,21."),
-]
-ImagesOpt = Annotated[
-    bool | None,
-    typer.Option("--images/--no-images", help="Download images after the records (default on)."),
 ]
 ImageVariantOpt = Annotated[
     str | None,
@@ -104,10 +102,6 @@ BlockCooldownOpt = Annotated[
     typer.Option(
         "--block-cooldown", help="Seconds the client pauses after a firewall block (default 60)."
     ),
-]
-LogLevelOpt = Annotated[
-    str | None,
-    typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a summary.")]
 

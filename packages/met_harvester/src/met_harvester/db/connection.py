@@ -28,9 +28,19 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
+def iso_utc(moment: datetime) -> str:
+    """`moment` (timezone-aware) as the mirror's time text: ISO-8601 UTC, milliseconds, `Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    """An ISO-8601 time as written by `iso_utc` (a `Z` or an offset) as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def utc_now() -> str:
-    """The current time as an ISO-8601 UTC string with a `Z` suffix (millisecond precision)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current time in the mirror's time text (`iso_utc`), e.g. `2026-11-29T05:56:15.020Z`."""
+    return iso_utc(datetime.now(UTC))
 
 
 def db_path(data_dir: Path | str) -> Path:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
 import aiosqlite
 
-from met_harvester.db.connection import utc_now
+from met_harvester.db.connection import iso_utc, parse_iso, utc_now
 from met_harvester.models import MetObject, canonical_json, content_sha256
 
 RATE_KEYS = {"learned": "api.learned_rate", "current": "api.current_rate", "ceiling": "api.ceiling"}
@@ -318,15 +318,20 @@ async def save_missing(
     await _forget_trouble(db, ids, tables=("fetch_failures", "quarantine"))
 
 
-def retry_delay(attempts: int, *, base: float = FAILURE_RETRY_BASE_SECONDS) -> float:
-    """Seconds before retry number `attempts` + 1: base * 2^(attempts-1), capped at 7 days."""
-    return float(min(FAILURE_RETRY_MAX_SECONDS, base * 2 ** max(0, min(attempts - 1, 40))))
+def retry_delay(
+    attempts: int,
+    *,
+    base: float = FAILURE_RETRY_BASE_SECONDS,
+    cap: float = FAILURE_RETRY_MAX_SECONDS,
+) -> float:
+    """Seconds before retry number `attempts` + 1: base * 2^(attempts-1), at most `cap`
+    (default: a failed record fetch, 60 s doubling up to 7 days)."""
+    return float(min(cap, base * 2 ** max(0, min(attempts - 1, 40))))
 
 
 def iso_after(now: str, seconds: float) -> str:
     """The ISO-8601 UTC time `seconds` after `now` (negative: before), in `utc_now()`'s format."""
-    moment = datetime.fromisoformat(now.replace("Z", "+00:00")) + timedelta(seconds=seconds)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc(parse_iso(now) + timedelta(seconds=seconds))
 
 
 async def save_failures(
@@ -362,11 +367,6 @@ async def save_failures(
         "last_failed_at = excluded.last_failed_at, next_retry_at = excluded.next_retry_at",
         rows,
     )
-
-
-async def clear_failures(db: aiosqlite.Connection, ids: Sequence[int]) -> None:
-    """Forget the failures of `ids` (they succeeded). Does not commit."""
-    await _forget_trouble(db, ids, tables=("fetch_failures",))
 
 
 async def save_quarantine(

@@ -37,6 +37,7 @@ from tenacity import (
 from met_harvester.images.blobstore import BlobStore
 from met_harvester.images.hosts import AllowedHost, UrlRefused, check_url, classify_ip
 from met_harvester.images.validate import ImageInfo, InvalidImage, looks_like_markup, validate_image
+from met_harvester.retry import parse_retry_after
 
 if TYPE_CHECKING:
     from met_harvester.metrics import HarvesterMetrics
@@ -149,16 +150,6 @@ def make_session(
         auto_decompress=False,
         trust_env=False,
     )
-
-
-def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
-    value = resp.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 class ImageFetcher:
@@ -296,7 +287,7 @@ class ImageFetcher:
                 last_modified=resp.headers.get("Last-Modified"),
             )
         if status in (403, 429):
-            self.limiter.on_block(_retry_after(resp))
+            self.limiter.on_block(parse_retry_after(resp.headers.get("Retry-After")))
             raise TransientFetchError(f"HTTP {status} (firewall block or rate limit)", status)
         if status >= 500:
             self.limiter.on_server_error()

@@ -21,7 +21,9 @@ from typing import Any
 
 import aiosqlite
 
+from met_harvester.db.connection import iso_utc
 from met_harvester.db.store import get_state_float, set_state
+from met_harvester.db.store import retry_delay as store_retry_delay
 from met_harvester.images.blobstore import BlobStore
 from met_harvester.images.download import FetchOutcome, ImageFetcher, make_session
 from met_harvester.images.hosts import parse_allowlist
@@ -37,6 +39,7 @@ _FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
 WRITE_BATCH = 64
 WRITE_INTERVAL = 1.0
 LOAD_BATCH = 256
+DAY_S = 86400.0
 _ROW_SQL = (
     "SELECT image_id, object_id, role, position, variant, url, sha256, status, etag, "
     "last_modified, attempts FROM images WHERE image_id IN ({marks})"
@@ -88,12 +91,8 @@ def retry_delay(attempts: int, *, permanent: bool) -> timedelta:
     """When a failed image is tried again: transient 10 min doubling to 1 day; permanent
     1 day doubling to 30 days."""
     if permanent:
-        return timedelta(days=min(30.0, 2.0 ** max(0, attempts - 1)))
-    return timedelta(minutes=min(1440.0, 10.0 * 2.0 ** max(0, attempts - 1)))
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return timedelta(seconds=store_retry_delay(attempts, base=DAY_S, cap=30 * DAY_S))
+    return timedelta(seconds=store_retry_delay(attempts, base=600.0, cap=DAY_S))
 
 
 async def sync_images(
@@ -217,6 +216,8 @@ async def _fetch_all(
             for _ in workers:
                 await work.put(None)
             await asyncio.gather(*workers)
+            if metrics is not None:
+                metrics.queue_depth.labels("images").set(0)
         finally:
             for task in workers:
                 task.cancel()
@@ -242,9 +243,11 @@ async def _feed(
         marks = ",".join("?" * len(chunk))
         async with db.execute(_ROW_SQL.format(marks=marks), chunk) as cur:
             rows = {r[0]: r for r in await cur.fetchall()}
-        for image_id in chunk:
+        for offset, image_id in enumerate(chunk):
             if stop_event is not None and stop_event.is_set():
                 return
+            if metrics is not None:
+                metrics.queue_depth.labels("images").set(len(ids) - start - offset)
             r = rows.get(image_id)
             if r is None:
                 continue
@@ -265,8 +268,6 @@ async def _feed(
                     conditional=conditional,
                 )
             )
-            if metrics is not None:
-                metrics.queue_depth.labels("images").set(len(ids) - start)
 
 
 async def _write_results(
@@ -313,7 +314,7 @@ async def _record(
     metrics: HarvesterMetrics | None,
 ) -> None:
     now_dt = datetime.now(UTC)
-    now = _iso(now_dt)
+    now = iso_utc(now_dt)
     plain_ok: list[tuple[Any, ...]] = []  # the common case, written with one executemany
     for item, outcome in batch:
         extra = {"object_id": item.object_id, "image_id": item.image_id, "url": item.url}
@@ -349,7 +350,7 @@ async def _record(
             # allowed but redirected elsewhere is asked again after the permanent back-off.
             retry_at = None
             if outcome.error and outcome.error.startswith("redirect"):
-                retry_at = _iso(now_dt + retry_delay(item.attempts + 1, permanent=True))
+                retry_at = iso_utc(now_dt + retry_delay(item.attempts + 1, permanent=True))
             await db.execute(
                 "UPDATE images SET status = 'refused', error = ?, attempts = attempts + 1, "
                 "next_retry_at = ? WHERE image_id = ?",
@@ -439,7 +440,7 @@ async def _save_failure(
         )
         return
     attempts = item.attempts + 1
-    next_retry = _iso(now_dt + retry_delay(attempts, permanent=outcome.permanent))
+    next_retry = iso_utc(now_dt + retry_delay(attempts, permanent=outcome.permanent))
     # Transient trouble that outlasted every retry is a give-up (ERROR); a body that is not a
     # whole, sane image is the server's content, reported as a warning.
     log.log(

@@ -1,0 +1,285 @@
+"""Fetching the planned ids of a sync pass through a bounded pipeline, and storing the outcomes.
+
+The pipeline has flat memory: a bounded queue of ids, ``settings.concurrency`` workers calling the
+client, and one writer task that commits ``settings.batch_size`` outcomes per transaction (or
+whatever arrived within `FLUSH_SECONDS`). Every committed batch is final, so a SIGKILL loses at
+most the batch in flight, which the next run fetches again because it is still missing (or, for
+changed records, still inside the changed window of the last completed run). Setting
+`stop_event` stops taking work, lets in-flight requests finish (up to ``settings.grace``
+seconds), commits, and leaves the rest for the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+
+from met_harvester.client import FetchResult, MetClient
+from met_harvester.db import store
+from met_harvester.db.connection import utc_now
+from met_harvester.metrics import HarvesterMetrics
+from met_harvester.models import RecordError, parse_object
+from met_harvester.progress import ProgressReporter, format_eta
+from met_harvester.settings import HarvesterSettings
+
+log = logging.getLogger("met_harvester.sync")
+
+FLUSH_SECONDS = 2.0
+"""Longest time a fetched outcome waits before it is committed (matters at slow rates)."""
+CLEANUP_SECONDS = 5.0
+"""How long cancelled pipeline tasks get to end before they are cancelled again."""
+
+Outcome = store.FetchedRecord | store.MissingObject | store.FailedFetch | store.QuarantinedRecord
+
+
+def classify(result: FetchResult) -> Outcome:
+    """Turn a client result into what the writer stores (validated, quarantined, ...)."""
+    object_id = result.object_id
+    if result.kind == "missing":
+        return store.MissingObject(object_id, result.status or 404, result.error or result.body)
+    if result.kind != "ok":
+        return store.FailedFetch(object_id, result.status, result.error or "fetch failed")
+    data: Any = result.data
+    body = result.body
+    try:
+        if data is None:
+            if body is None:
+                raise RecordError("empty response")
+            data = json.loads(body)
+        record = parse_object(data, object_id)
+    except (RecordError, ValueError) as exc:
+        raw = body if body is not None else json.dumps(data, ensure_ascii=False)
+        reason = str(exc) if isinstance(exc, RecordError) else f"body is not JSON: {exc}"
+        log.warning("quarantined record: %s", reason, extra={"object_id": object_id})
+        return store.QuarantinedRecord(object_id, raw, reason, result.status)
+    if body is None:
+        body = json.dumps(data, ensure_ascii=False)
+    return store.FetchedRecord(record=record, data=data, body=body)
+
+
+class FetchPipeline:
+    """Fetches ids with one client and commits the outcomes in batches, counting into `counts`.
+
+    Args:
+        db: the one writer connection.
+        settings: concurrency, batch size, grace, rate ceiling.
+        client: an open `MetClient`.
+        counts: the run's counts (fetched, new, updated, ...), updated per committed batch.
+        run_id: the `sync_runs` row whose counts are kept current.
+        metrics: counters to update.
+        progress: where to report progress (task "records").
+        stop_event: set it to stop taking work; `stopping` then becomes True.
+    """
+
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        settings: HarvesterSettings,
+        client: MetClient,
+        *,
+        counts: dict[str, int],
+        run_id: int,
+        metrics: HarvesterMetrics | None = None,
+        progress: ProgressReporter | None = None,
+        stop_event: asyncio.Event | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.client = client
+        self.counts = counts
+        self.run_id = run_id
+        self.metrics = metrics
+        self.progress = progress
+        self.stop_event = stop_event
+        self.stopping = False
+        self._remaining = 0
+
+    async def fetch_all(self, todo: Sequence[int]) -> int:
+        """Fetch `todo` through the pipeline; returns how many outcomes were committed."""
+        settings = self.settings
+        workers_n = max(1, min(settings.concurrency, len(todo)))
+        ids_q: asyncio.Queue[int | None] = asyncio.Queue(maxsize=2 * workers_n)
+        out_q: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=2 * settings.batch_size)
+        self._remaining = len(todo)
+        if self.progress is not None:
+            self.progress.start("records", len(todo))
+
+        async def produce() -> None:
+            for object_id in todo:
+                await ids_q.put(object_id)
+            for _ in range(workers_n):
+                await ids_q.put(None)
+
+        async def work() -> None:
+            while not self.stopping:
+                object_id = await ids_q.get()
+                if object_id is None:
+                    return
+                result = await self.client.get_object(object_id)
+                await out_q.put(classify(result))
+
+        producer = asyncio.create_task(produce(), name="sync-producer")
+        workers = [asyncio.create_task(work(), name=f"sync-worker-{i}") for i in range(workers_n)]
+        writer = asyncio.create_task(self._write(out_q), name="sync-writer")
+        watcher = (
+            asyncio.create_task(self._watch_stop(producer, ids_q, workers, workers_n))
+            if self.stop_event is not None
+            else None
+        )
+        workers_done = asyncio.gather(*workers, return_exceptions=True)
+        first_to_end: set[asyncio.Future[Any]] = {writer, workers_done}
+        tasks = [t for t in (producer, writer, watcher, *workers) if t is not None]
+        try:
+            done, _ = await asyncio.wait(first_to_end, return_when=asyncio.FIRST_COMPLETED)
+            if writer in done:  # the writer only ends early by failing
+                writer.result()
+            for outcome in await workers_done:
+                if isinstance(outcome, BaseException) and not isinstance(
+                    outcome, asyncio.CancelledError
+                ):
+                    raise outcome
+            await out_q.put(None)
+            return await writer
+        finally:
+            await _cancel_all(tasks)
+
+    async def _watch_stop(
+        self,
+        producer: asyncio.Task[None],
+        ids_q: asyncio.Queue[int | None],
+        workers: list[asyncio.Task[None]],
+        workers_n: int,
+    ) -> None:
+        assert self.stop_event is not None
+        await self.stop_event.wait()
+        self.stopping = True
+        log.info("stopping: finishing requests in flight, then committing")
+        producer.cancel()
+        while not ids_q.empty():
+            ids_q.get_nowait()
+        for _ in range(workers_n):
+            ids_q.put_nowait(None)
+        _, pending = await asyncio.wait(workers, timeout=self.settings.grace)
+        for task in pending:
+            task.cancel()
+
+    async def _write(self, out_q: asyncio.Queue[Outcome | None]) -> int:
+        batch: list[Outcome] = []
+        written = 0
+        deadline: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                # asyncio.timeout, not wait_for: wait_for can lose a cancellation in 3.11
+                async with asyncio.timeout(timeout):
+                    item = await out_q.get()
+            except TimeoutError:  # the oldest outcome waited FLUSH_SECONDS: commit what we have
+                written += await self.commit_batch(batch)
+                batch, deadline = [], None
+                continue
+            if item is None:  # every worker is done
+                if batch:
+                    written += await self.commit_batch(batch)
+                return written
+            batch.append(item)
+            if deadline is None:
+                deadline = loop.time() + FLUSH_SECONDS
+            if len(batch) >= self.settings.batch_size:
+                written += await self.commit_batch(batch)
+                batch, deadline = [], None
+
+    async def commit_batch(self, batch: Sequence[Outcome]) -> int:
+        """Store one batch of outcomes in one transaction, with the run's counts and the rate."""
+        db = self.db
+        now = utc_now()
+        records = [o for o in batch if isinstance(o, store.FetchedRecord)]
+        missing = [o for o in batch if isinstance(o, store.MissingObject)]
+        failed = [o for o in batch if isinstance(o, store.FailedFetch)]
+        bad = [o for o in batch if isinstance(o, store.QuarantinedRecord)]
+        saved = await store.save_objects(db, records, now=now)
+        await store.save_missing(db, missing, now=now)
+        await store.save_failures(db, failed, now=now)
+        await store.save_quarantine(db, bad, now=now)
+        c = dict(self.counts)
+        c["fetched"] += len(batch)
+        c["new"] += saved.new
+        c["updated"] += saved.updated
+        c["unchanged"] += saved.unchanged
+        c["missing"] += len(missing)
+        c["failed"] += len(failed)
+        c["quarantined"] += len(bad)
+        await store.update_run_counts(db, self.run_id, c)
+        await save_rate(db, self.client, self.settings)
+        await db.commit()
+        self.counts.update(c)  # only once committed: the caller's dict stays true to the DB
+        self._remaining -= len(batch)
+        self._count_metrics(saved, records, failed, bad)
+        self._report_progress(len(batch))
+        for failure in failed:
+            log.warning(
+                "fetch failed (status %s): %s",
+                failure.status,
+                failure.error,
+                extra={"object_id": failure.object_id},
+            )
+        return len(batch)
+
+    def _count_metrics(
+        self,
+        saved: store.SaveCounts,
+        records: Sequence[store.FetchedRecord],
+        failed: Sequence[store.FailedFetch],
+        bad: Sequence[store.QuarantinedRecord],
+    ) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.objects_fetched.inc(len(records))
+        m.objects_new.inc(saved.new)
+        m.objects_updated.inc(saved.updated)
+        m.quarantined.inc(len(bad))
+        for failure in failed:
+            m.failures.labels(kind="fetch" if failure.status is None else str(failure.status)).inc()
+        m.queue_depth.labels(pool="api").set(max(0, self._remaining))
+
+    def _report_progress(self, n: int) -> None:
+        if self.progress is None:
+            return
+        self.progress.advance("records", n)
+        rate = self.client.limiter.current_rate
+        eta = self.client.eta_seconds(max(0, self._remaining))
+        self.progress.note("records", f"{rate:.3g} req/s, eta {format_eta(eta)}")
+
+
+async def save_rate(
+    db: aiosqlite.Connection, client: MetClient, settings: HarvesterSettings
+) -> None:
+    """Persist the client limiter's learned and current rate and the ceiling in
+    `harvester_state` (no commit), so the next run starts at the learned rate."""
+    limiter = client.limiter
+    if limiter.learned_rate is not None:
+        await store.set_state(db, store.RATE_KEYS["learned"], f"{limiter.learned_rate:.6g}")
+    await store.set_state(db, store.RATE_KEYS["current"], f"{limiter.current_rate:.6g}")
+    await store.set_state(db, store.RATE_KEYS["ceiling"], f"{settings.rate:.6g}")
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel what is still running and wait for it, boundedly: a task that lost its
+    cancellation (possible inside third-party code) must not hang the pass; it is cancelled
+    again and left behind."""
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+    for _ in range(3):
+        _, pending = await asyncio.wait(tasks, timeout=CLEANUP_SECONDS)
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+    log.warning("%d sync tasks did not stop when cancelled", len(pending))
