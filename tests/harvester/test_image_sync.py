@@ -30,8 +30,9 @@ from image_server import (
 )
 
 from met_harvester.db.connection import open_db
+from met_harvester.db.store import get_state_float
 from met_harvester.images.blobstore import BlobStore, hash_file
-from met_harvester.images.sync import image_status, sync_images
+from met_harvester.images.sync import LEARNED_RATE_KEY, image_status, sync_images
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.settings import HarvesterSettings
 from met_harvester.testing import FakeMetAPI
@@ -59,6 +60,15 @@ async def run(settings: HarvesterSettings, **kwargs: object):  # type: ignore[no
     db = await open_db(settings.data_dir)
     try:
         return await sync_images(db, settings, **kwargs)  # type: ignore[arg-type]
+    finally:
+        await db.close()
+
+
+async def image_learned_rate(data_dir: Path) -> float | None:
+    """The image pool's learned rate as persisted for the next run (None: never throttled)."""
+    db = await open_db(data_dir)
+    try:
+        return await get_state_float(db, LEARNED_RATE_KEY)
     finally:
         await db.close()
 
@@ -215,13 +225,8 @@ async def test_hostile_bodies_are_refused_and_never_stored(
     assert list(blob_files(tmp_path)) == [sha256(good)]
     assert list(BlobStore.for_data_dir(tmp_path).iter_temp_files()) == []
     # The HTML pages were firewall blocks: the image pool slowed down and kept what it learned.
-    db = await open_db(tmp_path)
-    async with db.execute(
-        "SELECT value FROM harvester_state WHERE key = 'image_learned_rate'"
-    ) as cur:
-        learned = await cur.fetchone()
-    await db.close()
-    assert learned is not None and float(learned[0]) < settings.image_rate
+    learned = await image_learned_rate(tmp_path)
+    assert learned is not None and learned < settings.image_rate
     # Failed images wait for their retry time: a second run asks for none of them.
     before = server.count()
     report2 = await run(settings)
@@ -637,10 +642,5 @@ async def test_image_pool_adapts_to_a_firewall_on_the_image_host(
     assert report.failed == 0 and report.stored == report.queued > 30
     assert {r["status"] for r in image_rows(tmp_path)} == {"ok"}
     assert_store_sound(tmp_path)
-    db = await open_db(tmp_path)
-    async with db.execute(
-        "SELECT value FROM harvester_state WHERE key = 'image_learned_rate'"
-    ) as cur:
-        learned = await cur.fetchone()
-    await db.close()
-    assert learned is not None and float(learned[0]) < 200.0
+    learned = await image_learned_rate(tmp_path)
+    assert learned is not None and learned < 200.0

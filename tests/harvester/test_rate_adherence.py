@@ -51,6 +51,32 @@ def settings_for(api: FakeMetAPI, tmp_path: Path, **overrides: Any) -> Harvester
     return HarvesterSettings(**values)
 
 
+class LoopStalls:
+    """Watches this event loop (client and server share it): the longest time a 5 ms sleep
+    overran. A stall of the process delays the server's arrival stamps by up to that much,
+    which can move requests sent at the end of one second into the next one."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            self.worst = max(self.worst, loop.time() - before - 0.005)
+
+    async def __aenter__(self) -> LoopStalls:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
 async def fetch_all(client: MetClient, ids: list[int]) -> list[Any]:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for object_id in ids:
@@ -72,16 +98,20 @@ async def test_rate_ceiling_and_throughput_measured_at_the_server(
     the server stamps a request when its (same-process) handler ends, so on a loaded machine a
     stall of the process bunches a few stamps together, which a sliding window anchored on the
     bunch would count as a burst. Sliding windows are checked exactly on a fake clock in
-    test_ratelimit.py (with up to 19 ms of jitter)."""
+    test_ratelimit.py (with up to 19 ms of jitter). The limiter tolerates 20 ms of such delay;
+    a longer stall of this process (a loaded machine) can move at most rate x (stall - 20 ms)
+    more requests into one window, so that much is allowed, and no more (none when no stall
+    exceeded 20 ms)."""
     rate = 40.0
     api = await fake_api_factory(n_objects=200)
-    async with MetClient(settings_for(api, tmp_path, rate=rate)) as client:
+    async with MetClient(settings_for(api, tmp_path, rate=rate)) as client, LoopStalls() as stalls:
         ids = (await client.list_object_ids())[:119]  # 3 s of work with the listing
         results = await fetch_all(client, ids)
     assert all(r.kind == "ok" for r in results)
     times = api_times(api)
     assert len(times) == 120
-    assert max_per_second(times) <= math.ceil(rate) + 1
+    shifted = math.ceil(rate * max(0.0, stalls.worst - 0.02))
+    assert max_per_second(times) <= math.ceil(rate) + 1 + shifted, f"stall {stalls.worst:.3f}s"
     steady = times[5:-5]  # leave out the start-up burst and the tail
     achieved = (len(steady) - 1) / (steady[-1] - steady[0])
     assert 0.97 * rate <= achieved <= rate * 1.01

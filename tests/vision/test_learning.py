@@ -19,14 +19,14 @@ from met_vision.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "tests" / "vision" / "conf"
-N_OBJECTS = 1200
+N_OBJECTS = 1500
 CACHE_SIZE = 96
 
 
 @pytest.fixture(scope="module")
 def learnable_mirror(mirror_factory: Callable[..., Path]) -> Path:
-    """A 1,200-object mirror with both label spaces' images prepared at 96 px."""
-    data_dir = mirror_factory(N_OBJECTS, 1, specials=False)
+    """A 1,500-object mirror with both label spaces' images prepared at 96 px."""
+    data_dir = mirror_factory(N_OBJECTS, 0, specials=False)
     for task in ("multiclass", "multilabel"):
         prepare(data_dir, CACHE_SIZE, LabelSpaceConfig(task=task))
     return data_dir

@@ -26,9 +26,10 @@ from met_harvester.db.store import get_state_float, set_state
 from met_harvester.db.store import retry_delay as store_retry_delay
 from met_harvester.images.blobstore import BlobStore
 from met_harvester.images.download import FetchOutcome, ImageFetcher, make_session
-from met_harvester.images.hosts import parse_allowlist
-from met_harvester.images.plan import plan_images
+from met_harvester.images.hosts import AllowedHost, parse_allowlist
+from met_harvester.images.plan import ImagePlan, plan_images
 from met_harvester.metrics import HarvesterMetrics
+from met_harvester.progress import ProgressReporter
 from met_harvester.ratelimit import AdaptiveRateLimiter
 from met_harvester.settings import HarvesterSettings
 
@@ -101,7 +102,7 @@ async def sync_images(
     *,
     metrics: HarvesterMetrics | None = None,
     object_ids: Sequence[int] | None = None,
-    progress: Any = None,
+    progress: ProgressReporter | None = None,
     stop_event: asyncio.Event | None = None,
 ) -> ImageSyncReport:
     """Download the images the stored public-domain objects need into the blob store.
@@ -158,11 +159,11 @@ async def _fetch_all(
     db: aiosqlite.Connection,
     settings: HarvesterSettings,
     store: BlobStore,
-    allowed: tuple[Any, ...],
-    plan: Any,
+    allowed: tuple[AllowedHost, ...],
+    plan: ImagePlan,
     report: ImageSyncReport,
     metrics: HarvesterMetrics | None,
-    progress: Any,
+    progress: ProgressReporter | None,
     stop_event: asyncio.Event | None,
 ) -> None:
     initial = await get_state_float(db, LEARNED_RATE_KEY)
@@ -232,7 +233,7 @@ async def _fetch_all(
 
 async def _feed(
     db: aiosqlite.Connection,
-    plan: Any,
+    plan: ImagePlan,
     work: asyncio.Queue[_Work | None],
     stop_event: asyncio.Event | None,
     metrics: HarvesterMetrics | None,
@@ -275,7 +276,7 @@ async def _write_results(
     results: asyncio.Queue[tuple[_Work, FetchOutcome] | None],
     report: ImageSyncReport,
     metrics: HarvesterMetrics | None,
-    progress: Any,
+    progress: ProgressReporter | None,
 ) -> None:
     batch: list[tuple[_Work, FetchOutcome]] = []
     last_flush = time.monotonic()
