@@ -25,9 +25,7 @@ FIT_OWN_PREFIXES = (
     "--name",
     "--test",
     "--fit",
-    "--early_stopping.",
-    "--checkpoint.",
-)
+)  # --early_stopping.* and --checkpoint.* are Lightning's own callbacks' options
 IGNORED = {"--help", "-h", "--version", "--print_config", "--config"}
 
 
@@ -72,6 +70,14 @@ def test_every_harvester_command_has_help(name: str) -> None:
             assert param.help, f"met-harvester {name} {param.opts[0]} has no help text"
 
 
+def _documented(option: str, docs: str) -> bool:
+    """`--model.lr` counts as documented as itself or as `lr` in a table of the model's options."""
+    if option in docs:
+        return True
+    group, _, name = option[2:].partition(".")
+    return group in ("model", "data") and f"`{name}`" in docs
+
+
 def _vision_options(module: str) -> list[str]:
     result = subprocess.run(
         [sys.executable, "-m", f"met_vision.{module}", "--help"],
@@ -90,7 +96,7 @@ def _vision_options(module: str) -> list[str]:
 def test_every_vision_command_has_help_and_documented_options(module: str) -> None:
     docs = _docs_text()
     assert f"met_vision.{module}" in docs, f"python -m met_vision.{module} is not documented"
-    missing = [o for o in _vision_options(module) if o not in docs]
+    missing = [o for o in _vision_options(module) if not _documented(o, docs)]
     assert not missing, f"met_vision.{module}: undocumented options {missing}"
 
 

@@ -233,8 +233,8 @@ def run_demo(
     objects: int = 2000,
     seed: int = 0,
     bias: float | None = 0.9,
-    size: int = 64,
-    max_epochs: int = 8,
+    size: int = 96,
+    max_epochs: int = 10,
     explain_n: int = 8,
     retrain: bool = False,
     rate: float = 200.0,
@@ -366,6 +366,9 @@ def run_demo(
             str(truth),
             "--out",
             str(explain_dir),
+            # test_resnet's last stage is 3x3 at 96 px: one stage earlier localises motifs.
+            "--target-layer",
+            "layer3",
         ],
         log,
     )
@@ -411,8 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--bias", type=float, default=0.9, help="planted Women→warm-tint rate; <0 for none"
     )
-    parser.add_argument("--size", type=int, default=64, help="image size for cache and training")
-    parser.add_argument("--max-epochs", type=int, default=8, help="training epochs")
+    parser.add_argument("--size", type=int, default=96, help="image size for cache and training")
+    parser.add_argument("--max-epochs", type=int, default=10, help="training epochs")
     parser.add_argument("--explain", type=int, default=8, help="test objects to explain")
     parser.add_argument("--rate", type=float, default=200.0, help="API and image requests/s")
     parser.add_argument(
