@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,17 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
-MAKE_MIRROR_SCRIPT = Path(__file__).resolve().parent / "data" / "make_mirror.py"
-
-
-def load_make_mirror() -> ModuleType:
-    """Import tests/vision/data/make_mirror.py (not a package) as a module."""
-    spec = importlib.util.spec_from_file_location("vision_make_mirror", MAKE_MIRROR_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from xai_support import load_make_mirror
 
 
 @pytest.fixture(scope="session")

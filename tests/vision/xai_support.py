@@ -3,7 +3,8 @@
 Each model is trained once per test session (the result is cached in this module, so test
 modules that import the fixtures share it) with the real stack: ``make_mirror`` writes a real
 SQLite mirror and JPEG blobs, ``met_vision.prepare`` caches them, and ``MetDataModule`` +
-``ClassificationTask`` train a tiny timm ResNet in a real Lightning loop.
+``ClassificationTask`` train a tiny timm ResNet in a real Lightning loop. ``load_make_mirror``
+(the fixture script as a module) is shared with ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
+MAKE_MIRROR_SCRIPT = HERE / "data" / "make_mirror.py"
 BACKBONE = "test_resnet"
 IMAGE_SIZE = 96
 # the audit and mitigation models need no fine CAMs: smaller inputs train faster
@@ -58,10 +61,9 @@ class TrainedModel:
         return [int(i) for i in part["object_id"]]
 
 
-def _make_mirror_module() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "vision_make_mirror", HERE / "data" / "make_mirror.py"
-    )
+def load_make_mirror() -> ModuleType:
+    """Import tests/vision/data/make_mirror.py (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location("vision_make_mirror", MAKE_MIRROR_SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -83,7 +85,7 @@ def make_data(
 
     data_dir = root / "data"
     if not (data_dir / "met.sqlite").exists():
-        _make_mirror_module().make_mirror(
+        load_make_mirror().make_mirror(
             data_dir, n_objects, seed, bias, specials=False, csv_only_rate=0.0
         )
         config = LabelSpaceConfig(task="multilabel")

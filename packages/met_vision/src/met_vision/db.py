@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -189,3 +190,17 @@ def load_records(
         frame, salt=split_salt, fractions=split_fractions, group_key=group_key
     )
     return frame.sort_values("object_id").reset_index(drop=True)
+
+
+def load_records_as_trained(
+    data_dir: Path | str, datamodule_hparams: Mapping[str, Any], *, check_blobs: bool = True
+) -> pd.DataFrame:
+    """`load_records` with the split settings (salt, fractions, group key) of a data module's
+    hyperparameters, so that the `split` column matches the one the model was trained on."""
+    return load_records(
+        data_dir,
+        check_blobs=check_blobs,
+        split_salt=datamodule_hparams.get("split_salt", "met"),
+        split_fractions=tuple(datamodule_hparams.get("split_fractions", (0.8, 0.1, 0.1))),
+        group_key=datamodule_hparams.get("group_key"),
+    )

@@ -261,18 +261,12 @@ def datamodule_train_weights(dm: Any) -> NDArray[np.float64]:
     Reads ``group_balance_by``, ``group_balance_attribute`` and ``gender_vocab`` from the data
     module's hyperparameters; the gender columns come read-only from the mirror.
     """
-    from met_vision.db import load_records
+    from met_vision.db import load_records_as_trained
 
     hp = dm.hparams
     frame = dm.frame
     train = frame[frame["split"] == "train"].reset_index(drop=True)
-    records = load_records(
-        dm.data_dir,
-        split_salt=hp.get("split_salt", "met"),
-        split_fractions=tuple(hp.get("split_fractions", (0.8, 0.1, 0.1))),
-        group_key=hp.get("group_key"),
-        check_blobs=False,
-    )
+    records = load_records_as_trained(dm.data_dir, hp, check_blobs=False)
     meta = records[["object_id", "tags", "artist_gender", "constituent_genders"]]
     merged = train.merge(meta, on="object_id", how="left", validate="one_to_one")
     merged["tags"] = [t if isinstance(t, list) else [] for t in merged["tags"]]

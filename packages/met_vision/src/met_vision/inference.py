@@ -205,7 +205,7 @@ def mirror_frame(loaded: LoadedModel, data_dir: str | Path) -> pd.DataFrame:
     Columns: object_id, path, split, target_names (list of label names), tags, artist_gender,
     constituent_genders, classification.
     """
-    from met_vision.db import load_records
+    from met_vision.db import load_records_as_trained
 
     dm = datamodule_for(loaded, data_dir)
     with warnings.catch_warnings():
@@ -221,14 +221,7 @@ def mirror_frame(loaded: LoadedModel, data_dir: str | Path) -> pd.DataFrame:
         return [names[int(i)] for i in target]
 
     frame["target_names"] = [to_names(t) for t in frame["target"]]
-    hp = dm.hparams
-    records = load_records(
-        data_dir,
-        split_salt=hp.get("split_salt", "met"),
-        split_fractions=tuple(hp.get("split_fractions", (0.8, 0.1, 0.1))),
-        group_key=hp.get("group_key"),
-        check_blobs=False,
-    )
+    records = load_records_as_trained(data_dir, dm.hparams, check_blobs=False)
     meta = records[["object_id", "tags", "artist_gender", "constituent_genders", "classification"]]
     return frame.drop(columns=["target"]).merge(meta, on="object_id", how="left")
 

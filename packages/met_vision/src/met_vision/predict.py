@@ -140,17 +140,11 @@ def mirror_inputs(
     Labelled objects are read from the prepared cache the model was trained on (when there is
     one); objects outside the label space (e.g. without tags) from the raw image store.
     """
-    from met_vision.db import load_records
+    from met_vision.db import load_records_as_trained
     from met_vision.inference import mirror_frame
 
     labelled = mirror_frame(loaded, data_dir)
-    hp = loaded.datamodule_hparams
-    records = load_records(
-        data_dir,
-        split_salt=hp.get("split_salt", "met"),
-        split_fractions=tuple(hp.get("split_fractions", (0.8, 0.1, 0.1))),
-        group_key=hp.get("group_key"),
-    )
+    records = load_records_as_trained(data_dir, loaded.datamodule_hparams)
     records = records[records["has_image"]]
     cached = dict(zip(labelled["object_id"].astype(int), labelled["path"], strict=True))
     frame = pd.DataFrame(
