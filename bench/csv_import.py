@@ -6,10 +6,10 @@ subprocess (so peak RSS is per size), then imported again (unchanged rows: the i
     .venv/bin/python bench/csv_import.py                       # 20k, 100k, 300k rows
     .venv/bin/python bench/csv_import.py --sizes 20000 100000  # other sizes
 
-Columns: rows/s is wall-clock; cpu main/writer is the CPU time of the parsing thread and of the
-SQLite writer thread; rows/cpu-s divides the rows by the process's whole user+sys CPU time (what
-one idle core would do with no overlap: steadier than wall time on a shared machine, and a rough
-lower bound for two idle cores); RSS is the child's peak resident set (ru_maxrss); the last
+Columns: rows/s is wall-clock; cpu main/writer is the CPU time of the parsing process and of the
+SQLite writer process; rows/cpu-s divides the rows by both processes' whole user+sys CPU time
+(what one idle core would do with no overlap: steadier than wall time on a shared machine); RSS
+is the peak resident set (ru_maxrss) of the parsing process and of the writer process; the last
 column compares rows/s with the smallest size.
 """
 
@@ -38,8 +38,9 @@ def child(path: str, data_dir: str, batch_size: int) -> None:
     report = import_csv(path, data_dir, batch_size=batch_size)
     wall = time.perf_counter() - began
     cpu1 = os.times()
-    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    cpu = sum(cpu1[:4]) - sum(cpu0[:4])  # user + sys of this process and the writer process
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    writer_rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(
         json.dumps(
             {
@@ -52,6 +53,7 @@ def child(path: str, data_dir: str, batch_size: int) -> None:
                 "cpu_main": report.cpu_main,
                 "cpu_writer": report.cpu_writer,
                 "rss_mib": rss_kib / 1024,
+                "writer_rss_mib": writer_rss_kib / 1024,
             }
         )
     )
@@ -97,14 +99,15 @@ def main() -> None:
     print(f"import-csv benchmark (batch {args.batch_size}, {os.cpu_count()} CPUs visible)")
     print(
         f"{'rows':>8} {'file MB':>8} {'import s':>9} {'rows/s':>8} {'cpu main/writer s':>18} "
-        f"{'rows/cpu-s':>10} {'RSS MiB':>8} {'re-import rows/s':>17} {'vs first':>9}"
+        f"{'rows/cpu-s':>10} {'RSS MiB main/writer':>19} {'re-import rows/s':>17} {'vs first':>9}"
     )
     for size, nbytes, first, again in results:
         rate = first["rows"] / first["wall"]
         print(
             f"{size:>8,} {nbytes / 1e6:>8.1f} {first['wall']:>9.2f} {rate:>8,.0f} "
             f"{first['cpu_main']:>8.2f}/{first['cpu_writer']:<9.2f} "
-            f"{first['rows'] / first['cpu']:>10,.0f} {first['rss_mib']:>8.1f} "
+            f"{first['rows'] / first['cpu']:>10,.0f} "
+            f"{first['rss_mib']:>10.1f}/{first['writer_rss_mib']:<8.1f} "
             f"{again['rows'] / again['wall']:>17,.0f} {rate / base_rate:>8.2f}x"
         )
 

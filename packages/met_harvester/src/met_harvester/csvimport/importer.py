@@ -1,7 +1,7 @@
 """Import the Met's Open Access CSV into `csv_objects`, seeding `tags`/`object_tags` (source 'csv').
 
 The file is streamed (constant memory) and written in batches, one transaction per batch, by a
-writer thread with its own sqlite3 connection (`writer.BatchWriter`) while the next batch is
+writer process with its own sqlite3 connection (`writer.WriterProcess`) while the next batch is
 parsed. A row whose content hash is unchanged is not touched, so re-importing the same file
 changes nothing; a changed row keeps its previous version in `csv_object_versions`
 and has its csv tags replaced. Each run is recorded in `csv_imports` with its counts and issues.
@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from met_harvester.csvimport.columns import RowTyper, raw_row_encoder, tags_json
+from met_harvester.csvimport.columns import raw_row_encoder, typing_picker
 from met_harvester.csvimport.reader import CsvIssue, DataRow, MetCsvReader
-from met_harvester.csvimport.writer import BatchWork, BatchWriter
+from met_harvester.csvimport.writer import BatchWork, WriterProcess
 from met_harvester.db.connection import connect_sync, utc_now
 
 log = logging.getLogger("met_harvester.csvimport")
@@ -71,7 +71,7 @@ class ImportReport:
     seconds: float = 0.0
     interrupted: bool = False
     cpu_main: float = 0.0  # CPU seconds of the parsing thread
-    cpu_writer: float = 0.0  # CPU seconds of the writer thread
+    cpu_writer: float = 0.0  # CPU seconds of the writer process
 
     def counts(self) -> dict[str, int | float | bool]:
         """The counts stored in `csv_imports.counts_json`."""
@@ -125,19 +125,15 @@ class _IdSet:
         return True
 
 
-@dataclass(slots=True)
-class _Pending:
-    object_id: int
-    raw_row: str
-    sha256: str
-    cells: list[str]
+_Pending = tuple[int, str, str, tuple[str, ...]]
+"""A checked row: object_id, raw_row, row_sha256 and its `TYPING_COLUMNS` cells."""
 
 
 class CsvImporter:
     """One import of one file into one database (see `import_csv`).
 
-    The main thread parses, checks and types rows and compares them with what is stored (through
-    `conn`); a `BatchWriter` thread writes each prepared batch in one transaction.
+    This process parses, checks and types rows and compares them with what is stored (through
+    `conn`); a `WriterProcess` writes each prepared batch in one transaction.
     """
 
     def __init__(
@@ -156,7 +152,7 @@ class CsvImporter:
         self.batch_size = batch_size
         self.progress = progress
         self.on_issue = on_issue
-        self.typer = RowTyper(reader.header)
+        self.pick = typing_picker(reader.header)
         self.encode_row = raw_row_encoder(reader.header)
         self.id_column = reader.header.index("Object ID")
         self.source_file = str(reader.path.resolve())
@@ -235,57 +231,26 @@ class CsvImporter:
                     skipped=False,
                 )
             )
-        return _Pending(object_id, raw_row, hashlib.sha256(encoded).hexdigest(), cells)
+        return object_id, raw_row, hashlib.sha256(encoded).hexdigest(), self.pick(cells)
 
     def _prepare(self, batch: Sequence[_Pending]) -> BatchWork:
-        """Compare a batch with the stored rows; type the new and changed ones."""
-        now = utc_now()
+        """Compare a batch with the stored rows; keep the new and changed ones (the writer
+        types them)."""
         marks = ",".join("?" * len(batch))
         existing = dict(
             self.conn.execute(
                 f"SELECT object_id, row_sha256 FROM csv_objects WHERE object_id IN ({marks})",
-                [item.object_id for item in batch],
+                [item[0] for item in batch],
             )
         )
-        work = BatchWork(now)
-        typer, source_file = self.typer, self.source_file
+        work = BatchWork(utc_now(), self.source_file)
         for item in batch:
-            old_sha = existing.get(item.object_id)
-            if old_sha == item.sha256:
-                self.report.unchanged += 1
-                continue
-            cells = item.cells
-            typed = typer.typed_values(cells)
-            tags = typer.tags(cells)
-            metadata_date = typer.metadata_date(cells)
-            work.links.extend((item.object_id, tag) for tag in tags)
+            old_sha = existing.get(item[0])
             if old_sha is None:
-                work.inserts.append(
-                    (
-                        item.object_id,
-                        item.raw_row,
-                        item.sha256,
-                        metadata_date,
-                        now,
-                        now,
-                        source_file,
-                        *typed,
-                        tags_json(tags),
-                    )
-                )
-            else:
-                work.updates.append(
-                    (
-                        item.raw_row,
-                        item.sha256,
-                        metadata_date,
-                        now,
-                        source_file,
-                        *typed,
-                        tags_json(tags),
-                        item.object_id,
-                    )
-                )
+                work.inserts.append(item)
+            elif old_sha != item[2]:
+                work.updates.append(item)
+        self.report.unchanged += len(batch) - len(work.inserts) - len(work.updates)
         return work
 
     # --- the run --------------------------------------------------------------------------
@@ -296,8 +261,7 @@ class CsvImporter:
             self._issue(issue)
         began = time.perf_counter()
         began_cpu = time.thread_time()
-        writer = BatchWriter(self.data_dir)
-        writer.start()
+        writer = WriterProcess(self.data_dir)  # started before the first batch is parsed
         batch: list[_Pending] = []
         try:
             try:
