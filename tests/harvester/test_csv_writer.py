@@ -25,7 +25,7 @@ from met_harvester.csvimport.columns import (
     type_cells,
     typing_picker,
 )
-from met_harvester.csvimport.writer import BatchWork, WriterProcess
+from met_harvester.csvimport.writer import _CHILD_CODE, BatchWork, WriterProcess
 from met_harvester.db.connection import connect_sync
 
 TRICKY = ['say "hi"', "back\\slash", "two\r\nlines", "tab\there", "\x01", "100%", "%s", ""]
@@ -109,9 +109,10 @@ def test_writer_process_error_reaches_the_parent_with_its_type(tmp_path: Path) -
 def test_a_message_cut_short_is_dropped_whole(tmp_path: Path) -> None:
     """The parent dies mid-message: the child writes the batches it fully received, no more."""
     connect_sync(tmp_path).close()
-    code = "from met_harvester.csvimport.writer import main; main()"
     child = subprocess.Popen(
-        [sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [sys.executable, "-c", _CHILD_CODE, str(tmp_path), "unused"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     assert child.stdin is not None and child.stdout is not None
     for work in (_work(range(1, 6)), _work(range(6, 11))):
@@ -127,9 +128,11 @@ def test_a_message_cut_short_is_dropped_whole(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_ctrl_c_keeps_committed_batches_and_leaves_no_writer_behind(tmp_path: Path) -> None:
+def start_import(tmp_path: Path, rows: int) -> tuple[subprocess.Popen[str], sqlite3.Connection]:
+    """`met-harvester import-csv` of a generated file in a process group of its own, returned
+    once its first batch is committed, with a connection to its database."""
     path = tmp_path / "MetObjects.csv"
-    write_met_csv(path, 60_000, seed=4)
+    write_met_csv(path, rows, seed=4)
     data = tmp_path / "data"
     proc = subprocess.Popen(
         [sys.executable, "-m", "met_harvester", "import-csv", str(path), "--data-dir", str(data)],
@@ -139,26 +142,65 @@ def test_ctrl_c_keeps_committed_batches_and_leaves_no_writer_behind(tmp_path: Pa
         start_new_session=True,  # a process group of its own, as a terminal's Ctrl-C hits
     )
     deadline = time.monotonic() + 60
-    conn = None
     while time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
         try:
-            conn = conn or sqlite3.connect(data / "met.sqlite", timeout=30)
+            conn = sqlite3.connect(data / "met.sqlite", timeout=30)
             if conn.execute("SELECT COUNT(*) FROM csv_objects").fetchone()[0] > 0:
-                break
+                return proc, conn
+            conn.close()
         except sqlite3.OperationalError:
             continue  # not created yet
+    proc.kill()
+    raise AssertionError("the import wrote nothing within 60 s")
+
+
+def writers_of(data: Path) -> list[str]:
+    return [cmd for cmd in command_lines() if "csvimport.writer" in cmd and str(data) in cmd]
+
+
+def test_ctrl_c_keeps_committed_batches_and_leaves_no_writer_behind(tmp_path: Path) -> None:
+    proc, conn = start_import(tmp_path, 60_000)
     os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr.strip().splitlines()[-1]
-    assert conn is not None
     count = conn.execute("SELECT COUNT(*) FROM csv_objects").fetchone()[0]
     assert 0 < count < 60_000 and count % 2000 == 0  # whole batches only
     counts = json.loads(conn.execute("SELECT counts_json FROM csv_imports").fetchone()[0])
     assert counts["interrupted"] is True and counts["inserted"] == count
-    assert not [cmd for cmd in command_lines() if "csvimport.writer" in cmd and str(data) in cmd]
+    assert not writers_of(tmp_path / "data")
     conn.close()
+
+
+def test_a_killed_parent_leaves_whole_batches_and_the_writer_exits(tmp_path: Path) -> None:
+    proc, conn = start_import(tmp_path, 60_000)
+    proc.kill()  # SIGKILL to the parent only: the writer sees end of file
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while writers_of(tmp_path / "data") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not writers_of(tmp_path / "data")
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    count = conn.execute("SELECT COUNT(*) FROM csv_objects").fetchone()[0]
+    assert 0 < count <= 60_000 and count % 2000 == 0
+    conn.close()
+    rerun = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "met_harvester",
+            "import-csv",
+            str(tmp_path / "MetObjects.csv"),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert f"inserted {60_000 - count}, updated 0, unchanged {count}" in rerun.stdout
 
 
 def command_lines() -> list[str]:

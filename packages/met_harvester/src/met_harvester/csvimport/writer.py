@@ -56,7 +56,10 @@ _UPSERT_TAG_SQL = (
     "wikidata_url = COALESCE(tags.wikidata_url, excluded.wikidata_url)"
 )
 _LENGTH = struct.Struct("<Q")
-_CHILD_CODE = "from met_harvester.csvimport.writer import main; main()"
+_CHILD_CODE = (
+    "import sys; sys.path.append(sys.argv[2]); "
+    "from met_harvester.csvimport.writer import main; main()"
+)
 
 
 NewRow = tuple[int, str, str, tuple[str, ...]]
@@ -180,16 +183,15 @@ class WriterProcess:
     """
 
     def __init__(self, data_dir: Path | str) -> None:
+        # The package's own folder goes last on the child's path: found even when the parent
+        # imported it from a source tree, never shadowing what the interpreter would import.
         package_root = str(Path(met_harvester.__file__).resolve().parents[1])
-        path = os.environ.get("PYTHONPATH")
-        env = os.environ | {"PYTHONPATH": package_root + (os.pathsep + path if path else "")}
         self.counts = WrittenCounts()
         self.cpu_seconds = 0.0  # CPU time of the child (for the benchmark)
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_CODE, str(data_dir)],
+            [sys.executable, "-c", _CHILD_CODE, str(data_dir), package_root],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
         )
         self._closed = False
 
@@ -263,12 +265,13 @@ def serve(data_dir: str, source: IO[bytes], sink: IO[bytes]) -> None:
             conn.close()
     except Exception as exc:  # handed to the parent, which raises it
         error = _picklable(exc)
-    pickle.dump(WriterResult(counts, time.process_time() - began, error), sink)
-    sink.flush()
+    with contextlib.suppress(BrokenPipeError):  # the parent is gone: nobody to tell
+        pickle.dump(WriterResult(counts, time.process_time() - began, error), sink)
+        sink.flush()
 
 
 def main() -> None:
-    """Entry point of the child: `python -c "<_CHILD_CODE>" DATA_DIR`."""
+    """Entry point of the child: `python -c "<_CHILD_CODE>" DATA_DIR PACKAGE_ROOT`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints cannot break the protocol
