@@ -7,8 +7,8 @@ in its own child process (so peak RSS is that run's own):
   validation, no fsync, no database);
 - baseline+fsync: the same loop plus an fsync of each file (the durability cost alone);
 - ours: `sync_images` with the same concurrency: allowlist check, streaming with sha256, byte
-  caps, Pillow validation (JPEG decoded at 1/8 scale), fsync + link into the blob store, one
-  SQLite row per image.
+  caps, Pillow identification + completeness check, fdatasync + link + folder fsync into the blob
+  store (committed in small groups), one SQLite row per image.
 
 Three sets: many small JPEGs (like primaryImageSmall), fewer large ones (like originals) and a
 few huge ones, to show throughput and that peak RSS does not grow with image size.

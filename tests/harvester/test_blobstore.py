@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from met_harvester.images.blobstore import BlobStore, hash_file
+from met_harvester.images.blobstore import BlobStore, PendingBlob, hash_file
 
 
 def put(store: BlobStore, data: bytes) -> tuple[str, bool]:
@@ -92,3 +92,25 @@ def test_stale_temp_files_are_those_of_dead_writers(tmp_path: Path) -> None:
     os.utime(mine, (old, old))
     assert mine in [t.path for t in store.stale_temp_files()]  # idle for hours: stale too
     assert store.remove_stale_temp_files() == 3 and list(store.iter_temp_files()) == []
+
+
+def test_a_group_commit_stores_each_blob_or_says_why_not(tmp_path: Path) -> None:
+    store = BlobStore.for_data_dir(tmp_path)
+    _, _ = put(store, b"already here")
+    blobs = []
+    for data, claimed in [(b"first", 5), (b"already here", 12), (b"short", 6), (b"second", 6)]:
+        temp = store.new_temp()
+        temp.write_bytes(data)
+        fd = os.open(temp, os.O_RDONLY)
+        blobs.append(PendingBlob(temp, fd, hashlib.sha256(data).hexdigest(), claimed))
+    results = store.commit_group(blobs)
+    assert results[:2] == [True, False] and results[3] is True
+    assert isinstance(results[2], ValueError) and not store.has(blobs[2].sha256)
+    for blob in (blobs[0], blobs[3]):
+        path = store.path_for(blob.sha256)
+        assert hash_file(path) == (blob.sha256, blob.size)
+        assert not stat.S_IMODE(path.stat().st_mode) & 0o222
+    assert list(store.iter_temp_files()) == []  # every temp name is gone, stored or not
+    for blob in blobs:  # and every descriptor closed
+        with pytest.raises(OSError):
+            os.fstat(blob.fd)

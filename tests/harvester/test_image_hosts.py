@@ -9,7 +9,6 @@ import socket
 import pytest
 from harvester_support import MET_SAMPLES
 
-from met_harvester.images.download import GuardedResolver
 from met_harvester.images.hosts import (
     AllowedHost,
     UrlRefused,
@@ -18,6 +17,7 @@ from met_harvester.images.hosts import (
     is_loopback_host,
     parse_allowlist,
 )
+from met_harvester.images.session import GuardedResolver
 
 MET = parse_allowlist(["images.metmuseum.org"])
 LOCAL = parse_allowlist(["127.0.0.1:8080", "localhost:9000"])

@@ -3,8 +3,10 @@
 A blob is written once and never modified. A download streams into a temp file
 `images/.incoming/.tmp-<pid>-<random>` (same file system), hashed as the bytes arrive; when it
 is complete and valid, its size and hash are checked, it is fsynced, hard-linked to its final
-name (atomic, and never replaces an existing blob, so identical bytes are stored once), the temp
-name is dropped and the blob's folder is fsynced. The final folder depends on the hash, which is
+name (atomic, and never replaces an existing blob, so identical bytes are stored once) and the
+blob's folder is fsynced (and the parent of a folder made for it); then the temp name is
+dropped. `commit_group` does this for several blobs at once, in that order for every blob, with
+each distinct folder fsynced once per group. The final folder depends on the hash, which is
 known only after the last byte, hence the one incoming folder instead of a temp file next to the
 blob; a link (or rename) inside one file system is just as atomic. Readers never see a partial
 blob: they only look at 64-hex names. Temp files of dead processes are removed by the next sync
@@ -21,7 +23,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,8 @@ TEMP_PREFIX = ".tmp-"
 HASH_CHUNK = 1 << 20
 _TEMP_TAG = secrets.token_hex(4)  # with the pid and a counter: unique temp names, no syscall
 _temp_counter = itertools.count()
+# Starts writeback without waiting (pages still dirty or under writeback stay cached); Linux.
+_start_writeback = getattr(os, "posix_fadvise", None)
 
 
 def fsync_dir(path: Path) -> None:
@@ -55,6 +59,27 @@ def hash_file(path: Path) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
+class PendingBlob:
+    """A complete, validated temp file waiting to become blob `sha256`; `fd` is open on it and
+    is closed by the commit."""
+
+    temp: Path
+    fd: int
+    sha256: str
+    size: int
+
+
+def _seal(blob: PendingBlob) -> None:
+    """Check a temp file's size, make it read-only and fsync its bytes."""
+    st = os.fstat(blob.fd)
+    if st.st_size != blob.size:
+        raise ValueError(f"temp file has {st.st_size} bytes, expected {blob.size}")
+    if st.st_mode & 0o222:
+        os.fchmod(blob.fd, 0o444)  # blobs are never modified: read-only from the start
+    os.fdatasync(blob.fd)  # the bytes (and size) on disk before the name appears
+
+
+@dataclass(frozen=True)
 class TempFile:
     """A temp file being written; `pid` is the writer's process id."""
 
@@ -70,6 +95,7 @@ class BlobStore:
         self.incoming = self.root / INCOMING
         self.corrupt_dir = self.root / CORRUPT
         self._incoming_ready = False
+        self._folders: set[str] = set()  # blob folders ("abcd" for ab/cd) known to exist
 
     @classmethod
     def for_data_dir(cls, data_dir: Path | str) -> BlobStore:
@@ -102,34 +128,80 @@ class BlobStore:
     def commit(self, temp: Path, sha256: str, size: int) -> bool:
         """Make a complete temp file the blob `sha256`; the temp name is gone afterwards.
 
-        Checks the size, fsyncs the file, links it to its final name without ever replacing an
-        existing blob, and fsyncs the folder. Returns True if a new blob was stored, False if an
-        identical one was already there (dedupe). An existing blob of the wrong size is corrupt:
-        it is moved aside to `.corrupt/` and replaced.
+        A group of one (see `commit_group`). Returns True if a new blob was stored, False if an
+        identical one was already there (dedupe).
 
         Raises:
             ValueError: if the temp file's size is not `size`.
+            OSError: if it could not be made durable.
         """
-        final = self.path_for(sha256)
         try:
             fd = os.open(temp, os.O_RDONLY)
-            try:
-                actual = os.fstat(fd).st_size
-                if actual != size:
-                    raise ValueError(f"temp file has {actual} bytes, expected {size}")
-                os.fchmod(fd, 0o444)  # blobs are never modified: read-only from the start
-                os.fdatasync(fd)  # the bytes (and size) on disk before the name appears
-            finally:
-                os.close(fd)
-            stored = self._link_once(temp, final, size)
-            if stored:
-                fsync_dir(final.parent)
-            return stored
-        finally:
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
+            raise
+        (result,) = self.commit_group([PendingBlob(temp, fd, sha256, size)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    def _link_once(self, temp: Path, final: Path, size: int) -> bool:
+    def commit_group(self, blobs: Sequence[PendingBlob]) -> list[bool | Exception]:
+        """Commit complete temp files as blobs, durably, sharing the fsyncs of one group.
+
+        For every blob, in this order: its size is checked and its bytes are fsynced; its final
+        name is linked (never replacing an existing blob; an existing one of the wrong size is
+        corrupt and moved aside to `.corrupt/`); its folder is fsynced (each distinct folder
+        once per group, and the parent of a folder created here too). Writeback of the whole
+        group is started first, so the fsyncs wait for the disk together, not one after another.
+        Every temp name is removed and every fd closed afterwards, whatever happened.
+
+        Returns:
+            Per blob: True (new blob stored), False (identical blob already there), or the
+            exception that kept it out (ValueError for a wrong size, OSError).
+        """
+        results: list[bool | Exception] = [False] * len(blobs)
+        try:
+            if _start_writeback is not None:
+                for blob in blobs:
+                    with contextlib.suppress(OSError):  # only a hint; fdatasync below is the proof
+                        _start_writeback(blob.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            for i, blob in enumerate(blobs):
+                try:
+                    _seal(blob)
+                except (OSError, ValueError) as exc:
+                    results[i] = exc
+            created: list[Path] = []  # folders made here: their own names need an fsync too
+            to_sync: dict[Path, list[int]] = {}  # folder -> blobs newly linked into it
+            for i, blob in enumerate(blobs):
+                if isinstance(results[i], Exception):
+                    continue
+                try:
+                    final = self.path_for(blob.sha256)
+                    if self._link_once(blob.temp, final, blob.size, created):
+                        results[i] = True
+                        to_sync.setdefault(final.parent, []).append(i)
+                except (OSError, ValueError) as exc:
+                    results[i] = exc
+            for folder in reversed(created):  # a new folder's name lives in its parent
+                to_sync.setdefault(folder.parent, []).extend(to_sync.get(folder, []))
+            for folder, members in to_sync.items():
+                try:
+                    fsync_dir(folder)
+                except OSError as exc:
+                    for i in members:
+                        results[i] = exc
+        finally:
+            for blob in blobs:
+                with contextlib.suppress(OSError):
+                    os.close(blob.fd)
+                with contextlib.suppress(FileNotFoundError):
+                    blob.temp.unlink()
+        return results
+
+    def _link_once(self, temp: Path, final: Path, size: int, created: list[Path]) -> bool:
+        if final.name[:4] not in self._folders:  # not known to exist: make it first
+            self._make_folder(final.parent, created)
         for _ in range(3):
             try:
                 os.link(temp, final)
@@ -137,7 +209,7 @@ class BlobStore:
             except FileNotFoundError:
                 if not temp.exists():
                     raise
-                final.parent.mkdir(parents=True, exist_ok=True)  # first blob of this folder
+                self._make_folder(final.parent, created)  # first blob of this folder
                 continue
             except FileExistsError:
                 try:
@@ -155,6 +227,16 @@ class BlobStore:
                 os.rename(temp, final)
                 return True
         raise OSError(f"could not store blob {final.name}: it keeps changing")
+
+    def _make_folder(self, folder: Path, created: list[Path]) -> None:
+        """Create a blob folder (and its top folder), noting each one this call created."""
+        for path in (folder.parent, folder):
+            try:
+                path.mkdir()
+                created.append(path)
+            except FileExistsError:
+                pass
+        self._folders.add(folder.parent.name + folder.name)
 
     def move_aside(self, sha256: str) -> Path | None:
         """Move a (corrupt) blob out of the store into `.corrupt/`; returns its new path."""

@@ -1,5 +1,5 @@
 """Fetching one image: allowlist check, manual redirects, streaming to a temp file while hashing,
-validation, then the atomic commit into the blob store.
+validation, then the atomic commit into the blob store (in a group, see `images.commit`).
 
 Retry policy as data: 403/429 and HTML pages where an image was expected are firewall blocks
 (the limiter pauses and cuts its rate), 5xx, timeouts, dropped connections and short bodies are
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
-import socket
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import yarl
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -34,8 +32,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from met_harvester.images.blobstore import BlobStore
-from met_harvester.images.hosts import AllowedHost, UrlRefused, check_url, classify_ip
+from met_harvester.images.blobstore import BlobStore, PendingBlob
+from met_harvester.images.commit import GroupCommitter
+from met_harvester.images.hosts import AllowedHost, UrlRefused, check_url
 from met_harvester.images.validate import ImageInfo, InvalidImage, looks_like_markup, validate_image
 from met_harvester.retry import parse_retry_after
 
@@ -49,6 +48,7 @@ log = logging.getLogger("met_harvester.images.download")
 MAX_REDIRECTS = 5
 CHUNK_SIZE = 1 << 18
 OFFLOAD_AFTER = 1 << 20  # bytes of a body handled on the event loop before moving to a thread
+HASH_BATCH = 1 << 19  # bytes per hand-off to a worker thread after that
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 OutcomeKind = Literal["stored", "deduplicated", "not_modified", "failed", "refused"]
 
@@ -69,14 +69,6 @@ class FetchOutcome:
     permanent: bool = False
 
 
-def _hash_and_write(digest: Any, fd: int, chunk: bytes) -> None:
-    """Feed a chunk to the running hash and append it to the temp file."""
-    digest.update(chunk)
-    view = memoryview(chunk)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class TransientFetchError(Exception):
     """Worth retrying: a block, a 5xx, a timeout, a dropped or short body."""
 
@@ -95,76 +87,133 @@ class PermanentFetchError(Exception):
         self.status = status
 
 
-class GuardedResolver(AbstractResolver):
-    """DNS that refuses non-public answers for non-loopback hosts (DNS rebinding guard).
+@dataclass(frozen=True)
+class _Body:
+    """A body received and validated, waiting in its temp file for the commit."""
 
-    An allowed host name must not resolve to a private, loopback or link-local address unless
-    the allowlist entry itself is a loopback one. IP literals never reach a resolver.
+    url: str
+    blob: PendingBlob
+    info: ImageInfo
+    etag: str | None
+    last_modified: str | None
+
+
+def discard(temp: Path, fd: int) -> None:
+    """Close and remove a temp file that will not become a blob."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        temp.unlink()
+
+
+def _hash_and_write(digest: Any, fd: int, chunks: list[bytes]) -> None:
+    """Feed chunks to the running hash and append them to the temp file."""
+    for chunk in chunks:
+        digest.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+async def receive_body(
+    resp: aiohttp.ClientResponse,
+    store: BlobStore,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    executor: Executor | None,
+) -> tuple[PendingBlob, ImageInfo]:
+    """Stream a 200 response's body into a new temp file of `store`, hashing it as it arrives,
+    then check it is complete and a sane image. Returns the temp file, still open, for
+    `BlobStore.commit_group` (or `discard`), and what Pillow found.
+
+    The first `OFFLOAD_AFTER` bytes are hashed and written on the event loop (a small image
+    never leaves it); after that, chunks are gathered into batches of `HASH_BATCH` bytes that a
+    worker thread hashes and writes (hashlib and write release the GIL) while the loop receives
+    the next batch: memory stays at two batches per download, whatever the image size.
+
+    Raises:
+        PermanentFetchError: markup, over `max_bytes`, empty or not a whole, sane image.
+        TransientFetchError: fewer bytes than the Content-Length (truncated).
     """
-
-    def __init__(
-        self, allowed: tuple[AllowedHost, ...], inner: AbstractResolver | None = None
-    ) -> None:
-        self._allowed = allowed
-        self._inner = inner if inner is not None else DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """Resolve `host`, dropping non-public addresses unless the host is a loopback entry."""
-        results = await self._inner.resolve(host, port, family)
-        if any(a.host == host.lower() and a.loopback for a in self._allowed):
-            return results
-        public = [r for r in results if classify_ip(r["host"]) is None]
-        if not public:
-            raise OSError(f"image host {host} resolves only to non-public addresses")
-        return public
-
-    async def close(self) -> None:
-        """Close the inner resolver."""
-        await self._inner.close()
-
-
-def make_session(
-    settings: HarvesterSettings, allowed: tuple[AllowedHost, ...]
-) -> aiohttp.ClientSession:
-    """The one session of the image pool: its own connector, guarded DNS, no auto-redirects."""
-    connector = aiohttp.TCPConnector(
-        limit=settings.image_concurrency,
-        limit_per_host=settings.image_concurrency,
-        resolver=GuardedResolver(allowed),
-        ttl_dns_cache=300,
-    )
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=settings.timeout, sock_read=settings.timeout
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        # identity: bodies are stored byte for byte, never a gzip of them (no auto-decompress)
-        headers={
-            "User-Agent": settings.user_agent,
-            "Accept": "image/*",
-            "Accept-Encoding": "identity",
-        },
-        auto_decompress=False,
-        trust_env=False,
-    )
+    length = resp.content_length
+    temp = store.new_temp()
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
+    try:
+        fd = os.open(temp, flags, 0o444)  # read-only once closed, as the blob will be
+    except FileNotFoundError:  # the incoming folder was removed under us: make it again
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temp, flags, 0o444)
+    loop = asyncio.get_running_loop()
+    hashing: asyncio.Future[None] | None = None  # the batch a worker thread is on
+    try:
+        digest = hashlib.sha256()
+        size = 0
+        batch: list[bytes] = []
+        batched = 0
+        async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
+            if size == 0 and looks_like_markup(chunk[:64]):
+                raise PermanentFetchError("not an image: body is HTML/XML/JSON", resp.status)
+            size += len(chunk)
+            if size > max_bytes:
+                raise PermanentFetchError(
+                    f"too large: body exceeds --max-image-bytes {max_bytes}", resp.status
+                )
+            if size <= OFFLOAD_AFTER:
+                _hash_and_write(digest, fd, [chunk])
+                continue
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= HASH_BATCH:
+                if hashing is not None:
+                    await hashing
+                hashing = loop.run_in_executor(executor, _hash_and_write, digest, fd, batch)
+                batch, batched = [], 0
+        if hashing is not None:
+            await hashing
+            hashing = None
+        _hash_and_write(digest, fd, batch)
+        if length is not None and size != length:
+            raise TransientFetchError(f"truncated download: {size} of {length} bytes", resp.status)
+        if size == 0:
+            raise PermanentFetchError("empty body", resp.status)
+        blob = PendingBlob(temp, fd, digest.hexdigest(), size)
+        try:
+            if size <= OFFLOAD_AFTER:
+                info = validate_image(fd, max_pixels=max_pixels)
+            else:
+                info = await loop.run_in_executor(
+                    executor, functools.partial(validate_image, fd, max_pixels=max_pixels)
+                )
+        except InvalidImage as exc:
+            raise PermanentFetchError(str(exc), resp.status) from None
+    except BaseException:
+        if hashing is not None:  # never close the fd under a thread still writing to it
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(hashing)
+        discard(temp, fd)
+        raise
+    return blob, info
 
 
 class ImageFetcher:
     """Fetches image URLs into a blob store through one limiter and one session.
 
+    At most `settings.image_concurrency` fetches download at once (the pool's slots); a fetch
+    leaves its slot once the body is on disk and validated, and then waits for the group commit
+    of its blob, so callers may run more fetches than slots to keep downloading meanwhile.
+
     Args:
-        settings: image options (hosts, caps, attempts, timeout).
+        settings: image options (hosts, caps, attempts, timeout, concurrency).
         store: where blobs go.
-        session: from `make_session`.
+        session: from `images.session.make_session`.
         limiter: the image pool's adaptive limiter.
         metrics: optional counters.
-        executor: threads for validation and the fsync'ing commit (None: asyncio's default);
-            give it one thread per concurrent download so fsyncs overlap.
+        executor: threads for hashing large bodies and for the group commits (None: asyncio's
+            default).
 
     Back-off between attempts: `settings.retry_wait` doubling up to `settings.retry_wait_max`.
+    Call `aclose` when done, so that no blob is left waiting for its group.
     """
 
     def __init__(
@@ -185,37 +234,77 @@ class ImageFetcher:
         self.limiter = limiter
         self.allowed = allowed
         self.metrics = metrics
-
-    async def fetch(
-        self, url: str, *, etag: str | None = None, last_modified: str | None = None
-    ) -> FetchOutcome:
-        """Fetch one image; never raises for HTTP or content trouble (see `FetchOutcome`)."""
-        try:
-            target = check_url(url, self.allowed)
-        except UrlRefused as exc:
-            return FetchOutcome("refused", url, error=exc.reason, permanent=True)
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.max_attempts),
+        self.committer = GroupCommitter(
+            store, executor=executor, max_group=settings.image_concurrency
+        )
+        self._slots = asyncio.Semaphore(settings.image_concurrency)
+        self._retrying = AsyncRetrying(  # copied per fetch: the policy is built once
+            stop=stop_after_attempt(settings.max_attempts),
             wait=wait_exponential_jitter(
-                multiplier=self.settings.retry_wait,
-                jitter=self.settings.retry_wait,
-                max=self.settings.retry_wait_max,
+                multiplier=settings.retry_wait,
+                jitter=settings.retry_wait,
+                max=settings.retry_wait_max,
             ),
             retry=retry_if_exception_type(TransientFetchError),
             before_sleep=self._count_retry,
             reraise=True,
         )
+
+    async def aclose(self) -> None:
+        """Commit the blobs still waiting for their group."""
+        await self.committer.aclose()
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        stop_event: asyncio.Event | None = None,
+    ) -> FetchOutcome | None:
+        """Fetch one image; never raises for HTTP or content trouble (see `FetchOutcome`).
+
+        Returns None, having sent nothing, if `stop_event` is set by the time a slot is free.
+
+        Raises:
+            OSError, ValueError: a local failure to store the blob (disk full, ...).
+        """
         try:
-            async for attempt in retrying:
+            target = check_url(url, self.allowed)
+        except UrlRefused as exc:
+            return FetchOutcome("refused", url, error=exc.reason, permanent=True)
+        got: FetchOutcome | _Body | None = None
+        try:
+            async for attempt in self._retrying.copy():
                 with attempt:
-                    return await self._attempt(target, etag, last_modified)
+                    async with self._slots:
+                        first = attempt.retry_state.attempt_number == 1
+                        if first and stop_event is not None and stop_event.is_set():
+                            return None  # not started yet: leave it for the next run
+                        got = await self._attempt(target, etag, last_modified)
         except UrlRefused as exc:
             return FetchOutcome("refused", url, error=exc.reason, permanent=True)
         except TransientFetchError as exc:
             return FetchOutcome("failed", url, status=exc.status, error=exc.reason)
         except PermanentFetchError as exc:
             return FetchOutcome("failed", url, status=exc.status, error=exc.reason, permanent=True)
-        raise AssertionError("unreachable")  # pragma: no cover
+        except BaseException:  # cancelled after the body was received: drop its temp file
+            if isinstance(got, _Body):
+                discard(got.blob.temp, got.blob.fd)
+            raise
+        if not isinstance(got, _Body):
+            return got
+        stored = await self.committer.commit(got.blob)  # the committer owns the temp file now
+        return FetchOutcome(
+            "stored" if stored else "deduplicated",
+            got.url,
+            status=200,
+            sha256=got.blob.sha256,
+            size=got.blob.size,
+            info=got.info,
+            etag=got.etag,
+            last_modified=got.last_modified,
+        )
 
     def _count_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -229,7 +318,7 @@ class ImageFetcher:
 
     async def _attempt(
         self, target: yarl.URL, etag: str | None, last_modified: str | None
-    ) -> FetchOutcome:
+    ) -> FetchOutcome | _Body:
         headers: dict[str, str] = {}
         if etag:
             headers["If-None-Match"] = etag
@@ -275,7 +364,7 @@ class ImageFetcher:
 
     async def _handle(
         self, url: yarl.URL, resp: aiohttp.ClientResponse, *, conditional: bool
-    ) -> FetchOutcome:
+    ) -> FetchOutcome | _Body:
         status = resp.status
         if status == 304 and conditional:
             self.limiter.on_success()
@@ -307,73 +396,18 @@ class ImageFetcher:
             raise PermanentFetchError(
                 f"too large: Content-Length {length} exceeds --max-image-bytes {limit}", status
             )
-        outcome = await self._stream(url, resp, length)
+        blob, info = await receive_body(
+            resp,
+            self.store,
+            max_bytes=limit,
+            max_pixels=self.settings.max_image_pixels,
+            executor=self.executor,
+        )
         self.limiter.on_success()
-        return outcome
-
-    def _validate_and_commit(self, temp: Path, sha256: str, size: int) -> tuple[ImageInfo, bool]:
-        """In a worker thread: validate the complete temp file, then commit it as a blob."""
-        info = validate_image(temp, max_pixels=self.settings.max_image_pixels)
-        return info, self.store.commit(temp, sha256, size)
-
-    async def _stream(
-        self, url: yarl.URL, resp: aiohttp.ClientResponse, length: int | None
-    ) -> FetchOutcome:
-        limit = self.settings.max_image_bytes
-        temp = self.store.new_temp()
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileNotFoundError:  # the incoming folder was removed under us: make it again
-            temp.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        committed = False
-        loop = asyncio.get_running_loop()
-        try:
-            digest = hashlib.sha256()
-            size = 0
-            async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
-                if size == 0 and looks_like_markup(chunk[:64]):
-                    raise PermanentFetchError("not an image: body is HTML/XML/JSON", resp.status)
-                size += len(chunk)
-                if size > limit:
-                    raise PermanentFetchError(
-                        f"too large: body exceeds --max-image-bytes {limit}", resp.status
-                    )
-                if size > OFFLOAD_AFTER:
-                    # Large bodies: hash and write in a worker thread (both release the GIL), so
-                    # the event loop keeps receiving this and the other downloads meanwhile.
-                    await loop.run_in_executor(self.executor, _hash_and_write, digest, fd, chunk)
-                else:
-                    _hash_and_write(digest, fd, chunk)
-            os.close(fd)
-            fd = -1
-            if length is not None and size != length:
-                raise TransientFetchError(
-                    f"truncated download: {size} of {length} bytes", resp.status
-                )
-            if size == 0:
-                raise PermanentFetchError("empty body", resp.status)
-            sha256 = digest.hexdigest()
-            try:
-                info, stored = await loop.run_in_executor(
-                    self.executor, self._validate_and_commit, temp, sha256, size
-                )
-            except InvalidImage as exc:
-                raise PermanentFetchError(str(exc), resp.status) from None
-            committed = True  # commit() has removed the temp name
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            if not committed:
-                with contextlib.suppress(FileNotFoundError):
-                    temp.unlink()
-        return FetchOutcome(
-            "stored" if stored else "deduplicated",
+        return _Body(
             str(url),
-            status=resp.status,
-            sha256=sha256,
-            size=size,
-            info=info,
+            blob,
+            info,
             etag=resp.headers.get("ETag"),
             last_modified=resp.headers.get("Last-Modified"),
         )

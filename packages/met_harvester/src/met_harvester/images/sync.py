@@ -2,9 +2,12 @@
 
 `sync_images` runs after the metadata pass (or on its own). Its pool has its own adaptive limiter
 (`--image-rate`, learned rate kept in `harvester_state` under `image_learned_rate`), its own
-session and `--image-concurrency` workers. Outcomes are written by one writer in batches; a
-SIGKILL at any moment loses at most the uncommitted batch, whose rows stay `pending` (or keep
-their previous state) and are redone by the next run. Blobs are visible only once complete.
+session and `--image-concurrency` download slots. A download leaves its slot once its body is
+validated; blobs are then made durable in small groups (`images.commit`), and only after that is
+an outcome handed to the one writer, which records outcomes in batches. A SIGKILL at any moment
+loses at most the uncommitted batch, whose rows stay `pending` (or keep their previous state)
+and are redone by the next run (a blob already stored is then found and deduplicated). Blobs
+are visible only once complete.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from met_harvester.db.connection import iso_utc
 from met_harvester.db.store import get_state_float, set_state
 from met_harvester.db.store import retry_delay as store_retry_delay
 from met_harvester.images.blobstore import BlobStore
-from met_harvester.images.download import FetchOutcome, ImageFetcher, make_session
+from met_harvester.images.download import FetchOutcome, ImageFetcher
 from met_harvester.images.hosts import AllowedHost, parse_allowlist
 from met_harvester.images.plan import ImagePlan, plan_images
+from met_harvester.images.session import make_session
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.progress import ProgressReporter
 from met_harvester.ratelimit import AdaptiveRateLimiter
@@ -38,6 +42,7 @@ log = logging.getLogger("met_harvester.images.sync")
 LEARNED_RATE_KEY = "image_learned_rate"
 _FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
 WRITE_BATCH = 64
+WORKERS_PER_SLOT = int(__import__("os").environ.get("WPS", "4"))
 WRITE_INTERVAL = 1.0
 LOAD_BATCH = 256
 DAY_S = 86400.0
@@ -199,6 +204,7 @@ async def _fetch_all(
                         item.url,
                         etag=item.etag if item.conditional else None,
                         last_modified=item.last_modified if item.conditional else None,
+                        stop_event=stop_event,
                     )
                 except OSError as exc:
                     if exc.errno in _FATAL_ERRNOS:
@@ -208,10 +214,15 @@ async def _fetch_all(
                 except Exception as exc:  # a bug must not end the whole pass
                     log.exception("image fetch failed", extra={"object_id": item.object_id})
                     outcome = FetchOutcome("failed", item.url, error=f"internal error: {exc!r}")
-                await results.put((item, outcome))
+                if outcome is not None:
+                    await results.put((item, outcome))
 
         writer = asyncio.create_task(_write_results(db, results, report, metrics, progress))
-        workers = [asyncio.create_task(worker()) for _ in range(settings.image_concurrency)]
+        # More workers than download slots: those waiting for a group commit hold no slot.
+        workers = [
+            asyncio.create_task(worker())
+            for _ in range(WORKERS_PER_SLOT * settings.image_concurrency)
+        ]
         try:
             await _feed(db, plan, work, stop_event, metrics)
             for _ in workers:
@@ -223,6 +234,7 @@ async def _fetch_all(
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            await fetcher.aclose()
             await results.put(None)
             await writer
             executor.shutdown(wait=True)

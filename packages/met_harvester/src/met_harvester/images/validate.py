@@ -18,12 +18,23 @@ decompression-bomb guard (an error above 2 x `Image.MAX_IMAGE_PIXELS`) still app
 from __future__ import annotations
 
 import mmap
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from PIL import Image, UnidentifiedImageError
+from PIL import (  # the plugins of ALLOWED_FORMATS, so that Pillow never loads all the others
+    GifImagePlugin,
+    Image,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF")
+_PLUGINS = (JpegImagePlugin, PngImagePlugin, GifImagePlugin, WebPImagePlugin, TiffImagePlugin)
 MAX_SIDE = 1 << 16
 PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _MARKUP_STARTS = (b"<", b"{", b"[")
@@ -49,21 +60,30 @@ def looks_like_markup(head: bytes) -> bool:
     return start.startswith(_MARKUP_STARTS)
 
 
-def validate_image(path: Path, *, max_pixels: int) -> ImageInfo:
-    """Identify and check the image at `path`, or raise `InvalidImage` with the reason.
+def validate_image(source: Path | int, *, max_pixels: int) -> ImageInfo:
+    """Identify and check the image at `source`, or raise `InvalidImage` with the reason.
 
     Args:
-        path: a complete downloaded file.
+        source: a complete downloaded file: its path, or a file descriptor open for reading
+            (left open; its offset moves).
         max_pixels: the largest width x height accepted.
     """
-    with path.open("rb") as fh:
-        head = fh.read(64)
+    if isinstance(source, int):
+        with open(source, "rb", buffering=1 << 16, closefd=False) as fh:
+            return _validate(fh, max_pixels)
+    with source.open("rb", buffering=1 << 16) as fh:
+        return _validate(fh, max_pixels)
+
+
+def _validate(fh: BinaryIO, max_pixels: int) -> ImageInfo:
+    fh.seek(0)
+    head = fh.read(64)
     if not head:
         raise InvalidImage("empty body")
     if looks_like_markup(head):
         raise InvalidImage("not an image: body is HTML/XML/JSON")
     try:
-        return _check(path, max_pixels)
+        return _check(fh, max_pixels)
     except InvalidImage:
         raise
     except Image.DecompressionBombError as exc:
@@ -77,25 +97,27 @@ def validate_image(path: Path, *, max_pixels: int) -> ImageInfo:
         raise InvalidImage(f"broken image data ({text})") from None
 
 
-def _check(path: Path, max_pixels: int) -> ImageInfo:
-    with Image.open(path, formats=ALLOWED_FORMATS) as img:
+def _check(fh: BinaryIO, max_pixels: int) -> ImageInfo:
+    fh.seek(0)
+    with Image.open(fh, formats=ALLOWED_FORMATS) as img:
         info = ImageInfo(img.format or "?", img.mode, img.width, img.height)
         _check_dimensions(info, max_pixels)
         # After open, a JPEG's file position is just past the first SOS header.
-        scan_start = img.fp.tell() if info.format == "JPEG" and img.fp is not None else 0
+        scan_start = fh.tell() if info.format == "JPEG" else 0
         img.verify()
     if info.format == "JPEG":
-        _check_jpeg_end(path, scan_start)
+        _check_jpeg_end(fh.fileno(), scan_start)
     elif info.format == "PNG":
-        _check_png_end(path)
+        _check_png_end(fh)
     else:
-        with Image.open(path, formats=ALLOWED_FORMATS) as img:
+        fh.seek(0)
+        with Image.open(fh, formats=ALLOWED_FORMATS) as img:
             img.load()
     return info
 
 
-def _check_jpeg_end(path: Path, scan_start: int) -> None:
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+def _check_jpeg_end(fd: int, scan_start: int) -> None:
+    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
         if scan_start <= 0 or mm.rfind(b"\xff\xd9", scan_start) < 0:
             raise InvalidImage("truncated image data (JPEG without end-of-image marker)")
 
@@ -113,10 +135,9 @@ def _check_dimensions(info: ImageInfo, max_pixels: int) -> None:
         )
 
 
-def _check_png_end(path: Path) -> None:
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        fh.seek(max(0, size - 4096))
-        tail = fh.read()
+def _check_png_end(fh: BinaryIO) -> None:
+    size = fh.seek(0, os.SEEK_END)
+    fh.seek(max(0, size - 4096))
+    tail = fh.read()
     if PNG_IEND not in tail:
         raise InvalidImage("truncated image data (PNG without IEND chunk)")
