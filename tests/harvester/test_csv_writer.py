@@ -156,7 +156,7 @@ def start_import(tmp_path: Path, rows: int) -> tuple[subprocess.Popen[str], sqli
 
 
 def writers_of(data: Path) -> list[str]:
-    return [cmd for cmd in command_lines() if "csvimport.writer" in cmd and str(data) in cmd]
+    return [cmd for cmd, _ in processes() if "csvimport.writer" in cmd and str(data) in cmd]
 
 
 def test_ctrl_c_keeps_committed_batches_and_leaves_no_writer_behind(tmp_path: Path) -> None:
@@ -203,12 +203,46 @@ def test_a_killed_parent_leaves_whole_batches_and_the_writer_exits(tmp_path: Pat
     assert f"inserted {60_000 - count}, updated 0, unchanged {count}" in rerun.stdout
 
 
-def command_lines() -> list[str]:
-    """The command lines of this machine's processes (Linux /proc; empty elsewhere)."""
-    lines = []
+def processes() -> list[tuple[str, int]]:
+    """(command line, pid) of this machine's processes (Linux /proc; empty elsewhere)."""
+    found = []
     for entry in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            lines.append(entry.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            cmd = entry.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue  # the process ended meanwhile
-    return lines
+        found.append((cmd, int(entry.parent.name)))
+    return found
+
+
+def test_a_killed_writer_gives_one_clear_line_and_keeps_whole_batches(tmp_path: Path) -> None:
+    proc, conn = start_import(tmp_path, 60_000)
+    data = tmp_path / "data"
+    (writer_pid,) = [
+        pid for cmd, pid in processes() if "csvimport.writer" in cmd and str(data) in cmd
+    ]
+    os.kill(writer_pid, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=60)
+    lines = stderr.strip().splitlines()
+    assert proc.returncode == 1, stderr
+    assert len(lines) == 1 and "writer process died (killed by signal 9)" in lines[0], stderr
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    count = conn.execute("SELECT COUNT(*) FROM csv_objects").fetchone()[0]
+    assert count % 2000 == 0
+    conn.close()
+    rerun = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "met_harvester",
+            "import-csv",
+            str(tmp_path / "MetObjects.csv"),
+            "--data-dir",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert f"inserted {60_000 - count}, updated 0, unchanged {count}" in rerun.stdout

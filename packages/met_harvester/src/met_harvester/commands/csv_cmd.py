@@ -89,6 +89,7 @@ def import_csv_cmd(
     Bad rows are reported with their row and line, and skipped.
     """
     from met_harvester.csvimport.importer import import_csv
+    from met_harvester.csvimport.writer import WriterProcessError
 
     settings = build_settings(config, data_dir=data_dir)
     printer = _IssuePrinter(path)
@@ -133,7 +134,7 @@ def import_csv_cmd(
         fail(str(exc))
     except KeyboardInterrupt:
         fail("import-csv interrupted; the batches written so far are kept (run it again)", 130)
-    except (sqlite3.Error, OSError) as exc:
+    except (sqlite3.Error, OSError, WriterProcessError) as exc:
         fail(f"cannot import into {db_path(settings.data_dir)}: {exc}", 1)
     if printer.count > _SHOWN_ISSUES:
         typer.echo(

@@ -66,6 +66,10 @@ NewRow = tuple[int, str, str, tuple[str, ...]]
 """A row to write: object_id, raw_row, row_sha256 and its `TYPING_COLUMNS` cells."""
 
 
+class WriterProcessError(RuntimeError):
+    """The writer process stopped without saying why (killed, out of memory, ...)."""
+
+
 @dataclass(slots=True)
 class BatchWork:
     """One prepared batch: rows new to the table and rows that changed, from `source_file`."""
@@ -206,7 +210,7 @@ class WriterProcess:
             stdin.flush()
         except BrokenPipeError:  # the child stopped: close() raises its error
             self.close()
-            raise RuntimeError("the CSV writer process stopped without an error") from None
+            raise WriterProcessError("the CSV writer process stopped without an error") from None
 
     def close(self) -> None:
         """Signal the end, wait for the child to commit what it received, re-raise its error."""
@@ -221,8 +225,10 @@ class WriterProcess:
             result = pickle.load(stdout)
         except (EOFError, pickle.UnpicklingError) as exc:
             code = self._proc.wait()
-            raise RuntimeError(
-                f"the CSV writer process died (exit status {code}) before reporting"
+            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            raise WriterProcessError(
+                f"the CSV writer process died ({how}) before reporting; the batches it "
+                "committed are kept (run the import again)"
             ) from exc
         finally:
             stdout.close()
