@@ -29,7 +29,7 @@ from pathlib import Path
 
 from met_harvester.csvimport.columns import raw_row_encoder, typing_picker
 from met_harvester.csvimport.reader import CsvIssue, DataRow, MetCsvReader
-from met_harvester.csvimport.writer import BatchWork, WriterProcess
+from met_harvester.csvimport.writer import BatchWork, NewRow, WriterProcess
 from met_harvester.db.connection import connect_sync, utc_now
 
 log = logging.getLogger("met_harvester.csvimport")
@@ -125,15 +125,11 @@ class _IdSet:
         return True
 
 
-_Pending = tuple[int, str, str, tuple[str, ...]]
-"""A checked row: object_id, raw_row, row_sha256 and its `TYPING_COLUMNS` cells."""
-
-
 class CsvImporter:
     """One import of one file into one database (see `import_csv`).
 
-    This process parses, checks and types rows and compares them with what is stored (through
-    `conn`); a `WriterProcess` writes each prepared batch in one transaction.
+    This process parses and checks rows and compares them with what is stored (through `conn`);
+    a `WriterProcess` types and writes each batch of new and changed rows in one transaction.
     """
 
     def __init__(
@@ -179,7 +175,7 @@ class CsvImporter:
             self.on_issue(issue)
 
     # --- rows -----------------------------------------------------------------------------
-    def _check_row(self, data: DataRow) -> _Pending | None:
+    def _check_row(self, data: DataRow) -> NewRow | None:
         cells = data.cells
         id_cell = cells[self.id_column].strip()
         try:
@@ -233,7 +229,7 @@ class CsvImporter:
             )
         return object_id, raw_row, hashlib.sha256(encoded).hexdigest(), self.pick(cells)
 
-    def _prepare(self, batch: Sequence[_Pending]) -> BatchWork:
+    def _prepare(self, batch: Sequence[NewRow]) -> BatchWork:
         """Compare a batch with the stored rows; keep the new and changed ones (the writer
         types them)."""
         marks = ",".join("?" * len(batch))
@@ -262,7 +258,7 @@ class CsvImporter:
         began = time.perf_counter()
         began_cpu = time.thread_time()
         writer = WriterProcess(self.data_dir)  # started before the first batch is parsed
-        batch: list[_Pending] = []
+        batch: list[NewRow] = []
         try:
             try:
                 for item in self.reader:
