@@ -155,6 +155,26 @@ def start_import(tmp_path: Path, rows: int) -> tuple[subprocess.Popen[str], sqli
     raise AssertionError("the import wrote nothing within 60 s")
 
 
+def import_again(tmp_path: Path) -> str:
+    """Run the import of `start_import` again, to the end; its summary line."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "met_harvester",
+            "import-csv",
+            str(tmp_path / "MetObjects.csv"),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
 def writers_of(data: Path) -> list[str]:
     return [cmd for cmd, _ in processes() if "csvimport.writer" in cmd and str(data) in cmd]
 
@@ -185,22 +205,7 @@ def test_a_killed_parent_leaves_whole_batches_and_the_writer_exits(tmp_path: Pat
     count = conn.execute("SELECT COUNT(*) FROM csv_objects").fetchone()[0]
     assert 0 < count <= 60_000 and count % 2000 == 0
     conn.close()
-    rerun = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "met_harvester",
-            "import-csv",
-            str(tmp_path / "MetObjects.csv"),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert f"inserted {60_000 - count}, updated 0, unchanged {count}" in rerun.stdout
+    assert f"inserted {60_000 - count}, updated 0, unchanged {count}" in import_again(tmp_path)
 
 
 def processes() -> list[tuple[str, int]]:
@@ -230,19 +235,4 @@ def test_a_killed_writer_gives_one_clear_line_and_keeps_whole_batches(tmp_path: 
     count = conn.execute("SELECT COUNT(*) FROM csv_objects").fetchone()[0]
     assert count % 2000 == 0
     conn.close()
-    rerun = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "met_harvester",
-            "import-csv",
-            str(tmp_path / "MetObjects.csv"),
-            "--data-dir",
-            str(data),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert f"inserted {60_000 - count}, updated 0, unchanged {count}" in rerun.stdout
+    assert f"inserted {60_000 - count}, updated 0, unchanged {count}" in import_again(tmp_path)
