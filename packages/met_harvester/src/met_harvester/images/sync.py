@@ -388,6 +388,12 @@ def _ok_values(item: _Work, outcome: FetchOutcome, now: str) -> tuple[Any, ...] 
     history (same URL, new bytes)."""
     if item.status == "ok" and item.sha256 and item.sha256 != outcome.sha256:
         return None
+    return (*_content_values(outcome, now), item.image_id)
+
+
+def _content_values(outcome: FetchOutcome, now: str) -> tuple[object, ...]:
+    """sha256, bytes, width, height, format, mode, fetched_at, etag, last_modified of a stored
+    image, in the order of the `images` columns."""
     info = outcome.info
     assert info is not None
     return (
@@ -400,7 +406,6 @@ def _ok_values(item: _Work, outcome: FetchOutcome, now: str) -> tuple[Any, ...] 
         now,
         outcome.etag,
         outcome.last_modified,
-        item.image_id,
     )
 
 
@@ -408,8 +413,6 @@ async def _save_new_content(
     db: aiosqlite.Connection, item: _Work, outcome: FetchOutcome, now: str
 ) -> None:
     """Same URL, new bytes: keep the old link as history, start a new current row."""
-    info = outcome.info
-    assert info is not None
     await db.execute(
         "UPDATE images SET is_current = 0, superseded_at = ? WHERE image_id = ?",
         (now, item.image_id),
@@ -424,15 +427,7 @@ async def _save_new_content(
             item.position,
             item.variant,
             item.url,
-            outcome.sha256,
-            outcome.size,
-            info.width,
-            info.height,
-            info.format,
-            info.mode,
-            now,
-            outcome.etag,
-            outcome.last_modified,
+            *_content_values(outcome, now),
         ),
     )
 
