@@ -37,12 +37,13 @@ import pandas as pd
 
 from met_vision.fairness import bias, groups
 from met_vision.fairness.report import plot_analysis, plot_comparison, plot_saliency, write_report
+from met_vision.inference.mirror import mirror_frame
+from met_vision.inference.options import add_inference_options
 from met_vision.inference.predictor import (
     InputError,
     LoadedModel,
     decisions,
     load_model,
-    mirror_frame,
     predict_paths,
     targets_matrix,
 )
@@ -435,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cam-method", default="gradcam")
     parser.add_argument("--target-layer", help="CAM layer (default: per backbone)")
     parser.add_argument("--seed", type=int, default=0)
+    add_inference_options(parser)
     return parser
 
 
@@ -455,10 +457,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             target_layer=args.target_layer,
             seed=args.seed,
         )
-        report = run_audit(load_model(args.ckpt), args.data_dir, options)
+        device = {"device": args.device, "num_workers": args.num_workers}
+        report = run_audit(load_model(args.ckpt, **device), args.data_dir, options)
         baseline = None
         if args.baseline:
-            baseline = run_audit(load_model(args.baseline), args.data_dir, options)
+            baseline = run_audit(load_model(args.baseline, **device), args.data_dir, options)
             report["comparison"] = comparison(report, baseline)
         path = write_report(report, args.out, baseline)
     except (InputError, FileNotFoundError, ValueError) as exc:

@@ -31,6 +31,8 @@ from PIL import Image
 from met_vision.explain.cam import METHODS, compute_cams, resolve_target_layer
 from met_vision.explain.cam import overlay as blend
 from met_vision.fairness import bias
+from met_vision.inference.inputs import parse_object_ids
+from met_vision.inference.options import add_inference_options
 from met_vision.inference.predictor import (
     InputError,
     LoadedModel,
@@ -58,20 +60,12 @@ class Item:
 # --- inputs -------------------------------------------------------------------------------------
 
 
-def parse_ids(text: str) -> list[int]:
-    """``"1,2, 3"`` -> ``[1, 2, 3]``; raises InputError on anything else."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"--object-ids must be comma-separated integers, got {text!r}") from None
-
-
 def mirror_items(
     loaded: LoadedModel, data_dir: str, object_ids: Sequence[int] | None, split: str | None
 ) -> list[Item]:
     """Items for object ids (or a whole split) of the mirror, with their titles."""
     from met_vision.data.mirror import connect_ro
-    from met_vision.inference.predictor import mirror_frame
+    from met_vision.inference.mirror import mirror_frame
 
     frame = mirror_frame(loaded, data_dir)
     if object_ids is not None:
@@ -378,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tolerance", type=int, default=0, help="pointing-game tolerance, pixels")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, help="explain at most this many images")
+    add_inference_options(parser)
     return parser
 
 
@@ -385,11 +380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on bad input)."""
     args = build_parser().parse_args(argv)
     try:
-        loaded = load_model(args.ckpt)
+        loaded = load_model(args.ckpt, args.device, num_workers=args.num_workers)
         if args.images:
             items = file_items(args.images)
         else:
-            ids = parse_ids(args.object_ids) if args.object_ids else None
+            ids = parse_object_ids(args.object_ids) if args.object_ids else None
             items = mirror_items(loaded, args.data_dir, ids, args.split)
         if args.limit is not None:
             items = items[: args.limit]

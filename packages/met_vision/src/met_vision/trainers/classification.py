@@ -43,6 +43,8 @@ class ClassificationTask(pl.LightningModule):
         backbone: a timm model name (``resnet50``, ``resnet101``, ``inception_resnet_v2``, ...).
         num_classes: outputs of the head; linked from the data module by ``met_vision.fit``.
         labels: the label manifest (``LabelSpace.manifest()``); filled from the data module.
+        data_config: the exact preprocessing of the data (timm form: input size, mean, std,
+            interpolation, crop); filled from the data module and stored in checkpoints.
         pretrained: start from timm's hub weights (needs network).
         pretrained_path: local ``.pth``/``.ckpt``/``.safetensors`` weights for offline nodes.
         drop_rate: dropout before the classifier.
@@ -83,6 +85,7 @@ class ClassificationTask(pl.LightningModule):
         backbone: str = "resnet50",
         num_classes: int | None = None,
         labels: dict[str, Any] | None = None,
+        data_config: dict[str, Any] | None = None,
         pretrained: bool = False,
         pretrained_path: str | None = None,
         drop_rate: float = 0.0,
@@ -210,8 +213,11 @@ class ClassificationTask(pl.LightningModule):
 
     @property
     def data_config(self) -> dict[str, Any]:
-        """timm's data config of the backbone: input size, mean, std, interpolation."""
-        return data_config(self.model)
+        """The preprocessing the model was trained with (timm form: ``input_size`` (3, H, W),
+        ``mean``, ``std``, ``interpolation``, ``crop_pct``, ``crop_mode``); before training,
+        the backbone's pretrained defaults."""
+        stored = self.hparams.get("data_config")
+        return dict(stored) if stored else data_config(self.model)
 
     def parameter_counts(self) -> dict[str, int]:
         """Total and trainable parameter counts."""
@@ -237,6 +243,9 @@ class ClassificationTask(pl.LightningModule):
                 self.hparams["labels"] = manifest
                 if self.hparams["class_weights"] == "balanced":
                     self.configure_losses()
+        dm_config: Any = getattr(dm, "data_config", None)
+        if self.hparams.get("data_config") is None and hasattr(dm_config, "to_dict"):
+            self.hparams["data_config"] = dm_config.to_dict()
         if self.hparams["channels_last"] is None and trainer is not None:
             self._channels_last = trainer.strategy.root_device.type == "cuda"
         if self._channels_last:
@@ -248,6 +257,7 @@ class ClassificationTask(pl.LightningModule):
         hp["pretrained"] = False
         hp["pretrained_path"] = None
         hp["labels"] = self.hparams.get("labels")
+        hp["data_config"] = self.hparams.get("data_config")
         checkpoint["label_manifest"] = self.hparams.get("labels")
 
     # ----------------------------------------------------------------- forward / steps
