@@ -1,22 +1,13 @@
-"""SLURM environment handling with simulated variables, and the real sbatch template run under
-stand-in Slurm and Apptainer executables (`slurm_standins`): requeue on the host, resume."""
+"""SLURM environment handling with simulated variables (the real job: test_slurm_job.py)."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
 from met_vision import slurm
-
-REPO = Path(__file__).resolve().parents[2]
-CONF = REPO / "tests" / "vision" / "conf"
 
 JOB = {
     "SLURM_JOB_ID": "4242",

@@ -175,8 +175,9 @@ class MetCLI(LightningCLI):
         kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
         # last.ckpt after best.ckpt, so that last.ckpt holds this epoch's best score to resume with
-        trainer.callbacks.remove(self.last_checkpoint)
-        trainer.callbacks.append(self.last_checkpoint)
+        ordered: list[Any] = trainer.callbacks  # type: ignore[attr-defined]
+        ordered.remove(self.last_checkpoint)
+        ordered.append(self.last_checkpoint)
         return trainer
 
     def fit_and_test(self) -> int:
