@@ -18,7 +18,6 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -358,18 +357,13 @@ class MetDataModule(pl.LightningDataModule):
     def eval_sampler(
         self, stage: Stage, num_replicas: int | None = None, rank: int | None = None
     ) -> Sampler | None:
-        """Under DDP: a sharding sampler (predict: without padding duplicates)."""
-        dataset = self._dataset(stage)
+        """Under DDP: every sample on exactly one rank (`met_vision.eval_sharding`), no padding."""
+        from met_vision.eval_sharding import exact_eval_sampler
+
         world, rank = (
             self._world() if num_replicas is None or rank is None else (num_replicas, rank)
         )
-        if world <= 1:
-            return None
-        if stage == "predict":
-            return UnrepeatedDistributedSampler(
-                dataset, num_replicas=world, rank=rank, shuffle=False
-            )
-        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+        return exact_eval_sampler(self._dataset(stage), stage, world, rank)
 
     def _dataset(self, stage: Stage) -> MetImageDataset:
         self.setup()

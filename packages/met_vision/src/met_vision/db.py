@@ -1,7 +1,8 @@
 """Read-only access to a met_harvester mirror: one row per object with its metadata and image.
 
-The harvester's SQLite file (`<data-dir>/met.sqlite`) is opened with `mode=ro`, so nothing here can
-alter harvested data. Metadata comes from the API mirror (`objects`, `object_tags` source 'api')
+The harvester's SQLite file (`<data-dir>/met.sqlite`) is opened read-only (`mode=ro`, or
+`immutable=1` on a read-only mount: `met_vision.readonly`), so nothing here can alter harvested
+data. Metadata comes from the API mirror (`objects`, `object_tags` source 'api')
 where an object has been fetched, and from the imported Open Access CSV (`csv_objects`,
 `object_tags` source 'csv') otherwise; the `source` column says which.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from met_vision.readonly import connect_readonly
 from met_vision.splits import assign_splits
 
 DB_FILENAME = "met.sqlite"
@@ -37,7 +39,7 @@ _VARIANT_PREFERENCE = {"original": 0, "small": 1}
 
 
 def connect_ro(data_dir: Path | str) -> sqlite3.Connection:
-    """Open `<data-dir>/met.sqlite` read-only.
+    """Open `<data-dir>/met.sqlite` read-only, also on a read-only mount (`met_vision.readonly`).
 
     Raises:
         FileNotFoundError: when the data dir holds no mirror.
@@ -47,9 +49,7 @@ def connect_ro(data_dir: Path | str) -> sqlite3.Connection:
         raise FileNotFoundError(
             f"no mirror database at {path}; run `met-harvester sync --data-dir {data_dir}` first"
         )
-    conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
+    return connect_readonly(path)
 
 
 def blob_path(data_dir: Path | str, sha256: str) -> Path:
