@@ -38,7 +38,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from met_vision.data import MetImageDataset
-from met_vision.transforms import build_transform, resolve_data_config
+from met_vision.data.transforms import build_transform, resolve_data_config
 
 MODELS = ("resnet50", "resnet101", "inception_resnet_v2")
 # timm results/, AMP + NHWC: (images/s, batch size) at the model's native resolution

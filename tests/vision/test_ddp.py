@@ -21,7 +21,7 @@ import torch
 
 from met_vision.data import MetDataModule
 from met_vision.fit import main
-from met_vision.tasks import ClassificationTask
+from met_vision.trainers.classification import ClassificationTask
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "tests" / "vision" / "conf"

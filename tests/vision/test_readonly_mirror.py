@@ -16,15 +16,14 @@ import pandas as pd
 import pytest
 from xai_support import TrainedModel, quick_model  # noqa: F401
 
-from met_vision import predict
-from met_vision.db import load_records
-from met_vision.fit import main as fit_main
-from met_vision.readonly import (
+from met_vision import predict, snapshot
+from met_vision.data.mirror import load_records
+from met_vision.data.readonly import (
     MirrorChangedError,
     connect_readonly,
     readonly_mode,
-    snapshot_database,
 )
+from met_vision.fit import main as fit_main
 
 CONF = Path(__file__).resolve().parent / "conf"
 
@@ -99,7 +98,7 @@ def test_a_snapshot_is_consistent_and_needs_no_wal(fresh_mirror, tmp_path, ro_mo
     writer.commit()  # the harvester keeps the file open, the commit is still in -wal
     staged = tmp_path / "staged"
     shutil.copytree(fresh_mirror, staged, ignore=shutil.ignore_patterns("met.sqlite*"))
-    snapshot_database(fresh_mirror / "met.sqlite", staged / "met.sqlite")
+    assert snapshot.main([str(fresh_mirror), str(staged)]) == 0  # the runbook's staging command
     writer.close()
     mount = ro_mount(staged)
     assert sorted(p.name for p in staged.iterdir() if p.name.startswith("met.sqlite")) == [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from met_vision.resume import next_hpc_path, resume_checkpoint
+from met_vision.cluster.resume import next_hpc_path, resume_checkpoint
 
 
 def _save(path: Path, global_step: int, epoch: int) -> Path:

@@ -7,7 +7,7 @@ import os
 import pytest
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
-from met_vision import slurm
+from met_vision.cluster import slurm
 
 JOB = {
     "SLURM_JOB_ID": "4242",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from met_vision.backbones import create_backbone
+from met_vision.trainers.backbones import create_backbone
 from met_vision.weights import fetch_weights, main
 
 

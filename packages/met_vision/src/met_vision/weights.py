@@ -33,7 +33,7 @@ def fetch_weights(names: Sequence[str], out: Path | str, *, pretrained: bool = T
     import timm
     from safetensors.torch import save_file
 
-    from met_vision.backbones import check_backbone_name
+    from met_vision.trainers.backbones import check_backbone_name
 
     Path(out).mkdir(parents=True, exist_ok=True)
     written = []

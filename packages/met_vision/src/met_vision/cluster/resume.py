@@ -8,7 +8,7 @@ the container each training process handles the signal with `RequeueCheckpoint`:
 the current batch all ranks agree to stop, write ``<run dir>/hpc_ckpt_<n>.ckpt`` (atomically:
 temporary file, then rename) and leave with `EXIT_REQUEUE`, without testing.
 
-A requeued job keeps its id and so its run directory (`met_vision.slurm.run_id`); there
+A requeued job keeps its id and so its run directory (`met_vision.cluster.slurm.run_id`); there
 `resume_checkpoint` picks the most advanced of ``hpc_ckpt_*.ckpt`` and ``checkpoints/last.ckpt``
 by the global step stored in each (a job stopped by SIGTERM has no new ``hpc_ckpt``, but its
 ``last.ckpt`` is newer than an old one). A file that cannot be read (cut short by a kill) is
@@ -30,7 +30,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-log = logging.getLogger("met_vision.resume")
+log = logging.getLogger("met_vision.cluster.resume")
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: checkpointed on the requeue signal; the batch shell requeues
 HPC_PREFIX = "hpc_ckpt_"
 

@@ -4,9 +4,9 @@ Under ``srun`` every task is one training process. Lightning's ``SLURMEnvironmen
 ranks from ``SLURM_PROCID``/``SLURM_LOCALID``/``SLURM_NODEID`` and the world size from
 ``SLURM_NTASKS``. Its own requeue (``auto_requeue``) is off: it would run ``scontrol requeue``
 from rank zero, inside the container, where there is no Slurm client. The batch shell requeues
-instead, on the host (``docker/slurm/*.sbatch``), after `met_vision.resume.RequeueCheckpoint`
+instead, on the host (``docker/slurm/*.sbatch``), after `met_vision.cluster.resume.RequeueCheckpoint`
 has checkpointed the step. The requeued job keeps its job id, so ``run_id()`` gives it the same
-run directory, where `met_vision.resume.resume_checkpoint` finds the newest checkpoint.
+run directory, where `met_vision.cluster.resume.resume_checkpoint` finds the newest checkpoint.
 """
 
 from __future__ import annotations

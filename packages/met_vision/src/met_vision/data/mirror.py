@@ -1,7 +1,7 @@
 """Read-only access to a met_harvester mirror: one row per object with its metadata and image.
 
 The harvester's SQLite file (`<data-dir>/met.sqlite`) is opened read-only (`mode=ro`, or
-`immutable=1` on a read-only mount: `met_vision.readonly`), so nothing here can alter harvested
+`immutable=1` on a read-only mount: `met_vision.data.readonly`), so nothing here can alter harvested
 data. Metadata comes from the API mirror (`objects`, `object_tags` source 'api')
 where an object has been fetched, and from the imported Open Access CSV (`csv_objects`,
 `object_tags` source 'csv') otherwise; the `source` column says which.
@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from met_vision.readonly import connect_readonly
-from met_vision.splits import assign_splits
+from met_vision.data.readonly import connect_readonly
+from met_vision.data.splits import assign_splits
 
 DB_FILENAME = "met.sqlite"
 CATEGORY_COLUMNS: tuple[str, ...] = ("classification", "department", "object_name", "culture")
@@ -39,7 +39,7 @@ _VARIANT_PREFERENCE = {"original": 0, "small": 1}
 
 
 def connect_ro(data_dir: Path | str) -> sqlite3.Connection:
-    """Open `<data-dir>/met.sqlite` read-only, also on a read-only mount (`met_vision.readonly`).
+    """Open `<data-dir>/met.sqlite` read-only, also on a read-only mount (`met_vision.data.readonly`).
 
     Raises:
         FileNotFoundError: when the data dir holds no mirror.
@@ -147,7 +147,7 @@ def load_records(
         data_dir: the harvester's data dir (holds met.sqlite and images/).
         include_withdrawn: keep objects that left the API listing (default: drop them).
         check_blobs: treat an image whose blob file is missing as no image.
-        split_salt: salt of the split hash (see `met_vision.splits`).
+        split_salt: salt of the split hash (see `met_vision.data.splits`).
         split_fractions: train/val/test fractions.
         group_key: None, 'artist' or 'accession_prefix'.
     """

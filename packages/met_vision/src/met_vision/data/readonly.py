@@ -109,29 +109,3 @@ def snapshot_database(source: Path | str, target: Path | str) -> Path:
         src.close()
     os.replace(partial, target)
     return target
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m met_vision.readonly SRC_DIR DST_DIR``: snapshot ``met.sqlite`` for staging."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(
-        prog="python -m met_vision.readonly",
-        description="Snapshot a mirror's met.sqlite (consistent while the harvester writes).",
-    )
-    parser.add_argument("source", type=Path, help="the harvester's data dir")
-    parser.add_argument("target", type=Path, help="the staged data dir (created)")
-    args = parser.parse_args(argv)
-    try:
-        args.target.mkdir(parents=True, exist_ok=True)
-        out = snapshot_database(args.source / "met.sqlite", args.target / "met.sqlite")
-    except (OSError, sqlite3.Error) as exc:
-        print(f"met_vision.readonly: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{out} ({out.stat().st_size / 1e6:.1f} MB), a snapshot of {args.source / 'met.sqlite'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
