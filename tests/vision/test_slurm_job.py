@@ -114,6 +114,10 @@ def test_sbatch_template_requeues_on_the_host_and_resumes(tiny_mirror, tmp_path)
     assert last["global_step"] == 12
     assert last["best_model_score"] == best["best_model_score"]
     assert json.loads((run_dir / "metrics.json").read_text())["task"] == "multiclass"
+    # the first run's logged epoch is kept beside the resumed run's CSV log
+    assert (run_dir / "csv" / "metrics-1.csv").is_file() and (
+        run_dir / "csv" / "metrics.csv"
+    ).is_file()
 
 
 def test_plain_sbatch_writes_its_log_into_the_submit_dir(tmp_path):

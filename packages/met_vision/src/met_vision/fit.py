@@ -194,6 +194,8 @@ class MetCLI(LightningCLI):
                 ckpt_path = cfg.ckpt_path or resume.resume_checkpoint(self.run_dir)
                 if ckpt_path is not None and cfg.ckpt_path is None:
                     print(f"{PROG}: resuming from {ckpt_path}", file=sys.stderr, flush=True)
+                    if self.trainer.is_global_zero:
+                        resume.keep_csv_history(self.run_dir)
                 try:
                     self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
                 except resume.RequeueRequested as stop:

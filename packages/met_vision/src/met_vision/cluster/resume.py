@@ -92,6 +92,22 @@ def next_hpc_path(run_dir: Path) -> Path:
     return run_dir / f"{HPC_PREFIX}{max(numbers, default=0) + 1}.ckpt"
 
 
+def keep_csv_history(run_dir: Path | str) -> Path | None:
+    """Move ``csv/metrics.csv`` aside (``metrics-<n>.csv``) before a resumed run logs again.
+
+    Lightning's CSVLogger rewrites ``metrics.csv`` from scratch, which would drop the epochs
+    before the requeue; TensorBoard adds an event file and keeps them anyway.
+    """
+    current = Path(run_dir) / "csv" / "metrics.csv"
+    if not current.is_file():
+        return None
+    n = 1
+    while (kept := current.with_name(f"metrics-{n}.csv")).exists():
+        n += 1
+    os.replace(current, kept)
+    return kept
+
+
 class RequeueCheckpoint(Callback):
     """On ``signum`` (SIGUSR1): checkpoint at the end of the batch on every rank, then stop.
 
