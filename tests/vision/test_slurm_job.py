@@ -125,7 +125,7 @@ def test_plain_sbatch_writes_its_log_into_the_submit_dir(tmp_path):
     bin_dir, state = tmp_path / "bin", tmp_path / "slurm-state"
     install(bin_dir, state)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", STANDIN_SLURM_STATE=str(state))
-    # no data dir to bind: the step fails at once, only the log matters here
+    # no such config: the job ends at once with one line, in a log that exists
     out = subprocess.run(
         ["sbatch", str(TEMPLATE), "configs/none.yaml"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=True,
@@ -135,4 +135,7 @@ def test_plain_sbatch_writes_its_log_into_the_submit_dir(tmp_path):
     assert job["output"] == str(tmp_path / f"met-train-{job_id}.out")
     log = Path(job["output"]).read_text()
     assert log.startswith(f"job {job_id} on localhost, restart count 0")
-    assert "FATAL: container creation failed" in log and job["state"] == "FAILED"
+    assert (
+        f"no config file configs/none.yaml (paths are relative to the submit dir {tmp_path})" in log
+    )
+    assert job["state"] == "FAILED" and job["exit_code"] == 2
