@@ -26,6 +26,7 @@ from met_harvester.metrics import HarvesterMetrics
 from met_harvester.models import RecordError, parse_object
 from met_harvester.progress import ProgressReporter, format_eta
 from met_harvester.settings import HarvesterSettings
+from met_harvester.sync_window import WindowCursor
 
 log = logging.getLogger("met_harvester.sync")
 
@@ -54,9 +55,11 @@ def classify(result: FetchResult) -> Outcome:
                 raise RecordError("empty response")
             data = json.loads(body)
         record = parse_object(data, object_id)
-    except (RecordError, ValueError) as exc:
+    except (RecordError, ValueError, RecursionError) as exc:
         raw = body if body is not None else json.dumps(data, ensure_ascii=False)
         reason = str(exc) if isinstance(exc, RecordError) else f"body is not JSON: {exc}"
+        if isinstance(exc, RecursionError):
+            reason = "body is not JSON we can read: nested too deeply"
         log.warning("quarantined record: %s", reason, extra={"object_id": object_id})
         return trouble.QuarantinedRecord(object_id, raw, reason, result.status)
     if body is None:
@@ -76,6 +79,8 @@ class FetchPipeline:
         metrics: counters to update.
         progress: where to report progress (task "records").
         stop_event: set it to stop taking work; `stopping` then becomes True.
+        window_ids: the changed window's ids (ascending, at the head of the work); how far
+            they are committed is stored with each batch (`sync_window`).
     """
 
     def __init__(
@@ -89,8 +94,10 @@ class FetchPipeline:
         metrics: HarvesterMetrics | None = None,
         progress: ProgressReporter | None = None,
         stop_event: asyncio.Event | None = None,
+        window_ids: Sequence[int] = (),
     ) -> None:
         self.db = db
+        self.window = WindowCursor(window_ids) if window_ids else None
         self.settings = settings
         self.client = client
         self.counts = counts
@@ -204,7 +211,8 @@ class FetchPipeline:
         missing = [o for o in batch if isinstance(o, trouble.MissingObject)]
         failed = [o for o in batch if isinstance(o, trouble.FailedFetch)]
         bad = [o for o in batch if isinstance(o, trouble.QuarantinedRecord)]
-        saved = await records.save_objects(db, fetched, now=now)
+        saved, unstorable = await records.save_objects_or_quarantine(db, fetched, now=now)
+        bad += unstorable
         await trouble.save_missing(db, missing, now=now)
         await trouble.save_failures(db, failed, now=now)
         await trouble.save_quarantine(db, bad, now=now)
@@ -217,6 +225,8 @@ class FetchPipeline:
         c["failed"] += len(failed)
         c["quarantined"] += len(bad)
         await runs.update_run_counts(db, self.run_id, c)
+        if self.window is not None:
+            await self.window.save(db, [o.object_id for o in batch])
         await save_rate(db, self.client, self.settings)
         await db.commit()
         self.counts.update(c)  # only once committed: the caller's dict stays true to the DB
