@@ -9,15 +9,13 @@ from typing import Any
 
 import aiosqlite
 import pytest
-from harvester_support import MET_SAMPLES
+from harvester_support import MET_SAMPLES, samples_required
 
 from met_harvester.db import listing, open_db, records, runs, state, trouble, withdrawal
 from met_harvester.db.versions import version_text
 from met_harvester.models import content_sha256, parse_body, parse_object
 
-needs_samples = pytest.mark.skipif(
-    not (MET_SAMPLES / "objects").is_dir(), reason="shared met-samples not present"
-)
+needs_samples = samples_required(MET_SAMPLES / "objects")
 
 
 @pytest.fixture
