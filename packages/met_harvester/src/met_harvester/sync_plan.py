@@ -153,7 +153,9 @@ async def _changed_ids(
     if departments or run_id is None:
         await db.commit()
         return ids
-    window, todo = sync_window.resume(await sync_window.load_window(db), day.isoformat(), now, ids)
+    window, todo = sync_window.resume(
+        await sync_window.load_window(db), day.isoformat(), began_at, ids
+    )
     counts["changed_resumed"] = len(ids) - len(todo)
     if counts["changed_resumed"]:
         log.info(
