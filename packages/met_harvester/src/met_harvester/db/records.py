@@ -239,6 +239,8 @@ async def save_objects_or_quarantine(
 async def _in_savepoint(
     db: aiosqlite.Connection, work: Callable[[], Awaitable[SaveCounts]]
 ) -> SaveCounts:
+    if not db.in_transaction:  # else RELEASE of an outermost savepoint would COMMIT the batch
+        await db.execute("BEGIN")
     await db.execute("SAVEPOINT save_records")
     try:
         result = await work()
