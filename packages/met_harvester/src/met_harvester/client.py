@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("met_harvester.client")
 
 FetchKind = Literal["ok", "missing", "failed"]
+MAX_OBJECT_ID = 2**63 - 1
+"""Largest id SQLite can store; larger (or non-positive) listed ids are left out."""
 
 
 @dataclass
@@ -493,6 +495,9 @@ def _ids(data: Any, where: str) -> list[int]:
     for value in raw:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ListingError(f"non-integer object id {value!r} from {where}")
+        if not 0 < value <= MAX_OBJECT_ID:
+            log.warning("object id %s from %s is out of range; left out", value, where)
+            continue  # the listing then disagrees with its total: it withdraws nothing
         if value not in seen:
             seen.add(value)
             ids.append(value)

@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 
 from met_harvester.db.connection import utc_now
-from met_harvester.db.sql import json_ids
+from met_harvester.db.sql import rows_of_ids
 from met_harvester.db.trouble import QuarantinedRecord, forget_trouble
 from met_harvester.db.typed import TypedValues
 from met_harvester.db.versions import save_versions
@@ -168,12 +168,7 @@ async def save_objects(
     now = now or utc_now()
     latest: dict[int, FetchedRecord] = {item.object_id: item for item in items}
     ids = list(latest)
-    async with db.execute(
-        "SELECT object_id, content_sha256, withdrawn_at FROM objects "
-        "WHERE object_id IN (SELECT value FROM json_each(?))",
-        (json_ids(ids),),
-    ) as cursor:
-        rows = [tuple(row) async for row in cursor]
+    rows = await rows_of_ids(db, "object_id, content_sha256, withdrawn_at", "objects", ids)
     stored = {row[0]: row[1] for row in rows}
     restored = [row[0] for row in rows if row[2] is not None]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from met_harvester.db.connection import iso_after, utc_now
-from met_harvester.db.sql import json_ids
+from met_harvester.db.sql import json_ids, rows_of_ids
 
 FAILURE_RETRY_BASE_SECONDS = 60.0
 """First retry of a failed fetch after this long; doubles per attempt."""
@@ -105,12 +105,7 @@ async def save_failures(
         return
     now = now or utc_now()
     ids = [f.object_id for f in items]
-    async with db.execute(
-        "SELECT object_id, attempts FROM fetch_failures "
-        "WHERE object_id IN (SELECT value FROM json_each(?))",
-        (json_ids(ids),),
-    ) as cursor:
-        attempts = {row[0]: row[1] async for row in cursor}
+    attempts = dict(await rows_of_ids(db, "object_id, attempts", "fetch_failures", ids))
     rows = []
     for failure in items:
         count = attempts.get(failure.object_id, 0) + 1
@@ -141,12 +136,7 @@ async def save_quarantine(
         return
     now = now or utc_now()
     ids = [q.object_id for q in items]
-    async with db.execute(
-        "SELECT object_id, attempts FROM quarantine "
-        "WHERE object_id IN (SELECT value FROM json_each(?))",
-        (json_ids(ids),),
-    ) as cursor:
-        attempts = {row[0]: row[1] async for row in cursor}
+    attempts = dict(await rows_of_ids(db, "object_id, attempts", "quarantine", ids))
     rows = []
     for q in items:
         count = attempts.get(q.object_id, 0) + 1

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from met_harvester.db.sql import json_ids
+from met_harvester.db.sql import rows_of_ids
 
 COMPRESS_BATCH = 5_000
 """Plain old versions compressed per `compress_versions` call (bounded work per pass)."""
@@ -35,12 +35,8 @@ async def save_versions(db: aiosqlite.Connection, object_ids: Sequence[int], *, 
     """Copy the stored records of `object_ids` to `object_versions`, compressed. No commit."""
     if not object_ids:
         return
-    async with db.execute(
-        "SELECT object_id, raw_json, content_sha256, metadata_date, fetched_at FROM objects "
-        "WHERE object_id IN (SELECT value FROM json_each(?))",
-        (json_ids(object_ids),),
-    ) as cursor:
-        rows = [tuple(row) async for row in cursor]
+    columns = "object_id, raw_json, content_sha256, metadata_date, fetched_at"
+    rows = await rows_of_ids(db, columns, "objects", object_ids)
     await db.executemany(
         "INSERT INTO object_versions (object_id, raw_json, raw_json_zlib, content_sha256, "
         "metadata_date, fetched_at, replaced_at, source) VALUES (?, '', ?, ?, ?, ?, ?, 'api')",
