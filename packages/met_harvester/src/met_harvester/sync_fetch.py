@@ -56,15 +56,21 @@ def classify(result: FetchResult) -> Outcome:
             data = json.loads(body)
         record = parse_object(data, object_id)
     except (RecordError, ValueError, RecursionError) as exc:
-        raw = body if body is not None else json.dumps(data, ensure_ascii=False)
-        reason = str(exc) if isinstance(exc, RecordError) else f"body is not JSON: {exc}"
-        if isinstance(exc, RecursionError):
-            reason = "body is not JSON we can read: nested too deeply"
+        raw = body if body is not None else repr(data)[:100_000]
+        reason = _quarantine_reason(exc)
         log.warning("quarantined record: %s", reason, extra={"object_id": object_id})
         return trouble.QuarantinedRecord(object_id, raw, reason, result.status)
     if body is None:
         body = json.dumps(data, ensure_ascii=False)
     return records.FetchedRecord(record=record, data=data, body=body)
+
+
+def _quarantine_reason(exc: Exception) -> str:
+    if isinstance(exc, RecordError):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "body is not JSON we can read: nested too deeply"
+    return f"body is not JSON: {exc}"
 
 
 class FetchPipeline:

@@ -27,7 +27,7 @@ from met_harvester import sync_window
 from met_harvester.client import MetClient
 from met_harvester.db import listing, records, runs, state, withdrawal
 from met_harvester.db.connection import iso_after, parse_iso, utc_now
-from met_harvester.db.counts import mirror_counts
+from met_harvester.db.counts import count
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.priority import order_ids
 
@@ -187,7 +187,7 @@ async def _withdraw_vanished(
         log.warning("%s; used only to find new ids", verdict.describe())
         counts["withdraw_skipped"] = len(vanished)
         return
-    stored = (await mirror_counts(db))["objects"]
+    stored = await count(db, "objects")
     if len(vanished) > 20 and len(vanished) > WITHDRAW_GUARD_FRACTION * stored:
         log.warning(
             "listing lacks %d of %d stored objects; not trusting it to withdraw them",

@@ -57,6 +57,11 @@ async def _run_counts(db: aiosqlite.Connection, queries: dict[str, str]) -> dict
     return counts
 
 
+async def count(db: aiosqlite.Connection, key: str) -> int:
+    """One count of `ALL_COUNTS` by its key."""
+    return (await _run_counts(db, {key: ALL_COUNTS[key]}))[key]
+
+
 async def mirror_counts(db: aiosqlite.Connection) -> dict[str, int]:
     """Every `MIRROR_COUNTS` value."""
     return await _run_counts(db, MIRROR_COUNTS)
