@@ -16,9 +16,13 @@ import sqlite3
 
 import aiosqlite
 
-from met_harvester.db.versions import compress_versions, prune_versions
+from met_harvester.db.state import get_state, set_state
+from met_harvester.db.versions import COMPRESS_BATCH, compress_versions, prune_versions
 
 log = logging.getLogger("met_harvester.db")
+
+ALL_COMPRESSED_KEY = "db.versions_compressed"
+"""harvester_state key, set once every pre-migration-4 version is compressed."""
 
 
 async def after_pass(db: aiosqlite.Connection, *, keep_versions: int | None = None) -> None:
@@ -30,8 +34,14 @@ async def after_pass(db: aiosqlite.Connection, *, keep_versions: int | None = No
     try:
         if db.in_transaction:
             await db.rollback()  # whatever a failed pass left open is not ours to commit
-        compressed = await compress_versions(db)
+        compressed = 0
+        if await get_state(db, ALL_COMPRESSED_KEY) is None:  # rows from before migration 4
+            compressed = await compress_versions(db)
+            if compressed < COMPRESS_BATCH:
+                await set_state(db, ALL_COMPRESSED_KEY, 1)  # new versions are born compressed
+                await db.commit()
         pruned = await prune_versions(db, keep_versions)
+        await db.execute("PRAGMA analysis_limit=400")  # bounded work, as SQLite advises
         await db.execute("PRAGMA optimize")
         async with db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
             busy = await cursor.fetchone()
