@@ -27,9 +27,9 @@ from typing import Any
 import pandas as pd
 from PIL import Image, ImageOps
 
-from met_vision.db import load_records
-from met_vision.labels import LabelSpaceConfig, build_label_space
-from met_vision.splits import GROUP_KEYS, check_fractions, split_report
+from met_vision.data.labels import LabelSpaceConfig, build_label_space
+from met_vision.data.mirror import load_records
+from met_vision.data.splits import GROUP_KEYS, check_fractions, split_report
 
 JPEG_QUALITY = 90
 # Met originals can be very large; decoding goes through draft(), so allow big declared sizes.
@@ -176,7 +176,7 @@ def prepare(
         config: the label space whose objects are cached; None caches every object with an
             image (index without targets).
         workers: worker processes (<= 1: in this process).
-        split_salt, split_fractions, group_key: the split options (see `met_vision.splits`).
+        split_salt, split_fractions, group_key: the split options (see `met_vision.data.splits`).
         progress: show a rich progress bar.
 
     Returns:
