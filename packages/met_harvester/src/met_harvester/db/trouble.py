@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import aiosqlite
 
@@ -19,6 +20,14 @@ FAILURE_RETRY_MAX_SECONDS = 7 * 24 * 3600.0
 """Longest wait between retries of a failed fetch."""
 QUARANTINE_RETRY_DAYS = (1, 7, 30)
 """A quarantined id is fetched again after 1 day, then 7, then every 30 days."""
+
+
+class _HasId(Protocol):
+    @property
+    def object_id(self) -> int: ...
+
+
+T = TypeVar("T", bound=_HasId)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,15 @@ async def save_missing(
     await forget_trouble(db, ids, tables=("fetch_failures", "quarantine"))
 
 
+def _numbered(items: Sequence[T], attempts: dict[int, int]) -> list[tuple[T, int]]:
+    """Each item with its attempt number: the stored attempts + 1 (a repeated id counts on)."""
+    numbered = []
+    for item in items:
+        attempts[item.object_id] = attempts.get(item.object_id, 0) + 1
+        numbered.append((item, attempts[item.object_id]))
+    return numbered
+
+
 def retry_delay(
     attempts: int,
     *,
@@ -107,9 +125,7 @@ async def save_failures(
     ids = [f.object_id for f in items]
     attempts = dict(await rows_of_ids(db, "object_id, attempts", "fetch_failures", ids))
     rows = []
-    for failure in items:
-        count = attempts.get(failure.object_id, 0) + 1
-        attempts[failure.object_id] = count
+    for failure, count in _numbered(items, attempts):
         next_retry = iso_after(now, retry_delay(count, base=retry_base))
         rows.append((failure.object_id, count, failure.status, failure.error, now, now, next_retry))
     await db.executemany(
@@ -138,9 +154,7 @@ async def save_quarantine(
     ids = [q.object_id for q in items]
     attempts = dict(await rows_of_ids(db, "object_id, attempts", "quarantine", ids))
     rows = []
-    for q in items:
-        count = attempts.get(q.object_id, 0) + 1
-        attempts[q.object_id] = count
+    for q, count in _numbered(items, attempts):
         due = iso_after(now, quarantine_retry_days(count) * 86400.0)
         rows.append((q.object_id, q.raw_body, q.error, q.http_status, now, count, now, due))
     await db.executemany(
