@@ -32,6 +32,8 @@ log = logging.getLogger("met_harvester.sync")
 
 FLUSH_SECONDS = 2.0
 """Longest time a fetched outcome waits before it is committed (matters at slow rates)."""
+BATCH_BYTES = 32 * 1024 * 1024
+"""A batch is committed early once its bodies reach this size (memory stays flat with big ones)."""
 CLEANUP_SECONDS = 5.0
 """How long cancelled pipeline tasks get to end before they are cancelled again."""
 
@@ -63,6 +65,12 @@ def classify(result: FetchResult) -> Outcome:
     if body is None:
         body = json.dumps(data, ensure_ascii=False)
     return records.FetchedRecord(record=record, data=data, body=body)
+
+
+def _body_size(outcome: Outcome) -> int:
+    if isinstance(outcome, records.FetchedRecord):
+        return len(outcome.body)
+    return len(outcome.raw_body) if isinstance(outcome, trouble.QuarantinedRecord) else 0
 
 
 def _quarantine_reason(exc: Exception) -> str:
@@ -185,6 +193,7 @@ class FetchPipeline:
 
     async def _write(self, out_q: asyncio.Queue[Outcome | None]) -> int:
         batch: list[Outcome] = []
+        batch_bytes = 0
         written = 0
         deadline: float | None = None
         loop = asyncio.get_running_loop()
@@ -196,18 +205,19 @@ class FetchPipeline:
                     item = await out_q.get()
             except TimeoutError:  # the oldest outcome waited FLUSH_SECONDS: commit what we have
                 written += await self.commit_batch(batch)
-                batch, deadline = [], None
+                batch, deadline, batch_bytes = [], None, 0
                 continue
             if item is None:  # every worker is done
                 if batch:
                     written += await self.commit_batch(batch)
                 return written
             batch.append(item)
+            batch_bytes += _body_size(item)
             if deadline is None:
                 deadline = loop.time() + FLUSH_SECONDS
-            if len(batch) >= self.settings.batch_size:
+            if len(batch) >= self.settings.batch_size or batch_bytes >= BATCH_BYTES:
                 written += await self.commit_batch(batch)
-                batch, deadline = [], None
+                batch, deadline, batch_bytes = [], None, 0
 
     async def commit_batch(self, batch: Sequence[Outcome]) -> int:
         """Store one batch of outcomes in one transaction, with the run's counts and the rate."""
