@@ -23,14 +23,14 @@ import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import pandas as pd
 from PIL import Image, ImageOps
 
 from met_vision.db import load_records
 from met_vision.labels import LabelSpaceConfig, build_label_space
-from met_vision.shards import DEFAULT_SHARD_BYTES, SHARDS_DIR
+from met_vision.shards import DEFAULT_SHARD_BYTES, SHARDS_DIR, read_member
 from met_vision.shards import INDEX_FILE as SHARD_INDEX
 from met_vision.splits import GROUP_KEYS, check_fractions, split_report
 
@@ -56,11 +56,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_rgb(path: Path | str, min_size: int | None = None, *, exif: bool = False) -> Image.Image:
+def open_rgb(
+    path: Path | str | IO[bytes], min_size: int | None = None, *, exif: bool = False
+) -> Image.Image:
     """Decode an image file to RGB.
 
     Args:
-        path: the file.
+        path: the file, an open binary file, or a shard member address
+            (`met_vision.shards.member_address`).
         min_size: a JPEG is DCT-downscaled on decode (`draft`) to no less than this short side.
         exif: apply the EXIF orientation.
 
@@ -68,6 +71,8 @@ def open_rgb(path: Path | str, min_size: int | None = None, *, exif: bool = Fals
         OSError, ValueError, SyntaxError: undecodable or truncated input.
     """
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    if isinstance(path, str):
+        path = read_member(path) or path
     with Image.open(path) as image:
         if min_size and image.format == "JPEG":
             width, height = image.size
@@ -282,7 +287,7 @@ def prepare(
             columns={"image_sha256": "sha256"}
         )[["object_id", "sha256", "image_path", "target", "split"]]
         names = space.names if space is not None else None
-        shard_index, new_failures, counts = build_shards(
+        _, new_failures, counts = build_shards(
             rows, out_dir / SHARDS_DIR, cache_dir, size,
             names=names, workers=workers, max_bytes=shard_bytes,
         )  # fmt: skip
@@ -311,7 +316,9 @@ def prepare(
             "split": kept["split"],
         }
     )
-    index_file = out_dir / (f"{SHARDS_DIR}/{SHARD_INDEX}" if output == "shards" else "index.parquet")
+    index_file = out_dir / (
+        f"{SHARDS_DIR}/{SHARD_INDEX}" if output == "shards" else "index.parquet"
+    )
     if output != "shards":
         tmp_index = out_dir / ".index.parquet.tmp"
         index.to_parquet(tmp_index, index=False)

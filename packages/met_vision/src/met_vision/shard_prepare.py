@@ -212,7 +212,9 @@ def build_shards(
         size=np.array([w.size for w in where], dtype=np.int64),
     )
     _write_index(shard_dir, index)
-    counts.update(shards_kept=len(kept), shards_written=len(written), shards=index["shard"].nunique())
+    counts.update(
+        shards_kept=len(kept), shards_written=len(written), shards=index["shard"].nunique()
+    )
     return index, failures, counts
 
 

@@ -16,9 +16,12 @@ process), so a worker opens each shard once instead of one file per sample.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 from collections import OrderedDict
@@ -35,6 +38,7 @@ MANIFEST_FILE = "shards.json"
 LOCATION_COLUMNS = ("shard", "offset", "size")
 DEFAULT_SHARD_BYTES = 128 * 1024 * 1024
 _BLOCK = tarfile.BLOCKSIZE
+_ADDRESS = re.compile(r"^(?P<shard>.+\.tar)#(?P<offset>\d+):(?P<size>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,25 @@ class Location:
     shard: str
     offset: int
     size: int
+
+
+def member_address(shard_path: Path | str, offset: int, size: int) -> str:
+    """A sample's JPEG as one string, `<shard path>#<offset>:<size>` (the DataModule's `path`
+    column for shards; `met_vision.prepare.open_rgb` reads it)."""
+    return f"{shard_path}#{offset}:{size}"
+
+
+def read_member(address: str) -> io.BytesIO | None:
+    """The bytes a `member_address` names, or None when `address` is not one."""
+    match = _ADDRESS.match(address)
+    if match is None or os.path.exists(address):
+        return None
+    with open(match["shard"], "rb") as handle:
+        handle.seek(int(match["offset"]))
+        data = handle.read(int(match["size"]))
+    if len(data) != int(match["size"]):
+        raise OSError(f"{match['shard']}: short read at offset {match['offset']}")
+    return io.BytesIO(data)
 
 
 def shard_name(split: str, number: int) -> str:
@@ -79,7 +102,7 @@ class ShardWriter:
         self.number += 1
         self._samples = 0
         tmp = self.directory / f".{self._name}.{os.getpid()}.tmp"
-        self._tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)
+        self._tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (closed in _finish)
         return self._tar
 
     def add(self, key: str, jpeg: bytes, meta: dict[str, Any]) -> Location:
@@ -173,10 +196,8 @@ class ShardReader:
         return state
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.close()
-        except OSError:
-            pass
 
 
 def read_index(shard_dir: Path) -> pd.DataFrame:
@@ -192,14 +213,21 @@ def stage_shards(shard_dir: Path, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     names = sorted(p.name for p in shard_dir.iterdir() if not p.name.startswith("."))
     names.sort(key=lambda name: name == INDEX_FILE)  # the index last: it names the rest
-    for name in names:
-        source, target = shard_dir / name, dest / name
-        stat = source.stat()
-        if target.exists():
-            have = target.stat()
-            if have.st_size == stat.st_size and int(have.st_mtime) == int(stat.st_mtime):
-                continue
-        tmp = dest / f".{name}.{os.getpid()}.tmp"
-        shutil.copy2(source, tmp)
-        os.replace(tmp, target)
+    with open(dest / ".stage.lock", "w") as lock:  # ranks of one node copy once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in names:
+            _copy_if_changed(shard_dir / name, dest / name)
+        for stale in set(p.name for p in dest.glob("*.tar")) - set(names):
+            (dest / stale).unlink()
     return dest
+
+
+def _copy_if_changed(source: Path, target: Path) -> None:
+    stat = source.stat()
+    if target.exists():
+        have = target.stat()
+        if have.st_size == stat.st_size and int(have.st_mtime) == int(stat.st_mtime):
+            return
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copy2(source, tmp)
+    os.replace(tmp, target)
