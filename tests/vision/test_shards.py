@@ -107,7 +107,9 @@ def test_training_from_shards_equals_training_from_files(
     shard_metrics, shard_cm = run("shards")
     assert shard_metrics == files_metrics
     assert shard_cm == files_cm
-    assert sum(map(sum, shard_cm)) == len(_module(both_formats, "files").frame.query("split == 'test'"))
+    assert sum(map(sum, shard_cm)) == len(
+        _module(both_formats, "files").frame.query("split == 'test'")
+    )
 
 
 def test_stage_to_copies_the_shards_and_workers_open_each_shard_once(

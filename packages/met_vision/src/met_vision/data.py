@@ -76,6 +76,7 @@ class MetImageDataset(Dataset):
         self.max_consecutive_bad = max_consecutive_bad
         self.bad_images = 0
         self._bad_in_a_row = 0
+        self.collate: Callable[[list[dict[str, Any]]], Any] | None = None  # None: default
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -96,11 +97,11 @@ class MetImageDataset(Dataset):
             self.reader.read(self.shards[i], int(self.offsets[i]), int(self.sizes[i]))
         )
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         for attempt in range(len(self)):
             i = (index + attempt) % len(self)
             try:
-                image = open_rgb(self._source(i), min_size=self.decode_size)
+                decoded = self._decode(i)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 self.bad_images += 1
                 self._bad_in_a_row += 1
@@ -114,12 +115,18 @@ class MetImageDataset(Dataset):
                     ) from exc
                 continue
             self._bad_in_a_row = 0
-            return {
-                "image": self.transform(image),
-                "label": self.encode(self.targets[i]),
-                "object_id": torch.tensor(self.object_ids[i], dtype=torch.long),
-            }
+            return self._sample(i, decoded)
         raise BadImageError("no readable image in the dataset")
+
+    def _decode(self, i: int) -> Any:
+        return open_rgb(self._source(i), min_size=self.decode_size)
+
+    def _sample(self, i: int, decoded: Any) -> dict[str, Any]:
+        return {
+            "image": self.transform(decoded),
+            "label": self.encode(self.targets[i]),
+            "object_id": torch.tensor(self.object_ids[i], dtype=torch.long),
+        }
 
 
 class MetDataModule(pl.LightningDataModule):
@@ -152,6 +159,9 @@ class MetDataModule(pl.LightningDataModule):
             `prepare --format shards`), 'files' (the per-file cache) or 'auto' (shards when
             prepared, else files); without either, the raw image store.
         stage_to: copy the shards to this (node-local) directory first, e.g. `$TMPDIR`.
+        device_decode: workers read the JPEG bytes only; the model decodes, crops and resizes
+            them on its device (nvJPEG on CUDA; see `met_vision.device_decode`). For the raw
+            path's multi-MB originals; augment must be 'none' or 'flip'.
         seed: seed of the training shuffle / balanced draw.
     """
 
@@ -188,6 +198,7 @@ class MetDataModule(pl.LightningDataModule):
         gender_vocab: str | None = None,
         data_format: Literal["auto", "files", "shards"] = "auto",
         stage_to: str | None = None,
+        device_decode: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -226,6 +237,9 @@ class MetDataModule(pl.LightningDataModule):
             raise ValueError(f"data_format must be auto, files or shards, not {data_format!r}")
         self.data_format = data_format
         self.stage_to = stage_to
+        if device_decode and augment not in ("none", "flip"):
+            raise ValueError(f"device_decode supports augment 'none' or 'flip', not {augment!r}")
+        self.device_decode = device_decode
         self._shard_root: Path | None = None
         self._label_space: LabelSpace | None = None
         self._frame: pd.DataFrame | None = None
@@ -362,7 +376,7 @@ class MetDataModule(pl.LightningDataModule):
         for split in ("train", "val", "test", "all"):
             part = frame if split == "all" else frame[frame["split"] == split]
             train = split == "train"
-            self.datasets[split] = MetImageDataset(
+            self.datasets[split] = self._dataset_class()(
                 part.reset_index(drop=True),
                 task=self.task,
                 num_classes=space.num_classes,
@@ -373,6 +387,25 @@ class MetDataModule(pl.LightningDataModule):
                 max_consecutive_bad=self.max_consecutive_bad,
                 reader=ShardReader(self._shard_root) if self._shard_root is not None else None,
             )
+            if self.device_decode:
+                self.datasets[split].collate = self._encoded_collate(train)
+
+    def _dataset_class(self) -> type[MetImageDataset]:
+        if not self.device_decode:
+            return MetImageDataset
+        from met_vision.device_decode import EncodedImageDataset
+
+        return EncodedImageDataset
+
+    def _encoded_collate(self, train: bool) -> Callable[[list[dict[str, Any]]], Any]:
+        from met_vision.device_decode import CropSpec, EncodedCollate
+
+        config = self.data_config
+        train = train and self.augment != "none"
+        spec = CropSpec(
+            config.input_size, train, config.crop_pct, config.interpolation, self.crop_scale
+        )
+        return EncodedCollate(spec)
 
     # --- loaders ----------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:
@@ -393,6 +426,7 @@ class MetDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             drop_last=drop_last,
+            collate_fn=dataset.collate,
         )
 
     def train_sampler(

@@ -224,6 +224,11 @@ class ClassificationTask(pl.LightningModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """On the batch's device: uint8 images -> normalised float32 (channels-last when the
         model is). Float images pass unchanged. Needs no trainer (inference calls it too)."""
+        if isinstance(batch, dict) and "jpeg" in batch:  # met_vision.device_decode
+            from met_vision.device_decode import decode_batch
+
+            batch = dict(batch)
+            batch["image"] = decode_batch(batch.pop("jpeg"), batch.pop("crop"), self.device)
         if isinstance(batch, dict) and isinstance(batch.get("image"), Tensor):
             mean, std = self.input_normalization
             image = normalize_images(batch["image"], mean, std, channels_last=self._channels_last)
