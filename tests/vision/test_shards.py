@@ -85,31 +85,62 @@ def test_shards_are_standard_tars_carrying_index_labels_and_split(both_formats: 
     assert seen == len(index)
 
 
+def test_items_are_identical_with_augmentation(both_formats: Path) -> None:
+    files, shards = (
+        _module(both_formats, "files", augment="trivial"),
+        _module(both_formats, "shards", augment="trivial"),
+    )
+    files.setup()
+    shards.setup()
+    for split in ("train", "val", "test"):
+        a, b = files.datasets[split], shards.datasets[split]
+        assert len(a) == len(b)
+        for i in range(0, len(a), 7):
+            torch.manual_seed(i)
+            x = a[i]
+            torch.manual_seed(i)
+            y = b[i]
+            assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
+
+
+class _StopAfterFirstEpoch(pl.Callback):
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.should_stop = True
+
+
 def test_training_from_shards_equals_training_from_files(
     both_formats: Path, tmp_path: Path
 ) -> None:
-    def run(data_format: str) -> tuple[dict[str, float], torch.Tensor]:
+    """Same seed, same samples: the test metrics are equal, also when the shard run is stopped
+    after one epoch and resumed from its checkpoint (the epoch's order is f(seed, epoch))."""
+
+    def fit(data_format: str, stop_early: bool, ckpt: Path | None) -> ClassificationTask:
         pl.seed_everything(7, workers=True)
-        dm = _module(both_formats, data_format, num_workers=1, augment="flip", seed=7)
+        dm = _module(both_formats, data_format, num_workers=1, augment="none", seed=7)
         model = ClassificationTask(
             task="multiclass", backbone="test_resnet", labels=dm.label_space.manifest(), lr=3e-3
         )
         trainer = pl.Trainer(
             accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False,
+            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
             default_root_dir=tmp_path / data_format, deterministic=True,
+            callbacks=[_StopAfterFirstEpoch()] if stop_early else [],
         )  # fmt: skip
-        trainer.fit(model, datamodule=dm)
-        trainer.test(model, datamodule=dm, verbose=False)
-        return model.test_results["metrics"], model.test_results["confusion_matrix"]
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt)
+        if stop_early:
+            trainer.save_checkpoint(tmp_path / "epoch1.ckpt")
+        else:
+            trainer.test(model, datamodule=dm, verbose=False)
+        return model
 
-    files_metrics, files_cm = run("files")
-    shard_metrics, shard_cm = run("shards")
-    assert shard_metrics == files_metrics
-    assert shard_cm == files_cm
-    assert sum(map(sum, shard_cm)) == len(
-        _module(both_formats, "files").frame.query("split == 'test'")
-    )
+    files = fit("files", stop_early=False, ckpt=None)
+    fit("shards", stop_early=True, ckpt=None)
+    shards = fit("shards", stop_early=False, ckpt=tmp_path / "epoch1.ckpt")
+    assert shards.trainer.current_epoch == files.trainer.current_epoch == 2
+    assert shards.test_results["metrics"] == files.test_results["metrics"]
+    assert shards.test_results["confusion_matrix"] == files.test_results["confusion_matrix"]
+    n_test = int((_module(both_formats, "files").frame["split"] == "test").sum())
+    assert shards.test_results["num_samples"] == n_test
 
 
 def test_stage_to_copies_the_shards_and_workers_open_each_shard_once(

@@ -241,6 +241,7 @@ class MetDataModule(pl.LightningDataModule):
             raise ValueError(f"device_decode supports augment 'none' or 'flip', not {augment!r}")
         self.device_decode = device_decode
         self._shard_root: Path | None = None
+        self._resume_epoch = 0
         self._label_space: LabelSpace | None = None
         self._frame: pd.DataFrame | None = None
         self.source: Literal["cache", "shards", "raw"] | None = None
@@ -432,7 +433,8 @@ class MetDataModule(pl.LightningDataModule):
     def train_sampler(
         self, num_replicas: int | None = None, rank: int | None = None
     ) -> Sampler | None:
-        """The training sampler: class-balanced or, under DDP, a shuffling DistributedSampler."""
+        """The training sampler: class-balanced, else a shuffling DistributedSampler (seeded by
+        `seed` and the epoch; one replica when not under DDP)."""
         dataset = self.datasets["train"]
         world, rank = (
             self._world() if num_replicas is None or rank is None else (num_replicas, rank)
@@ -449,11 +451,10 @@ class MetDataModule(pl.LightningDataModule):
             return ClassBalancedSampler(
                 dataset, weights, num_replicas=world, rank=rank, seed=self.seed
             )
-        if world > 1:
-            return DistributedSampler(
-                dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
-            )
-        return None
+        # one process too: each epoch's order is f(seed, epoch), so a resumed run sees the same
+        return DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
+        )
 
     def eval_sampler(
         self, stage: Stage, num_replicas: int | None = None, rank: int | None = None
@@ -475,15 +476,29 @@ class MetDataModule(pl.LightningDataModule):
         self.setup()
         return self.datasets[self.predict_split if stage == "predict" else stage]
 
+    def _epochs_done(self) -> int:
+        trainer = self.trainer
+        return int(trainer.fit_loop.epoch_progress.current.processed) if trainer else 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the epoch whose order the training sampler draws next."""
+        return {"train_epoch": self._epochs_done()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore `state_dict()` (Lightning calls this when resuming)."""
+        self._resume_epoch = int(state_dict.get("train_epoch", 0))
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled (or class-balanced) training batches."""
         dataset = self._dataset("train")
         world, _ = self._world()
+        sampler = self.train_sampler()
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            # Lightning starts the first iterator (workers prefetch at once) before it calls
+            # set_epoch and before it restores its loops: a resumed run would replay epoch 0
+            sampler.set_epoch(max(self._resume_epoch, self._epochs_done()))
         return self._loader(
-            dataset,
-            self.train_sampler(),
-            shuffle=True,
-            drop_last=len(dataset) // world > self.batch_size,
+            dataset, sampler, shuffle=True, drop_last=len(dataset) // world > self.batch_size
         )
 
     def val_dataloader(self) -> DataLoader:
