@@ -478,7 +478,7 @@ class MetDataModule(pl.LightningDataModule):
 
     def _epochs_done(self) -> int:
         trainer = self.trainer
-        return int(trainer.fit_loop.epoch_progress.current.processed) if trainer else 0
+        return int(trainer.fit_loop.epoch_progress.current.processed) if trainer else 0  # type: ignore[attr-defined]
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: the epoch whose order the training sampler draws next."""

@@ -460,7 +460,7 @@ class ClassificationTask(pl.LightningModule):
                 param_groups, lr=h["lr"], momentum=h["momentum"], nesterov=True
             )
         else:
-            on_cuda = all(p.is_cuda for g in param_groups for p in g["params"])
+            on_cuda = all(p.is_cuda for p in self.model.parameters())
             opt = torch.optim.AdamW(param_groups, lr=h["lr"], fused=on_cuda or None)
         total = float(self.trainer.estimated_stepping_batches)
         max_epochs = self.trainer.max_epochs or 0
