@@ -3,7 +3,7 @@ slow metadata path), against raw originals and a plain PIL loop.
 
 Generates N synthetic "originals" (2000x1500 JPEG q90 with photographic noise, ~0.85 MB), resizes
 them into a 384-px per-file cache with `met_vision.prepare.make_cached_copy` and packs the same
-bytes into WebDataset tar shards with `met_vision.shard_prepare.build_shards` (what
+bytes into WebDataset tar shards with `met_vision.data.shard_prepare.build_shards` (what
 `prepare --format shards` runs). Then, in one process with one torch thread (= one worker), it
 times whole passes over the images in a shuffled order through `MetImageDataset` with the
 training transform (RandomResizedCrop 224 + flip, uint8 out):
@@ -41,11 +41,11 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import center_crop, pil_to_tensor
 
-from met_vision.data import MetImageDataset
+from met_vision.data.datamodule import MetImageDataset
+from met_vision.data.shard_prepare import build_shards
+from met_vision.data.shards import ShardReader
+from met_vision.data.transforms import DataConfig, build_transform
 from met_vision.prepare import cache_path, make_cached_copy
-from met_vision.shard_prepare import build_shards
-from met_vision.shards import ShardReader
-from met_vision.transforms import DataConfig, build_transform
 
 INPUT = 224
 CACHE = 384

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from met_vision.data import MetDataModule
-from met_vision.tasks import ClassificationTask
-from met_vision.transforms import build_transform, resolve_data_config
+from met_vision.data.transforms import build_transform, resolve_data_config
+from met_vision.trainers.classification import ClassificationTask
 
 MANIFEST = {"task": "multiclass", "names": ["a", "b", "c"]}
 

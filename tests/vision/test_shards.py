@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from met_vision.data import MetDataModule
-from met_vision.labels import LabelSpaceConfig
+from met_vision.data.labels import LabelSpaceConfig
+from met_vision.data.shards import ShardReader, scan_shard
 from met_vision.prepare import main, prepare, usable_cpus
-from met_vision.shards import ShardReader, scan_shard
-from met_vision.tasks import ClassificationTask
+from met_vision.trainers.classification import ClassificationTask
 
 SIZE = 64
 SHARD_BYTES = 48 * 1024  # several shards per split on the tiny mirror

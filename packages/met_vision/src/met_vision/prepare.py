@@ -28,11 +28,11 @@ from typing import IO, Any, Literal
 import pandas as pd
 from PIL import Image, ImageOps
 
-from met_vision.db import load_records
-from met_vision.labels import LabelSpaceConfig, build_label_space
-from met_vision.shards import DEFAULT_SHARD_BYTES, SHARDS_DIR, read_member
-from met_vision.shards import INDEX_FILE as SHARD_INDEX
-from met_vision.splits import GROUP_KEYS, check_fractions, split_report
+from met_vision.data.labels import LabelSpaceConfig, build_label_space
+from met_vision.data.mirror import load_records
+from met_vision.data.shards import DEFAULT_SHARD_BYTES, SHARDS_DIR, read_member
+from met_vision.data.shards import INDEX_FILE as SHARD_INDEX
+from met_vision.data.splits import GROUP_KEYS, check_fractions, split_report
 
 JPEG_QUALITY = 90
 # Met originals can be very large; decoding goes through draft(), so allow big declared sizes.
@@ -63,7 +63,7 @@ def open_rgb(
 
     Args:
         path: the file, an open binary file, or a shard member address
-            (`met_vision.shards.member_address`).
+            (`met_vision.data.shards.member_address`).
         min_size: a JPEG is DCT-downscaled on decode (`draft`) to no less than this short side.
         exif: apply the EXIF orientation.
 
@@ -240,10 +240,10 @@ def prepare(
         config: the label space whose objects are cached; None caches every object with an
             image (index without targets).
         workers: worker processes (<= 1: in this process).
-        split_salt, split_fractions, group_key: the split options (see `met_vision.splits`).
+        split_salt, split_fractions, group_key: the split options (see `met_vision.data.splits`).
         progress: show a rich progress bar.
         output: 'files' (one JPEG per image, `index.parquet`) or 'shards' (WebDataset tar
-            shards under `shards/`, see `met_vision.shards`).
+            shards under `shards/`, see `met_vision.data.shards`).
         shard_bytes: size at which a shard is closed.
 
     Returns:
@@ -281,7 +281,7 @@ def prepare(
     out_dir = cache_dir / "datasets" / key
     out_dir.mkdir(parents=True, exist_ok=True)
     if output == "shards":
-        from met_vision.shard_prepare import build_shards
+        from met_vision.data.shard_prepare import build_shards
 
         rows = kept[~kept["image_sha256"].isin(list(known_failures))].rename(
             columns={"image_sha256": "sha256"}

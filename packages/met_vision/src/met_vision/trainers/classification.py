@@ -17,16 +17,21 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from met_vision.backbones import BackboneError, create_backbone, data_config, head_parameter_names
-from met_vision.losses import balanced_class_weights, build_loss
-from met_vision.metrics import (
+from met_vision.data.transforms import normalize_images
+from met_vision.trainers.backbones import (
+    BackboneError,
+    create_backbone,
+    data_config,
+    head_parameter_names,
+)
+from met_vision.trainers.losses import balanced_class_weights, build_loss
+from met_vision.trainers.metrics import (
     ScoreStore,
     multilabel_threshold_metrics,
     pr_curves,
     scalar_collection,
     tune_thresholds,
 )
-from met_vision.transforms import normalize_images
 
 SPLITS = ("val", "test")
 
@@ -146,7 +151,7 @@ class ClassificationTask(pl.LightningModule):
         self.register_buffer("thr_f2_class", torch.full((self.num_classes,), 0.5))
 
     def configure_losses(self) -> None:
-        """Build the loss from the hyperparameters (see ``met_vision.losses``)."""
+        """Build the loss from the hyperparameters (see ``met_vision.trainers.losses``)."""
         h = self.hparams
         name = h["loss"] or ("ce" if self.task == "multiclass" else "bce")
         weights = h["class_weights"]
@@ -199,11 +204,11 @@ class ClassificationTask(pl.LightningModule):
 
     @property
     def label_space(self) -> Any:
-        """The manifest as a ``met_vision.labels.LabelSpace`` (None when there is none)."""
+        """The manifest as a ``met_vision.data.labels.LabelSpace`` (None when there is none)."""
         manifest = self.label_manifest
         if not manifest:
             return None
-        from met_vision.labels import LabelSpace
+        from met_vision.data.labels import LabelSpace
 
         return LabelSpace.from_manifest(manifest)
 
@@ -224,8 +229,8 @@ class ClassificationTask(pl.LightningModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """On the batch's device: uint8 images -> normalised float32 (channels-last when the
         model is). Float images pass unchanged. Needs no trainer (inference calls it too)."""
-        if isinstance(batch, dict) and "jpeg" in batch:  # met_vision.device_decode
-            from met_vision.device_decode import decode_batch
+        if isinstance(batch, dict) and "jpeg" in batch:  # met_vision.data.device_decode
+            from met_vision.data.device_decode import decode_batch
 
             batch = dict(batch)
             batch["image"] = decode_batch(batch.pop("jpeg"), batch.pop("crop"), self.device)

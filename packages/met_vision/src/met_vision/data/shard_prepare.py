@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from met_vision.prepare import DECODE_ERRORS, cache_path, resized_jpeg
-from met_vision.shards import (
+from met_vision.data.shards import (
     INDEX_FILE,
     LOCATION_COLUMNS,
     MANIFEST_FILE,
@@ -33,6 +32,7 @@ from met_vision.shards import (
     ShardWriter,
     read_index,
 )
+from met_vision.prepare import DECODE_ERRORS, cache_path, resized_jpeg
 
 CHUNK = 1024  # samples resized and written per round (bounds memory)
 _NUMBER = re.compile(r"^(?P<split>.+)-(?P<number>\d{6})\.tar$")
