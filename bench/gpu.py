@@ -156,6 +156,7 @@ def loader_rate(
         pin_memory=device.type == "cuda",
         drop_last=True,
         persistent_workers=workers > 0,
+        collate_fn=dataset.collate,  # the DataModule's own batching (None: PyTorch's default)
     )
     seen, start = 0, 0.0
     iterator = iter(loader)
