@@ -7,18 +7,20 @@ cluster templates bind the data dir ``:ro``) does not allow, so ``mode=ro`` fail
 
 * the directory is writable: ``mode=ro``. SQLite's normal reader, safe while a harvester writes
   in the same directory (it sees one committed snapshot per transaction).
-* not writable, but ``-wal`` and ``-shm`` exist (a writer has the file open, through another
-  mount): ``mode=ro``. SQLite (>= 3.22) reads a WAL database read-only through the existing
-  files and sees the latest commits.
-* not writable and no ``-wal``: ``immutable=1``. The last writer closed the database cleanly, so
-  everything is in the main file; SQLite reads it without locks.
+* not writable, and no ``-wal`` or an empty one (the last writer closed cleanly and everything
+  is in the main file; an empty ``-wal`` and a ``-shm`` are what any ``mode=ro`` reader leaves
+  behind): ``immutable=1``. SQLite reads the main file without locks and without the ``-shm``.
+* not writable, with a non-empty ``-wal`` and its ``-shm``: ``mode=ro``. SQLite (>= 3.22) reads
+  a WAL database read-only through the existing files and sees the latest commits. While such a
+  connection is open, a writer of the same file through another mount gets "attempt to write a
+  readonly database" (seen on a bind mount), so this is for a mirror whose writer has stopped.
 
 ``immutable=1`` is only right while nothing writes the file. The safe way to feed a cluster is a
-staged copy that nobody writes (``sqlite3 met.sqlite ".backup /stage/met.sqlite"`` is a consistent
-snapshot even while the harvester runs; see docs/training.md). When the file is the live one,
-the connection checks on close that the file and its ``-wal`` are as they were when it opened,
-and raises `MirrorChangedError` otherwise, so a harvester writing elsewhere cannot make a read
-silently wrong: the reader retries or is pointed at a snapshot.
+staged copy that nobody writes (`snapshot_database`, ``python -m met_vision.snapshot``: a
+consistent snapshot even while the harvester runs; see docs/training.md). When the file is the
+live one, the connection checks on close that the file and its ``-wal`` are as they were when it
+opened, and raises `MirrorChangedError` otherwise, so a harvester writing elsewhere cannot make a
+read silently wrong, nor is it blocked: the reader retries or is pointed at a snapshot.
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ class MirrorChangedError(sqlite3.OperationalError):
 def _fingerprint(path: Path) -> tuple[Any, ...]:
     stat = path.stat()
     wal = Path(f"{path}-wal")
-    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, wal.exists())
+    return (
+        stat.st_ino,
+        stat.st_size,
+        stat.st_mtime_ns,
+        wal.stat().st_size if wal.exists() else None,
+    )
 
 
 class ReadOnlyConnection(sqlite3.Connection):
@@ -59,18 +66,18 @@ class ReadOnlyConnection(sqlite3.Connection):
 
 def readonly_mode(path: Path) -> str:
     """``"ro"`` or ``"immutable"``: how `connect_readonly` opens ``path`` (see module docstring)."""
-    directory = path.parent
-    if os.access(directory, os.W_OK):
+    if os.access(path.parent, os.W_OK):
         return "ro"
-    if Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists():
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    if not wal.exists() or wal.stat().st_size == 0:
+        return "immutable"
+    if shm.exists():
         return "ro"
-    if Path(f"{path}-wal").exists():
-        raise sqlite3.OperationalError(
-            f"{path} has a -wal file but no -shm in a directory this process cannot write: "
-            "open the mirror once where it is writable (any met-harvester command), or stage a "
-            "snapshot (docs/training.md)"
-        )
-    return "immutable"
+    raise sqlite3.OperationalError(
+        f"{path} has a -wal file but no -shm in a directory this process cannot write: open the "
+        "mirror once where it is writable (any met-harvester command), or stage a snapshot "
+        "(python -m met_vision.snapshot; docs/training.md)"
+    )
 
 
 def connect_readonly(path: Path | str, busy_timeout_ms: int = 30000) -> sqlite3.Connection:
