@@ -2,7 +2,8 @@
 
 The pipeline has flat memory: a bounded queue of ids, ``settings.concurrency`` workers calling the
 client, and one writer task that commits ``settings.batch_size`` outcomes per transaction (or
-whatever arrived within `FLUSH_SECONDS`). Every committed batch is final, so a SIGKILL loses at
+whatever arrived within `FLUSH_SECONDS`, or `BATCH_BYTES` of bodies); bodies fetched but not yet
+committed are held to `QUEUED_BYTES` (a worker waits for room). Every committed batch is final, so a SIGKILL loses at
 most the batch in flight, which the next run fetches again because it is still missing (or, for
 changed records, still inside the changed window of the last completed run). Setting
 `stop_event` stops taking work, lets in-flight requests finish (up to ``settings.grace``
