@@ -35,7 +35,7 @@ async def test_killed_incremental_pass_resumes_where_it_stopped(
     day = metadata_date(since)
     changed = sorted(int(i) for i in api.collection.list_ids(day))
     assert len(changed) >= 150
-    api.set_faults(FaultConfig(latency=0.01))
+    api.set_faults(FaultConfig(latency=0.05))  # the window takes seconds: time to kill it
     mark = len(api.requests)
     proc = await start_sync(tmp_path, api)
     for _ in range(3000):  # until a good part of the window is committed

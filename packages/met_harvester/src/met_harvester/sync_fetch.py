@@ -2,7 +2,8 @@
 
 The pipeline has flat memory: a bounded queue of ids, ``settings.concurrency`` workers calling the
 client, and one writer task that commits ``settings.batch_size`` outcomes per transaction (or
-whatever arrived within `FLUSH_SECONDS`). Every committed batch is final, so a SIGKILL loses at
+whatever arrived within `FLUSH_SECONDS`, or `BATCH_BYTES` of bodies); bodies fetched but not yet
+committed are held to `QUEUED_BYTES` (a worker waits for room). Every committed batch is final, so a SIGKILL loses at
 most the batch in flight, which the next run fetches again because it is still missing (or, for
 changed records, still inside the changed window of the last completed run). Setting
 `stop_event` stops taking work, lets in-flight requests finish (up to ``settings.grace``
@@ -34,6 +35,8 @@ FLUSH_SECONDS = 2.0
 """Longest time a fetched outcome waits before it is committed (matters at slow rates)."""
 BATCH_BYTES = 32 * 1024 * 1024
 """A batch is committed early once its bodies reach this size (memory stays flat with big ones)."""
+QUEUED_BYTES = 64 * 1024 * 1024
+"""Bodies fetched but not yet committed, at most (a worker waits; one body may exceed it alone)."""
 CLEANUP_SECONDS = 5.0
 """How long cancelled pipeline tasks get to end before they are cancelled again."""
 
@@ -65,6 +68,27 @@ def classify(result: FetchResult) -> Outcome:
     if body is None:
         body = json.dumps(data, ensure_ascii=False)
     return records.FetchedRecord(record=record, data=data, body=body)
+
+
+class ByteBudget:
+    """At most `limit` bytes taken at once; a taker waits for room (alone, it may exceed it)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._room = asyncio.Condition()
+
+    async def take(self, size: int) -> None:
+        """Wait until `size` fits (or nothing is taken), then take it."""
+        async with self._room:
+            await self._room.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+            self.used += size
+
+    async def give(self, size: int) -> None:
+        """Return `size` bytes and wake the waiters."""
+        async with self._room:
+            self.used = max(0, self.used - size)
+            self._room.notify_all()
 
 
 def _body_size(outcome: Outcome) -> int:
@@ -121,6 +145,7 @@ class FetchPipeline:
         self.stop_event = stop_event
         self.stopping = False
         self._remaining = 0
+        self._queued = ByteBudget(QUEUED_BYTES)
 
     async def fetch_all(self, todo: Sequence[int]) -> int:
         """Fetch `todo` through the pipeline; returns how many outcomes were committed."""
@@ -143,8 +168,9 @@ class FetchPipeline:
                 object_id = await ids_q.get()
                 if object_id is None:
                     return
-                result = await self.client.get_object(object_id)
-                await out_q.put(classify(result))
+                outcome = classify(await self.client.get_object(object_id))
+                await self._queued.take(_body_size(outcome))
+                await out_q.put(outcome)
 
         producer = asyncio.create_task(produce(), name="sync-producer")
         workers = [asyncio.create_task(work(), name=f"sync-worker-{i}") for i in range(workers_n)]
@@ -204,20 +230,25 @@ class FetchPipeline:
                 async with asyncio.timeout(timeout):
                     item = await out_q.get()
             except TimeoutError:  # the oldest outcome waited FLUSH_SECONDS: commit what we have
-                written += await self.commit_batch(batch)
+                written += await self._commit_and_release(batch, batch_bytes)
                 batch, deadline, batch_bytes = [], None, 0
                 continue
             if item is None:  # every worker is done
                 if batch:
-                    written += await self.commit_batch(batch)
+                    written += await self._commit_and_release(batch, batch_bytes)
                 return written
             batch.append(item)
             batch_bytes += _body_size(item)
             if deadline is None:
                 deadline = loop.time() + FLUSH_SECONDS
             if len(batch) >= self.settings.batch_size or batch_bytes >= BATCH_BYTES:
-                written += await self.commit_batch(batch)
+                written += await self._commit_and_release(batch, batch_bytes)
                 batch, deadline, batch_bytes = [], None, 0
+
+    async def _commit_and_release(self, batch: Sequence[Outcome], size: int) -> int:
+        written = await self.commit_batch(batch)
+        await self._queued.give(size)
+        return written
 
     async def commit_batch(self, batch: Sequence[Outcome]) -> int:
         """Store one batch of outcomes in one transaction, with the run's counts and the rate."""
