@@ -136,14 +136,7 @@ class RequeueCheckpoint(Callback):
             signal.signal(self.signum, self._previous)
             self._previous = None
 
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
         """Where every rank stops together when any of them got the signal."""
         if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
             return
