@@ -27,9 +27,16 @@ from typing import Any
 import pandas as pd
 from PIL import Image, ImageOps
 
+from met_vision import near_duplicates
 from met_vision.db import load_records
-from met_vision.labels import LabelSpaceConfig, build_label_space
-from met_vision.splits import GROUP_KEYS, check_fractions, split_report
+from met_vision.labels import LabelSpace, LabelSpaceConfig, build_label_space
+from met_vision.splits import (
+    GROUP_KEYS,
+    assign_splits,
+    check_fractions,
+    leakage_check,
+    split_report,
+)
 
 JPEG_QUALITY = 90
 # Met originals can be very large; decoding goes through draft(), so allow big declared sizes.
@@ -108,17 +115,27 @@ def make_cached_copy(
     return source, None
 
 
+# Bumped when the split rule changes, so an index made under an older (leakier) rule is not reused.
+SPLIT_RULE_VERSION = 2
+
+
 def dataset_key(
     config: LabelSpaceConfig | None,
     split_salt: str,
     split_fractions: Sequence[float],
     group_key: str | None,
+    near_duplicates: int | None = None,
 ) -> str:
     """The directory name of a dataset index: a hash of label-space and split options."""
-    payload = {
-        "labels": config.to_dict() if config is not None else "all",
-        "split": {"salt": split_salt, "fractions": list(split_fractions), "group": group_key},
+    split: dict[str, Any] = {
+        "salt": split_salt,
+        "fractions": list(split_fractions),
+        "group": group_key,
+        "rule": SPLIT_RULE_VERSION,
     }
+    if near_duplicates is not None:
+        split["near_duplicates"] = int(near_duplicates)
+    payload = {"labels": config.to_dict() if config is not None else "all", "split": split}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -157,6 +174,141 @@ def _run_jobs(
     return failures
 
 
+def _label(
+    records: pd.DataFrame, config: LabelSpaceConfig | None
+) -> tuple[LabelSpace | None, pd.DataFrame]:
+    """The label space (vocabulary from the training split) and its objects, or every image."""
+    if config is not None:
+        return build_label_space(records, config)
+    kept = records[records["has_image"] & ~records["withdrawn"]].reset_index(drop=True)
+    return None, kept.assign(target=None)
+
+
+class _Cache:
+    """The resized-image cache of one size: what is there, what failed, what this run did."""
+
+    def __init__(self, cache_dir: Path, workers: int, progress: bool) -> None:
+        self.dir = cache_dir
+        self.workers = workers
+        self.progress = progress
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.failed_file = cache_dir / "failed.json"
+        self.failures: dict[str, str] = (
+            json.loads(self.failed_file.read_text()) if self.failed_file.exists() else {}
+        )
+        self.resized = 0
+        self.failed_now = 0
+        self.already_cached: set[str] = set()
+
+    def fill(self, kept: pd.DataFrame) -> None:
+        """Resize every image of `kept` that is neither cached nor known to fail."""
+        jobs: dict[str, tuple[str, str]] = {}
+        for sha, source in zip(kept["image_sha256"], kept["image_path"], strict=True):
+            target = cache_path(self.dir, sha)
+            if sha in jobs or sha in self.failures or sha in self.already_cached:
+                continue
+            if target.exists():
+                self.already_cached.add(sha)
+            else:
+                jobs[sha] = (source, str(target))
+        by_source = {source: sha for sha, (source, _) in jobs.items()}
+        new_failures = _run_jobs(list(jobs.values()), self.dir_size, self.workers, self.progress)
+        for source, error in new_failures.items():
+            self.failures[by_source[source]] = error
+        self.resized += len(jobs) - len(new_failures)
+        self.failed_now += len(new_failures)
+        self.already_cached.update(sha for sha in jobs if sha not in self.failures)
+        if new_failures:
+            tmp = self.failed_file.with_name(".failed.json.tmp")
+            tmp.write_text(json.dumps(self.failures, indent=1, sort_keys=True))
+            tmp.replace(self.failed_file)
+
+    @property
+    def dir_size(self) -> int:
+        """The short side of this cache's images."""
+        return int(self.dir.name)
+
+
+def _near_duplicate_links(
+    kept: pd.DataFrame, cache: _Cache, max_distance: int
+) -> tuple[list[tuple[int, int, int]], int]:
+    """Near-duplicate object pairs among `kept` (hashes of the source images), and how many."""
+    files = [
+        (int(oid), Path(source))
+        for oid, sha, source in zip(
+            kept["object_id"], kept["image_sha256"], kept["image_path"], strict=True
+        )
+        if sha not in cache.failures
+    ]
+    hashes = near_duplicates.hashes_of(files)
+    return near_duplicates.near_duplicate_pairs(hashes, max_distance), len(hashes)
+
+
+def _regroup(
+    records: pd.DataFrame,
+    links: list[tuple[int, int, int]],
+    split_salt: str,
+    fractions: Sequence[float],
+    group_key: str | None,
+) -> pd.DataFrame:
+    """`records` with splits that also keep every near-duplicate pair together."""
+    split = assign_splits(
+        records,
+        salt=split_salt,
+        fractions=fractions,
+        group_key=group_key,
+        extra_links=[(a, b) for a, b, _ in links],
+    )
+    return records.assign(split=split)
+
+
+def leakage_report(
+    records: pd.DataFrame,
+    index: pd.DataFrame,
+    links: list[tuple[int, int, int]] | None,
+    near_duplicate_distance: int | None,
+    hashed: int,
+) -> dict[str, Any]:
+    """The leakage checks run on a finished index, and what they found (for `report.json`)."""
+    in_index = records[records["object_id"].isin(index["object_id"])]
+    every_image = in_index[["image_sha256s", "split"]].explode("image_sha256s")
+    checks = [
+        {"check": "primary image sha256 in one split", **leakage_check(index, "sha256")},
+        {
+            "check": "any stored image sha256 in one split",
+            **leakage_check(every_image.rename(columns={"image_sha256s": "sha"}), "sha"),
+        },
+    ]
+    report: dict[str, Any] = {
+        "split_unit": "union-find groups: objects sharing an image sha256"
+        + (", near-duplicate images" if near_duplicate_distance is not None else "")
+        + "; the salted hash of the group's smallest key decides its split",
+        "vocabulary_split": "train",
+        "checks": checks,
+    }
+    if near_duplicate_distance is not None and links is not None:
+        split_of_object = dict(zip(index["object_id"], index["split"], strict=True))
+        straddling = [
+            (a, b)
+            for a, b, _ in links
+            if a in split_of_object
+            and b in split_of_object
+            and split_of_object[a] != split_of_object[b]
+        ]
+        report["near_duplicates"] = {
+            "hash": near_duplicates.HASH_NAME,
+            "max_hamming_distance": near_duplicate_distance,
+            "images_hashed": hashed,
+            "pairs": len(links),
+            "objects_linked": len({o for a, b, _ in links for o in (a, b)}),
+            "straddling_pairs": len(straddling),
+            "examples": [list(pair) for pair in links[:5]],
+        }
+        checks.append({"check": "near-duplicate pairs in one split", "straddling": len(straddling)})
+    report["passed"] = all(check["straddling"] == 0 for check in checks)
+    return report
+
+
 def prepare(
     data_dir: Path | str,
     size: int,
@@ -166,6 +318,7 @@ def prepare(
     split_salt: str = "met",
     split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
     group_key: str | None = None,
+    near_duplicate_distance: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Build (or top up) the cache of one size and write the dataset index.
@@ -177,6 +330,8 @@ def prepare(
             image (index without targets).
         workers: worker processes (<= 1: in this process).
         split_salt, split_fractions, group_key: the split options (see `met_vision.splits`).
+        near_duplicate_distance: also keep objects whose images are near-duplicates (pHash
+            within this many bits, see `met_vision.near_duplicates`) in one split; None: off.
         progress: show a rich progress bar.
 
     Returns:
@@ -193,42 +348,18 @@ def prepare(
         split_fractions=fractions,
         group_key=group_key,
     )
-    if config is not None:
-        space, kept = build_label_space(records, config)
-    else:
-        space, kept = (
-            None,
-            records[records["has_image"] & ~records["withdrawn"]].reset_index(drop=True),
-        )
-        kept = kept.assign(target=None)
+    space, kept = _label(records, config)
+    cache = _Cache(data_dir / "cache" / str(size), workers, progress)
+    cache.fill(kept)
+    links: list[tuple[int, int, int]] | None = None
+    hashed = 0
+    if near_duplicate_distance is not None:
+        links, hashed = _near_duplicate_links(kept, cache, near_duplicate_distance)
+        records = _regroup(records, links, split_salt, fractions, group_key)
+        space, kept = _label(records, config)  # the vocabulary of the new training split
+        cache.fill(kept)
 
-    cache_dir = data_dir / "cache" / str(size)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    failed_file = cache_dir / "failed.json"
-    known_failures: dict[str, str] = (
-        json.loads(failed_file.read_text()) if failed_file.exists() else {}
-    )
-
-    jobs: dict[str, tuple[str, str]] = {}
-    already_cached: set[str] = set()
-    for sha, source in zip(kept["image_sha256"], kept["image_path"], strict=True):
-        target = cache_path(cache_dir, sha)
-        if sha in jobs or sha in known_failures or sha in already_cached:
-            continue
-        if target.exists():
-            already_cached.add(sha)
-        else:
-            jobs[sha] = (source, str(target))
-    by_source = {source: sha for sha, (source, _) in jobs.items()}
-    new_failures = _run_jobs(list(jobs.values()), size, workers, progress)
-    for source, error in new_failures.items():
-        known_failures[by_source[source]] = error
-    if new_failures:
-        tmp = failed_file.with_name(".failed.json.tmp")
-        tmp.write_text(json.dumps(known_failures, indent=1, sort_keys=True))
-        tmp.replace(failed_file)
-
-    ok = ~kept["image_sha256"].isin(list(known_failures))
+    ok = ~kept["image_sha256"].isin(list(cache.failures))
     failed_objects = kept.loc[~ok, ["object_id", "image_sha256"]]
     kept = kept[ok].reset_index(drop=True)
     index = pd.DataFrame(
@@ -236,15 +367,15 @@ def prepare(
             "object_id": kept["object_id"].astype("int64"),
             "sha256": kept["image_sha256"],
             "cache_path": [
-                str(cache_path(cache_dir, sha).relative_to(data_dir))
+                str(cache_path(cache.dir, sha).relative_to(data_dir))
                 for sha in kept["image_sha256"]
             ],
             "target": kept["target"],
             "split": kept["split"],
         }
     )
-    key = dataset_key(config, split_salt, fractions, group_key)
-    out_dir = cache_dir / "datasets" / key
+    key = dataset_key(config, split_salt, fractions, group_key, near_duplicate_distance)
+    out_dir = cache.dir / "datasets" / key
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_index = out_dir / ".index.parquet.tmp"
     index.to_parquet(tmp_index, index=False)
@@ -256,18 +387,19 @@ def prepare(
         "dataset_key": key,
         "index": str((out_dir / "index.parquet").relative_to(data_dir)),
         "objects_indexed": len(index),
-        "resized": len(jobs) - len(new_failures),
-        "already_cached": len(already_cached),
-        "failed_now": len(new_failures),
+        "resized": cache.resized,
+        "already_cached": len(cache.already_cached) - cache.resized,
+        "failed_now": cache.failed_now,
         "failed_objects": [
-            {"object_id": int(oid), "sha256": sha, "error": known_failures[sha]}
+            {"object_id": int(oid), "sha256": sha, "error": cache.failures[sha]}
             for oid, sha in zip(
                 failed_objects["object_id"], failed_objects["image_sha256"], strict=True
             )
         ],
+        "leakage": leakage_report(records, index, links, near_duplicate_distance, hashed),
     }
     if space is not None:
-        space.extra = {"undecodable_images": len(failed_objects)}
+        space.extra = {"undecodable_images": len(failed_objects), "vocabulary_split": "train"}
         space.save(out_dir / "labels.json")
         report["exclusions"] = space.exclusions
         report["splits"] = split_report(index, space.names, space.task)
@@ -292,6 +424,16 @@ def add_label_space_arguments(parser: argparse.ArgumentParser) -> None:
     splits.add_argument("--split-salt", default="met")
     splits.add_argument("--split-fractions", default="0.8,0.1,0.1", help="train,val,test")
     splits.add_argument("--group-key", choices=GROUP_KEYS, default=None)
+    splits.add_argument(
+        "--near-duplicates",
+        type=int,
+        nargs="?",
+        const=near_duplicates.DEFAULT_MAX_DISTANCE,
+        default=None,
+        metavar="BITS",
+        help="also keep near-duplicate images in one split: pHash within BITS "
+        f"(default {near_duplicates.DEFAULT_MAX_DISTANCE}) of each other",
+    )
 
 
 def _csv_list(value: str | None) -> list[str] | None:
@@ -336,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             split_salt=args.split_salt,
             split_fractions=fractions,
             group_key=args.group_key,
+            near_duplicate_distance=args.near_duplicates,
             progress=not args.no_progress and sys.stderr.isatty(),
         )
     except (ValueError, FileNotFoundError) as exc:
