@@ -137,3 +137,21 @@ def test_pointing_and_energy_in_box() -> None:
     cam[9, 9] = 3.0
     assert bias.energy_in_box(cam, box) == pytest.approx(3.0 / 6.0)
     assert bias.energy_in_box(np.zeros((4, 4)), box) == 0.0
+
+
+def test_pointing_tolerance_and_image_blind_baselines() -> None:
+    from met_vision import pointing
+
+    assert pointing.scaled_tolerance(224) == 15
+    assert pointing.scaled_tolerance(96) == 6
+    centre_box = (0.4, 0.4, 0.6, 0.6)
+    corner_box = (0.0, 0.0, 0.2, 0.2)
+    assert pointing.centre_hit(96, 96, centre_box, 0)
+    assert not pointing.centre_hit(96, 96, corner_box, 6)
+    # the random map's hit rate is the grown box's share of the image
+    rate = pointing.random_hit_rate(100, 100, corner_box, 5)
+    assert rate == pytest.approx((25 * 25) / (100 * 100))
+    cam = np.zeros((100, 100))
+    cam[10, 10] = 1.0
+    scores = pointing.score(cam, corner_box, 5)
+    assert scores["hit"] and not scores["centre_hit"] and scores["energy"] == 1.0

@@ -265,7 +265,9 @@ def saliency(
     rng = np.random.default_rng(options.seed)
     n = len(data.frame)
     chosen = np.sort(rng.choice(n, size=min(n, options.cam_samples), replace=False))
-    layer = resolve_target_layer(loaded.network, options.target_layer)
+    layer = resolve_target_layer(
+        loaded.network, options.target_layer, input_size=loaded.data_config.input_size
+    )
     shares = np.full(n, np.nan)
     ratios = np.full(n, np.nan)
     paths = [str(data.frame["path"][i]) for i in chosen]
