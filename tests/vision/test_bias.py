@@ -155,3 +155,27 @@ def test_pointing_tolerance_and_image_blind_baselines() -> None:
     cam[10, 10] = 1.0
     scores = pointing.score(cam, corner_box, 5)
     assert scores["hit"] and not scores["centre_hit"] and scores["energy"] == 1.0
+
+
+def test_benjamini_hochberg_and_fixed_pair_tests() -> None:
+    from met_vision import audit_stats
+
+    p = np.array([0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, np.nan])
+    rejected = audit_stats.benjamini_hochberg(p, 0.05)
+    # BH's step-up: 0.008 <= 2 * 0.05 / 8, 0.039 > 3 * 0.05 / 8: two discoveries of eight tests
+    assert rejected.tolist() == [True, True] + [False] * 7
+    assert audit_stats.benjamini_hochberg(np.array([0.02] * 10), 0.05).all()
+    # Fisher: 40 of 40 predicted in the group against 90 of 100 in the reference
+    strong = audit_stats.fisher_greater(40, 40, 90, 100)
+    assert strong < 0.05
+    assert audit_stats.fisher_greater(9, 10, 90, 100) > 0.3
+    # candidate pairs come from the reference alone and need audited support
+    ref = np.array([[0.9, 0.3], [0.1, 0.7]])
+    support = np.array([[20.0, 20.0], [2.0, 5.0]])
+    assert audit_stats.candidate_pairs(ref, support, 10).tolist() == [[True, False], [False, False]]
+    mde = audit_stats.minimum_detectable(
+        ref, np.array([50.0, 50.0]), np.array([500.0, 500.0]), 0.01
+    )
+    assert 0 < mde[0, 0] <= 0.1 + 1e-9  # capped by 1 - b_ref
+    larger = audit_stats.minimum_detectable(ref, np.array([5000.0, 5000.0]), None, 0.01)
+    assert larger[0, 0] < mde[0, 0]
