@@ -41,8 +41,9 @@ class RandomImages(Dataset):
         return {"image": self.images[i], "label": self.labels[i], "object_id": torch.tensor(i)}
 
 
-def _trainer(tmp_path: Path, epochs: int = 1) -> pl.Trainer:
+def _trainer(tmp_path: Path, epochs: int = 1, callbacks: list[Any] | None = None) -> pl.Trainer:
     return pl.Trainer(
+        callbacks=callbacks,
         accelerator="cpu",
         max_epochs=epochs,
         logger=False,
@@ -178,16 +179,7 @@ def test_backbone_warms_up_again_when_it_unfreezes(tmp_path):
         min_lr_ratio=1.0,  # no decay: the ramps alone
     )
     recorder = _LearningRates()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[recorder],
-    )
+    trainer = _trainer(tmp_path, epochs=3, callbacks=[recorder])
     trainer.fit(model, DataLoader(RandomImages("multiclass", n=32), batch_size=8))
     per_epoch = 4
     frozen = [b for e, _, b in recorder.rows if e == 0]

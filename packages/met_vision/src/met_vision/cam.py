@@ -262,7 +262,8 @@ def compute_cams(
     """
     if len(class_indices) != len(images):
         raise ValueError(f"{len(images)} images but {len(class_indices)} class indices")
-    target = target or resolve_target_layer(model, input_size=tuple(images.shape[-2:]))
+    height, width = (int(v) for v in images.shape[-2:])
+    target = target or resolve_target_layer(model, input_size=(height, width))
     model.eval()
     explainer = make_cam(model, method, target)
     device = next(model.parameters()).device
