@@ -89,8 +89,9 @@ def test_audit_bad_input(quick_model: TrainedModel, tmp_path: Path, capsys) -> N
 
 @pytest.mark.slow
 def test_planted_bias_without_a_motif_is_flagged(
-    biased_model: TrainedModel, tmp_path: Path
-) -> None:  # noqa: F811
+    biased_model: TrainedModel,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     report = _run(biased_model, tmp_path / "biased")
     flagged = {(f["analysis"], f["group"], f["label"]): f for f in report["flags"]}
     assert PLANTED in flagged, report["analyses"]["background"]["tests"]
