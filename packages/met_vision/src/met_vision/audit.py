@@ -13,11 +13,14 @@ Three analyses, each of groups against labels, on the objects of one split:
 
 For each: group sizes, label and image distributions, precision/recall/F1 per group and label
 with the gaps (difference, ratio), label co-occurrence per group in the truth and in the
-predictions, bias amplification (Zhao et al. 2017) with a paired bootstrap interval, directional
-bias amplification (Wang & Russakovsky 2021), and Grad-CAM border-against-centre saliency.
-A (group, label) pair is *flagged* when its bias amplification exceeds ``--ba-threshold``, its
-one-sided 95% bootstrap lower bound is above zero, and the truth has at least ``--min-support``
-objects of the pair. Writes ``report.md``, PNG plots and ``audit.json`` (every number shown).
+predictions, bias amplification (Zhao et al. 2017; the reference bias from the training split by
+default) with a bootstrap interval, directional bias amplification (Wang & Russakovsky 2021), and
+Grad-CAM border-against-centre saliency. The audited objects are the held-out ones (validation +
+test) by default. The pairs tested are fixed from the reference before any resampling, each gets
+a one-sided test, and a pair is *flagged* when Benjamini-Hochberg over every pair tested
+(``--fdr``, q = 0.05) rejects it and its BA exceeds ``--ba-threshold`` (see
+:mod:`met_vision.audit_stats`). Writes ``report.md``, PNG plots and ``audit.json`` (every number
+shown).
 
 This module computes the figures and holds the command line; :mod:`met_vision.audit_report`
 renders them (its ``write_report`` and ``plot_*`` are re-exported here).

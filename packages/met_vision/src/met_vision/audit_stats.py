@@ -183,12 +183,19 @@ def amplification_tests(
     pairs = candidate_pairs(ref_bias, support, min_support)
     per_pair = fixed_pair_ba(pred_bias, ref_bias, pairs)
 
-    def draw(idx: np.ndarray) -> np.ndarray:
-        ref = ref_bias if reference is not None else bias.bias_scores(y[idx], g[idx])
+    rng = np.random.default_rng(seed)
+
+    def draw() -> np.ndarray:
+        """One resample: the audited objects (paired), and the training reference on its own."""
+        idx = rng.integers(0, len(y), len(y))
+        if reference is None:
+            ref = bias.bias_scores(y[idx], g[idx])
+        else:
+            jdx = rng.integers(0, len(ref_y), len(ref_y))
+            ref = bias.bias_scores(ref_y[jdx], ref_g[jdx])
         return fixed_pair_ba(bias.bias_scores(p[idx], g[idx]), ref, pairs)
 
-    rng = np.random.default_rng(seed)
-    draws = np.stack([draw(rng.integers(0, len(y), len(y))) for _ in range(n_boot)])
+    draws = np.stack([draw() for _ in range(n_boot)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         low = np.nanpercentile(draws, 100 * alpha / 2, axis=0)

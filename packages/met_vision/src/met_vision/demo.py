@@ -170,7 +170,7 @@ def _test_ids(data_dir: Path, n: int) -> list[int]:
     """A handful of test-split objects that have an image, via the vision library."""
     from met_vision.db import load_records
 
-    frame = load_records(data_dir)
+    frame = load_records(data_dir, split_fractions=demo_story.SPLIT_FRACTIONS)
     usable = frame[(frame["split"] == "test") & frame["has_image"] & (frame["tags"].map(len) > 0)]
     return [int(i) for i in usable["object_id"].head(n)]
 
@@ -278,10 +278,10 @@ def _write_report(out: Path, facts: dict[str, Any]) -> Path:
 def run_demo(
     out: Path,
     *,
-    objects: int = 2000,
+    objects: int = demo_story.OBJECTS,
     seed: int = 0,
     bias: float | None = 0.9,
-    size: int = 96,
+    size: int = demo_story.SIZE,
     max_epochs: int = 10,
     explain_n: int = 8,
     retrain: bool = False,
@@ -339,7 +339,7 @@ def run_demo(
     facts["status"] = json.loads(status_text)
     print(json.dumps({k: v for k, v in facts["status"].items() if isinstance(v, int)}, indent=1))
 
-    label_opts = ["--task", "multilabel", "--min-count", "5"]
+    label_opts = ["--task", "multilabel", "--min-count", "5", *demo_story.PREPARE_SPLIT_ARGS]
     _run(
         "prepare",
         [
@@ -364,6 +364,7 @@ def run_demo(
         "size": size,
         "max_epochs": max_epochs,
     }
+    fit_args = [*demo_story.FIT_SPLIT_ARGS, *fit_args]
     run_dir = runs_root / "demo-multilabel"
     _fit("fit", run_dir, log, fit_args=fit_args, **fit)
     facts["run_dir"] = str(run_dir.relative_to(out))
@@ -431,12 +432,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m met_vision.demo", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="output directory")
-    parser.add_argument("--objects", type=int, default=2000, help="synthetic objects served")
+    parser.add_argument(
+        "--objects", type=int, default=demo_story.OBJECTS, help="synthetic objects served"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic collection")
     parser.add_argument(
         "--bias", type=float, default=0.9, help="planted Women→warm-tint rate; <0 for none"
     )
-    parser.add_argument("--size", type=int, default=96, help="image size for cache and training")
+    parser.add_argument(
+        "--size", type=int, default=demo_story.SIZE, help="image size for cache and training"
+    )
     parser.add_argument("--max-epochs", type=int, default=10, help="training epochs")
     parser.add_argument("--explain", type=int, default=8, help="test objects to explain")
     parser.add_argument("--rate", type=float, default=200.0, help="API and image requests/s")

@@ -15,6 +15,14 @@ from pathlib import Path
 from typing import Any
 
 UNMARKED_TAGS = ("Men", "Women")
+# An audit that controls false discoveries over ~25 pairs needs a few hundred objects of the
+# planted label on each side: 4,000 objects with 40% held out hold ~230 held-out and ~350
+# training "Women". 64 px keeps two trainings of 2,400 images within a few minutes on 2 cores.
+OBJECTS = 4000
+SIZE = 64
+SPLIT_FRACTIONS = (0.6, 0.1, 0.3)
+PREPARE_SPLIT_ARGS = ("--split-fractions", ",".join(map(str, SPLIT_FRACTIONS)))
+FIT_SPLIT_ARGS = ("--data.split_fractions", f"[{', '.join(map(str, SPLIT_FRACTIONS))}]")
 PLANTED = ("background", "warm background", "Women")
 MITIGATION_ARGS = ("--data.group_balance", "sampler", "--data.group_balance_attribute", "warm")
 
