@@ -30,13 +30,8 @@ from PIL import Image, ImageOps
 from met_vision import near_duplicates
 from met_vision.db import load_records
 from met_vision.labels import LabelSpace, LabelSpaceConfig, build_label_space
-from met_vision.splits import (
-    GROUP_KEYS,
-    assign_splits,
-    check_fractions,
-    leakage_check,
-    split_report,
-)
+from met_vision.leakage import leakage_report, near_duplicate_links, regroup
+from met_vision.splits import GROUP_KEYS, check_fractions, split_report
 
 JPEG_QUALITY = 90
 # Met originals can be very large; decoding goes through draft(), so allow big declared sizes.
@@ -229,86 +224,6 @@ class _Cache:
         return int(self.dir.name)
 
 
-def _near_duplicate_links(
-    kept: pd.DataFrame, cache: _Cache, max_distance: int
-) -> tuple[list[tuple[int, int, int]], int]:
-    """Near-duplicate object pairs among `kept` (hashes of the source images), and how many."""
-    files = [
-        (int(oid), Path(source))
-        for oid, sha, source in zip(
-            kept["object_id"], kept["image_sha256"], kept["image_path"], strict=True
-        )
-        if sha not in cache.failures
-    ]
-    hashes = near_duplicates.hashes_of(files)
-    return near_duplicates.near_duplicate_pairs(hashes, max_distance), len(hashes)
-
-
-def _regroup(
-    records: pd.DataFrame,
-    links: list[tuple[int, int, int]],
-    split_salt: str,
-    fractions: Sequence[float],
-    group_key: str | None,
-) -> pd.DataFrame:
-    """`records` with splits that also keep every near-duplicate pair together."""
-    split = assign_splits(
-        records,
-        salt=split_salt,
-        fractions=fractions,
-        group_key=group_key,
-        extra_links=[(a, b) for a, b, _ in links],
-    )
-    return records.assign(split=split)
-
-
-def leakage_report(
-    records: pd.DataFrame,
-    index: pd.DataFrame,
-    links: list[tuple[int, int, int]] | None,
-    near_duplicate_distance: int | None,
-    hashed: int,
-) -> dict[str, Any]:
-    """The leakage checks run on a finished index, and what they found (for `report.json`)."""
-    in_index = records[records["object_id"].isin(index["object_id"])]
-    every_image = in_index[["image_sha256s", "split"]].explode("image_sha256s")
-    checks = [
-        {"check": "primary image sha256 in one split", **leakage_check(index, "sha256")},
-        {
-            "check": "any stored image sha256 in one split",
-            **leakage_check(every_image.rename(columns={"image_sha256s": "sha"}), "sha"),
-        },
-    ]
-    report: dict[str, Any] = {
-        "split_unit": "union-find groups: objects sharing an image sha256"
-        + (", near-duplicate images" if near_duplicate_distance is not None else "")
-        + "; the salted hash of the group's smallest key decides its split",
-        "vocabulary_split": "train",
-        "checks": checks,
-    }
-    if near_duplicate_distance is not None and links is not None:
-        split_of_object = dict(zip(index["object_id"], index["split"], strict=True))
-        straddling = [
-            (a, b)
-            for a, b, _ in links
-            if a in split_of_object
-            and b in split_of_object
-            and split_of_object[a] != split_of_object[b]
-        ]
-        report["near_duplicates"] = {
-            "hash": near_duplicates.HASH_NAME,
-            "max_hamming_distance": near_duplicate_distance,
-            "images_hashed": hashed,
-            "pairs": len(links),
-            "objects_linked": len({o for a, b, _ in links for o in (a, b)}),
-            "straddling_pairs": len(straddling),
-            "examples": [list(pair) for pair in links[:5]],
-        }
-        checks.append({"check": "near-duplicate pairs in one split", "straddling": len(straddling)})
-    report["passed"] = all(check["straddling"] == 0 for check in checks)
-    return report
-
-
 def prepare(
     data_dir: Path | str,
     size: int,
@@ -354,8 +269,8 @@ def prepare(
     links: list[tuple[int, int, int]] | None = None
     hashed = 0
     if near_duplicate_distance is not None:
-        links, hashed = _near_duplicate_links(kept, cache, near_duplicate_distance)
-        records = _regroup(records, links, split_salt, fractions, group_key)
+        links, hashed = near_duplicate_links(kept, cache.failures, near_duplicate_distance)
+        records = regroup(records, links, split_salt, fractions, group_key)
         space, kept = _label(records, config)  # the vocabulary of the new training split
         cache.fill(kept)
 

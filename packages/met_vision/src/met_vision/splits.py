@@ -205,25 +205,6 @@ def assign_splits(
     return pd.Series(splits, index=records.index, name="split", dtype="object")
 
 
-def leakage_check(frame: pd.DataFrame, column: str = "sha256") -> dict[str, Any]:
-    """Values of `column` (an image sha256, a group key) that occur in more than one split.
-
-    Returns ``{"column", "shared_values", "straddling": n, "examples": [...]}``: `shared_values`
-    counts the values held by two or more objects, `straddling` those found in several splits.
-    """
-    values = frame[[column, "split"]].dropna()
-    per_value = values.groupby(column)["split"]
-    shared = per_value.size()
-    straddling = per_value.nunique()
-    bad = sorted(straddling[straddling > 1].index.astype(str))
-    return {
-        "column": column,
-        "shared_values": int((shared > 1).sum()),
-        "straddling": len(bad),
-        "examples": bad[:5],
-    }
-
-
 def split_report(frame: pd.DataFrame, names: Sequence[str], task: str) -> dict[str, Any]:
     """Object and class counts per split.
 
