@@ -1,5 +1,5 @@
 """Pointing game per Grad-CAM target layer at several input sizes: does the default layer rule
-(the deepest stage at least 6x6, `met_vision.cam.default_target_layer`) pick the layer that
+(the deepest stage at least 6x6, `met_vision.explain.cam.default_target_layer`) pick the layer that
 localises?
 
 For each input size: a synthetic mirror (`tests/vision/data/make_mirror.py`), `prepare`, a small
@@ -39,7 +39,7 @@ def _train(data_dir: Path, size: int, epochs: int, run_dir: Path) -> Path:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from met_vision.data import MetDataModule
-    from met_vision.tasks import ClassificationTask
+    from met_vision.trainers.classification import ClassificationTask
 
     pl.seed_everything(0, workers=True)
     dm = MetDataModule(
@@ -76,8 +76,8 @@ def _train(data_dir: Path, size: int, epochs: int, run_dir: Path) -> Path:
 
 
 def _pointing(ckpt: Path, data_dir: Path, out: Path, layer: str | None) -> dict[str, Any]:
-    from met_vision.explain import explain, load_truth, mirror_items
-    from met_vision.inference import load_model
+    from met_vision.explain.__main__ import explain, load_truth, mirror_items
+    from met_vision.inference.predictor import load_model
 
     loaded = load_model(ckpt)
     items = mirror_items(loaded, str(data_dir), None, "test")[:150]
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=800)
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
-    from met_vision.labels import LabelSpaceConfig
+    from met_vision.data.labels import LabelSpaceConfig
     from met_vision.prepare import prepare
 
     rows = []

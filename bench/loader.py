@@ -29,9 +29,9 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import center_crop, pil_to_tensor
 
-from met_vision.data import MetImageDataset
+from met_vision.data.datamodule import MetImageDataset
+from met_vision.data.transforms import DataConfig, build_transform
 from met_vision.prepare import make_cached_copy
-from met_vision.transforms import DataConfig, build_transform
 
 INPUT = 224
 CACHE = 384

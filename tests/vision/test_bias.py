@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from met_vision import bias
+from met_vision.fairness import bias
 
 # Two groups (women, men); two labels (cooking, driving).
 # 3 women cook, 1 man cooks; 1 woman drives, 3 men drive.
@@ -140,7 +140,7 @@ def test_pointing_and_energy_in_box() -> None:
 
 
 def test_pointing_tolerance_and_image_blind_baselines() -> None:
-    from met_vision import pointing
+    from met_vision.explain import pointing
 
     assert pointing.scaled_tolerance(224) == 15
     assert pointing.scaled_tolerance(96) == 6
@@ -158,7 +158,7 @@ def test_pointing_tolerance_and_image_blind_baselines() -> None:
 
 
 def test_benjamini_hochberg_and_fixed_pair_tests() -> None:
-    from met_vision import audit_stats
+    from met_vision.fairness import stats as audit_stats
 
     p = np.array([0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, np.nan])
     rejected = audit_stats.benjamini_hochberg(p, 0.05)

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import torch
 
-from met_vision.data import BadImageError, MetDataModule, MetImageDataset
-from met_vision.db import load_records
-from met_vision.labels import LabelSpaceConfig
+from met_vision.data.datamodule import BadImageError, MetDataModule, MetImageDataset
+from met_vision.data.labels import LabelSpaceConfig
+from met_vision.data.mirror import load_records
+from met_vision.data.samplers import ClassBalancedSampler
+from met_vision.data.transforms import build_transform, resolve_data_config
 from met_vision.prepare import prepare
-from met_vision.samplers import ClassBalancedSampler
-from met_vision.transforms import build_transform, resolve_data_config
 
 SIZE = 48
 

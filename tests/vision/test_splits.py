@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from met_vision.db import load_records
-from met_vision.labels import LabelSpaceConfig, build_label_space
-from met_vision.splits import accession_prefix, assign_splits, split_of, split_report
+from met_vision.data.labels import LabelSpaceConfig, build_label_space
+from met_vision.data.mirror import load_records
+from met_vision.data.splits import accession_prefix, assign_splits, split_of, split_report
 
 
 def test_split_of_is_deterministic_and_follows_fractions() -> None:
@@ -143,8 +143,8 @@ def test_near_duplicate_photographs_are_grouped(fresh_mirror: Path) -> None:
 
     from PIL import Image
 
-    from met_vision.db import blob_path
-    from met_vision.near_duplicates import hamming, phash
+    from met_vision.data.mirror import blob_path
+    from met_vision.data.near_duplicates import hamming, phash
     from met_vision.prepare import prepare
 
     records = load_records(fresh_mirror)

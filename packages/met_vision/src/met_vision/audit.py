@@ -19,10 +19,10 @@ Grad-CAM border-against-centre saliency. The audited objects are the held-out on
 test) by default. The pairs tested are fixed from the reference before any resampling, each gets
 a one-sided test, and a pair is *flagged* when Benjamini-Hochberg over every pair tested
 (``--fdr``, q = 0.05) rejects it and its BA exceeds ``--ba-threshold`` (see
-:mod:`met_vision.audit_stats`). Writes ``report.md``, PNG plots and ``audit.json`` (every number
+:mod:`met_vision.fairness.stats`). Writes ``report.md``, PNG plots and ``audit.json`` (every number
 shown).
 
-This module computes the figures and holds the command line; :mod:`met_vision.audit_report`
+This module computes the figures and holds the command line; :mod:`met_vision.fairness.report`
 renders them (its ``write_report`` and ``plot_*`` are re-exported here).
 """
 
@@ -38,10 +38,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from met_vision import audit_stats, bias, groups
-from met_vision.audit_report import plot_analysis, plot_comparison, plot_saliency, write_report
-from met_vision.audit_stats import table
-from met_vision.inference import (
+from met_vision.fairness import bias, groups
+from met_vision.fairness import stats as audit_stats
+from met_vision.fairness.report import plot_analysis, plot_comparison, plot_saliency, write_report
+from met_vision.fairness.stats import table
+from met_vision.inference.predictor import (
     InputError,
     LoadedModel,
     decisions,
@@ -263,8 +264,8 @@ def saliency(
     options: AuditOptions,
 ) -> dict[str, Any]:
     """Grad-CAM border/centre shares of the top-1 label on a sample of images, per group."""
-    from met_vision.cam import compute_cams, resolve_target_layer
-    from met_vision.inference import iter_batches
+    from met_vision.explain.cam import compute_cams, resolve_target_layer
+    from met_vision.inference.predictor import iter_batches
 
     rng = np.random.default_rng(options.seed)
     n = len(data.frame)

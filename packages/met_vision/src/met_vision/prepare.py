@@ -27,11 +27,11 @@ from typing import Any
 import pandas as pd
 from PIL import Image, ImageOps
 
-from met_vision import near_duplicates
-from met_vision.db import load_records
-from met_vision.labels import LabelSpace, LabelSpaceConfig, build_label_space
-from met_vision.leakage import leakage_report, near_duplicate_links, regroup
-from met_vision.splits import GROUP_KEYS, check_fractions, split_report
+from met_vision.data import near_duplicates
+from met_vision.data.labels import LabelSpace, LabelSpaceConfig, build_label_space
+from met_vision.data.leakage import leakage_report, near_duplicate_links, regroup
+from met_vision.data.mirror import load_records
+from met_vision.data.splits import GROUP_KEYS, check_fractions, split_report
 
 JPEG_QUALITY = 90
 # Met originals can be very large; decoding goes through draft(), so allow big declared sizes.
@@ -244,9 +244,9 @@ def prepare(
         config: the label space whose objects are cached; None caches every object with an
             image (index without targets).
         workers: worker processes (<= 1: in this process).
-        split_salt, split_fractions, group_key: the split options (see `met_vision.splits`).
+        split_salt, split_fractions, group_key: the split options (see `met_vision.data.splits`).
         near_duplicate_distance: also keep objects whose images are near-duplicates (pHash
-            within this many bits, see `met_vision.near_duplicates`) in one split; None: off.
+            within this many bits, see `met_vision.data.near_duplicates`) in one split; None: off.
         progress: show a rich progress bar.
 
     Returns:

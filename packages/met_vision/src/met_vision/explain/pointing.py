@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from met_vision.bias import box_mask, energy_in_box, pointing_hit
+from met_vision.fairness.bias import box_mask, energy_in_box, pointing_hit
 
 ZHANG_TOLERANCE_PX = 15
 ZHANG_INPUT_PX = 224

@@ -13,7 +13,7 @@ game (is the CAM's maximum inside the box, give or take the tolerance?) and the 
 energy inside the box, per label and overall, beside two baselines that look at no image: a
 centre prior (always point at the centre) and a random map (the chance that a uniformly random
 maximum falls in the grown box), written to ``evaluation.json``. The tolerance follows Zhang et
-al. 2018 (15 px at 224 px), scaled with the input: 6 px at 96 px. See `met_vision.pointing`.
+al. 2018 (15 px at 224 px), scaled with the input: 6 px at 96 px. See `met_vision.explain.pointing`.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from met_vision import pointing
-from met_vision.cam import METHODS, compute_cams, resolve_target_layer
-from met_vision.cam import overlay as blend
-from met_vision.inference import (
+from met_vision.explain import pointing
+from met_vision.explain.cam import METHODS, compute_cams, resolve_target_layer
+from met_vision.explain.cam import overlay as blend
+from met_vision.inference.predictor import (
     InputError,
     LoadedModel,
     denormalize,
@@ -73,8 +73,8 @@ def mirror_items(
     loaded: LoadedModel, data_dir: str, object_ids: Sequence[int] | None, split: str | None
 ) -> list[Item]:
     """Items for object ids (or a whole split) of the mirror, with their titles."""
-    from met_vision.db import connect_ro
-    from met_vision.inference import mirror_frame
+    from met_vision.data.mirror import connect_ro
+    from met_vision.inference.predictor import mirror_frame
 
     frame = mirror_frame(loaded, data_dir)
     if object_ids is not None:

@@ -17,9 +17,14 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from met_vision.backbones import BackboneError, create_backbone, data_config, head_parameter_names
-from met_vision.losses import balanced_class_weights, build_loss
-from met_vision.metrics import (
+from met_vision.trainers.backbones import (
+    BackboneError,
+    create_backbone,
+    data_config,
+    head_parameter_names,
+)
+from met_vision.trainers.losses import balanced_class_weights, build_loss
+from met_vision.trainers.metrics import (
     ScoreStore,
     multilabel_threshold_metrics,
     pr_curves,
@@ -164,7 +169,7 @@ class ClassificationTask(pl.LightningModule):
         self.register_buffer("thr_f2_class", torch.full((self.num_classes,), 0.5))
 
     def configure_losses(self) -> None:
-        """Build the loss from the hyperparameters (see ``met_vision.losses``)."""
+        """Build the loss from the hyperparameters (see ``met_vision.trainers.losses``)."""
         h = self.hparams
         name = h["loss"] or ("ce" if self.task == "multiclass" else "bce")
         weights = h["class_weights"]
@@ -226,11 +231,11 @@ class ClassificationTask(pl.LightningModule):
 
     @property
     def label_space(self) -> Any:
-        """The manifest as a ``met_vision.labels.LabelSpace`` (None when there is none)."""
+        """The manifest as a ``met_vision.data.labels.LabelSpace`` (None when there is none)."""
         manifest = self.label_manifest
         if not manifest:
             return None
-        from met_vision.labels import LabelSpace
+        from met_vision.data.labels import LabelSpace
 
         return LabelSpace.from_manifest(manifest)
 

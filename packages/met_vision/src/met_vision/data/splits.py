@@ -5,7 +5,7 @@ components of a union-find over three kinds of links:
 
 - objects that share an image (the same sha256: the Met reuses one photograph for several objects);
 - optionally, near-duplicate images (a perceptual hash within a Hamming distance, see
-  `met_vision.near_duplicates`), for objects photographed again;
+  `met_vision.data.near_duplicates`), for objects photographed again;
 - optionally, a group key: the artist, or the accession-number prefix (the accession lot).
 
 A group's key is the smallest member key (``object:<id>`` for an object on its own), so an object

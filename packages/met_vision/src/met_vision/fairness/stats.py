@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from met_vision import bias
+from met_vision.fairness import bias
 
 POWER = 0.8
 _NORMAL = NormalDist()

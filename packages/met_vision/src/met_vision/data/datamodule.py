@@ -22,12 +22,16 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from met_vision.db import load_records
-from met_vision.labels import LabelSpace, LabelSpaceConfig, build_label_space
+from met_vision.data.labels import LabelSpace, LabelSpaceConfig, build_label_space
+from met_vision.data.mirror import load_records
+from met_vision.data.samplers import (
+    ClassBalancedSampler,
+    class_balanced_weights,
+    distributed_context,
+)
+from met_vision.data.splits import check_fractions
+from met_vision.data.transforms import DataConfig, build_transform, resolve_data_config
 from met_vision.prepare import dataset_key, open_rgb
-from met_vision.samplers import ClassBalancedSampler, class_balanced_weights, distributed_context
-from met_vision.splits import check_fractions
-from met_vision.transforms import DataConfig, build_transform, resolve_data_config
 
 log = logging.getLogger("met_vision.data")
 Stage = Literal["train", "val", "test", "predict"]
@@ -122,12 +126,12 @@ class MetDataModule(pl.LightningDataModule):
         crop_scale: RandomResizedCrop area range.
         balanced_sampler: draw training samples class-balanced (with replacement).
         group_balance: 'sampler' draws training samples so that gender groups are balanced
-            (bias mitigation; weights from `met_vision.groups.datamodule_train_weights`).
+            (bias mitigation; weights from `met_vision.fairness.groups.datamodule_train_weights`).
         group_balance_by: 'depicted' (gender tags) or 'artist' (artist/constituent gender).
         group_balance_attribute: None balances each (group, label) cell; 'warm' balances each
             (group, warm background) cell.
-        gender_vocab: tag -> group, e.g. 'Women=female,Men=male' (default: met_vision.groups).
-        split_salt, split_fractions, group_key: see `met_vision.splits`.
+        gender_vocab: tag -> group, e.g. 'Women=female,Men=male' (default: met_vision.fairness.groups).
+        split_salt, split_fractions, group_key: see `met_vision.data.splits`.
         near_duplicates: the `prepare --near-duplicates` distance the index was built with
             (None: off); part of the index key.
         predict_split: which objects predict_dataloader covers: a split or 'all'.
@@ -350,7 +354,7 @@ class MetDataModule(pl.LightningDataModule):
             self._world() if num_replicas is None or rank is None else (num_replicas, rank)
         )
         if self.group_balance == "sampler":
-            from met_vision.groups import datamodule_train_weights
+            from met_vision.fairness.groups import datamodule_train_weights
 
             group_weights = torch.as_tensor(datamodule_train_weights(self), dtype=torch.double)
             return ClassBalancedSampler(

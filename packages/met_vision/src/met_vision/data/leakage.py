@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from met_vision import near_duplicates
-from met_vision.splits import assign_splits
+from met_vision.data import near_duplicates
+from met_vision.data.splits import assign_splits
 
 
 def leakage_check(frame: pd.DataFrame, column: str = "sha256") -> dict[str, Any]:
