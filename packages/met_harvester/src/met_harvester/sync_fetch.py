@@ -26,11 +26,14 @@ from met_harvester.metrics import HarvesterMetrics
 from met_harvester.models import RecordError, parse_object
 from met_harvester.progress import ProgressReporter, format_eta
 from met_harvester.settings import HarvesterSettings
+from met_harvester.sync_window import WindowCursor
 
 log = logging.getLogger("met_harvester.sync")
 
 FLUSH_SECONDS = 2.0
 """Longest time a fetched outcome waits before it is committed (matters at slow rates)."""
+BATCH_BYTES = 32 * 1024 * 1024
+"""A batch is committed early once its bodies reach this size (memory stays flat with big ones)."""
 CLEANUP_SECONDS = 5.0
 """How long cancelled pipeline tasks get to end before they are cancelled again."""
 
@@ -54,14 +57,28 @@ def classify(result: FetchResult) -> Outcome:
                 raise RecordError("empty response")
             data = json.loads(body)
         record = parse_object(data, object_id)
-    except (RecordError, ValueError) as exc:
-        raw = body if body is not None else json.dumps(data, ensure_ascii=False)
-        reason = str(exc) if isinstance(exc, RecordError) else f"body is not JSON: {exc}"
+    except (RecordError, ValueError, RecursionError) as exc:
+        raw = body if body is not None else repr(data)[:100_000]
+        reason = _quarantine_reason(exc)
         log.warning("quarantined record: %s", reason, extra={"object_id": object_id})
         return trouble.QuarantinedRecord(object_id, raw, reason, result.status)
     if body is None:
         body = json.dumps(data, ensure_ascii=False)
     return records.FetchedRecord(record=record, data=data, body=body)
+
+
+def _body_size(outcome: Outcome) -> int:
+    if isinstance(outcome, records.FetchedRecord):
+        return len(outcome.body)
+    return len(outcome.raw_body) if isinstance(outcome, trouble.QuarantinedRecord) else 0
+
+
+def _quarantine_reason(exc: Exception) -> str:
+    if isinstance(exc, RecordError):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "body is not JSON we can read: nested too deeply"
+    return f"body is not JSON: {exc}"
 
 
 class FetchPipeline:
@@ -76,6 +93,8 @@ class FetchPipeline:
         metrics: counters to update.
         progress: where to report progress (task "records").
         stop_event: set it to stop taking work; `stopping` then becomes True.
+        window_ids: the changed window's ids (ascending, at the head of the work); how far
+            they are committed is stored with each batch (`sync_window`).
     """
 
     def __init__(
@@ -89,8 +108,10 @@ class FetchPipeline:
         metrics: HarvesterMetrics | None = None,
         progress: ProgressReporter | None = None,
         stop_event: asyncio.Event | None = None,
+        window_ids: Sequence[int] = (),
     ) -> None:
         self.db = db
+        self.window = WindowCursor(window_ids) if window_ids else None
         self.settings = settings
         self.client = client
         self.counts = counts
@@ -172,6 +193,7 @@ class FetchPipeline:
 
     async def _write(self, out_q: asyncio.Queue[Outcome | None]) -> int:
         batch: list[Outcome] = []
+        batch_bytes = 0
         written = 0
         deadline: float | None = None
         loop = asyncio.get_running_loop()
@@ -183,18 +205,19 @@ class FetchPipeline:
                     item = await out_q.get()
             except TimeoutError:  # the oldest outcome waited FLUSH_SECONDS: commit what we have
                 written += await self.commit_batch(batch)
-                batch, deadline = [], None
+                batch, deadline, batch_bytes = [], None, 0
                 continue
             if item is None:  # every worker is done
                 if batch:
                     written += await self.commit_batch(batch)
                 return written
             batch.append(item)
+            batch_bytes += _body_size(item)
             if deadline is None:
                 deadline = loop.time() + FLUSH_SECONDS
-            if len(batch) >= self.settings.batch_size:
+            if len(batch) >= self.settings.batch_size or batch_bytes >= BATCH_BYTES:
                 written += await self.commit_batch(batch)
-                batch, deadline = [], None
+                batch, deadline, batch_bytes = [], None, 0
 
     async def commit_batch(self, batch: Sequence[Outcome]) -> int:
         """Store one batch of outcomes in one transaction, with the run's counts and the rate."""
@@ -204,7 +227,8 @@ class FetchPipeline:
         missing = [o for o in batch if isinstance(o, trouble.MissingObject)]
         failed = [o for o in batch if isinstance(o, trouble.FailedFetch)]
         bad = [o for o in batch if isinstance(o, trouble.QuarantinedRecord)]
-        saved = await records.save_objects(db, fetched, now=now)
+        saved, unstorable = await records.save_objects_or_quarantine(db, fetched, now=now)
+        bad += unstorable
         await trouble.save_missing(db, missing, now=now)
         await trouble.save_failures(db, failed, now=now)
         await trouble.save_quarantine(db, bad, now=now)
@@ -217,6 +241,8 @@ class FetchPipeline:
         c["failed"] += len(failed)
         c["quarantined"] += len(bad)
         await runs.update_run_counts(db, self.run_id, c)
+        if self.window is not None:
+            await self.window.save(db, [o.object_id for o in batch])
         await save_rate(db, self.client, self.settings)
         await db.commit()
         self.counts.update(c)  # only once committed: the caller's dict stays true to the DB

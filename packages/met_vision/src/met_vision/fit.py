@@ -58,7 +58,7 @@ class MetCLI(LightningCLI):
             ClassificationTask,
             MetDataModule,
             save_config_callback=None,
-            trainer_defaults={"max_epochs": 30, "log_every_n_steps": 10},
+            trainer_defaults={"max_epochs": 30, "log_every_n_steps": 10, "benchmark": True},
             seed_everything_default=0,
             parser_kwargs={
                 "exit_on_error": False,

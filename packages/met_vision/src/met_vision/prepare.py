@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
 
 import pandas as pd
 from PIL import Image, ImageOps
@@ -31,6 +32,8 @@ from met_vision.data import near_duplicates
 from met_vision.data.labels import LabelSpace, LabelSpaceConfig, build_label_space
 from met_vision.data.leakage import leakage_report, near_duplicate_links, regroup
 from met_vision.data.mirror import load_records
+from met_vision.data.shards import DEFAULT_SHARD_BYTES, SHARDS_DIR, read_member
+from met_vision.data.shards import INDEX_FILE as SHARD_INDEX
 from met_vision.data.splits import GROUP_KEYS, check_fractions, split_report
 
 JPEG_QUALITY = 90
@@ -55,11 +58,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_rgb(path: Path | str, min_size: int | None = None, *, exif: bool = False) -> Image.Image:
+def open_rgb(
+    path: Path | str | IO[bytes], min_size: int | None = None, *, exif: bool = False
+) -> Image.Image:
     """Decode an image file to RGB.
 
     Args:
-        path: the file.
+        path: the file, an open binary file, or a shard member address
+            (`met_vision.data.shards.member_address`).
         min_size: a JPEG is DCT-downscaled on decode (`draft`) to no less than this short side.
         exif: apply the EXIF orientation.
 
@@ -67,6 +73,8 @@ def open_rgb(path: Path | str, min_size: int | None = None, *, exif: bool = Fals
         OSError, ValueError, SyntaxError: undecodable or truncated input.
     """
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    if isinstance(path, str):
+        path = read_member(path) or path
     with Image.open(path) as image:
         if min_size and image.format == "JPEG":
             width, height = image.size
@@ -94,20 +102,48 @@ def cache_path(cache_dir: Path, sha256: str) -> Path:
     return cache_dir / sha256[:2] / f"{sha256}.jpg"
 
 
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def resized_jpeg(source: str, size: int, quality: int = JPEG_QUALITY) -> bytes:
+    """The cached form of one blob: RGB, short side `size` (never upscaled), JPEG bytes.
+
+    Raises:
+        OSError, ValueError, SyntaxError, DecompressionBombError: undecodable input.
+    """
+    image = resize_short_side(open_rgb(source, min_size=size, exif=True), size)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def make_cached_copy(
     source: str, target: str, size: int, quality: int = JPEG_QUALITY
 ) -> tuple[str, str | None]:
     """Resize one blob into the cache (worker function). Returns (source, error or None)."""
     try:
-        image = resize_short_side(open_rgb(source, min_size=size, exif=True), size)
+        data = resized_jpeg(source, size, quality)
         out = Path(target)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        image.save(tmp, "JPEG", quality=quality)
+        tmp.write_bytes(data)
         os.replace(tmp, out)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except DECODE_ERRORS as exc:
         return source, f"{type(exc).__name__}: {exc}"
     return source, None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: the affinity mask (cgroup/cpuset), capped by SLURM's
+    `SLURM_CPUS_PER_TASK` when set; `os.cpu_count()` where there is no affinity call."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        cpus = min(cpus, int(slurm))
+    return max(1, cpus)
 
 
 # Bumped when the split rule changes, so an index made under an older (leakier) rule is not reused.
@@ -169,6 +205,32 @@ def _run_jobs(
     return failures
 
 
+def _cache_files(
+    kept: pd.DataFrame,
+    cache_dir: Path,
+    known_failures: dict[str, str],
+    size: int,
+    workers: int,
+    progress: bool,
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Resize the images missing from the per-file cache; (sha256 -> new error, counts)."""
+    jobs: dict[str, tuple[str, str]] = {}
+    already_cached: set[str] = set()
+    for sha, source in zip(kept["image_sha256"], kept["image_path"], strict=True):
+        target = cache_path(cache_dir, sha)
+        if sha in jobs or sha in known_failures or sha in already_cached:
+            continue
+        if target.exists():
+            already_cached.add(sha)
+        else:
+            jobs[sha] = (source, str(target))
+    by_source = {source: sha for sha, (source, _) in jobs.items()}
+    new_failures = _run_jobs(list(jobs.values()), size, workers, progress)
+    failures = {by_source[source]: error for source, error in new_failures.items()}
+    counts = {"resized": len(jobs) - len(failures), "already_cached": len(already_cached)}
+    return failures, counts
+
+
 def _label(
     records: pd.DataFrame, config: LabelSpaceConfig | None
 ) -> tuple[LabelSpace | None, pd.DataFrame]:
@@ -177,51 +239,6 @@ def _label(
         return build_label_space(records, config)
     kept = records[records["has_image"] & ~records["withdrawn"]].reset_index(drop=True)
     return None, kept.assign(target=None)
-
-
-class _Cache:
-    """The resized-image cache of one size: what is there, what failed, what this run did."""
-
-    def __init__(self, cache_dir: Path, workers: int, progress: bool) -> None:
-        self.dir = cache_dir
-        self.workers = workers
-        self.progress = progress
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.failed_file = cache_dir / "failed.json"
-        self.failures: dict[str, str] = (
-            json.loads(self.failed_file.read_text()) if self.failed_file.exists() else {}
-        )
-        self.resized = 0
-        self.failed_now = 0
-        self.already_cached: set[str] = set()
-
-    def fill(self, kept: pd.DataFrame) -> None:
-        """Resize every image of `kept` that is neither cached nor known to fail."""
-        jobs: dict[str, tuple[str, str]] = {}
-        for sha, source in zip(kept["image_sha256"], kept["image_path"], strict=True):
-            target = cache_path(self.dir, sha)
-            if sha in jobs or sha in self.failures or sha in self.already_cached:
-                continue
-            if target.exists():
-                self.already_cached.add(sha)
-            else:
-                jobs[sha] = (source, str(target))
-        by_source = {source: sha for sha, (source, _) in jobs.items()}
-        new_failures = _run_jobs(list(jobs.values()), self.dir_size, self.workers, self.progress)
-        for source, error in new_failures.items():
-            self.failures[by_source[source]] = error
-        self.resized += len(jobs) - len(new_failures)
-        self.failed_now += len(new_failures)
-        self.already_cached.update(sha for sha in jobs if sha not in self.failures)
-        if new_failures:
-            tmp = self.failed_file.with_name(".failed.json.tmp")
-            tmp.write_text(json.dumps(self.failures, indent=1, sort_keys=True))
-            tmp.replace(self.failed_file)
-
-    @property
-    def dir_size(self) -> int:
-        """The short side of this cache's images."""
-        return int(self.dir.name)
 
 
 def prepare(
@@ -235,6 +252,8 @@ def prepare(
     group_key: str | None = None,
     near_duplicate_distance: int | None = None,
     progress: bool = False,
+    output: Literal["files", "shards"] = "files",
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
 ) -> dict[str, Any]:
     """Build (or top up) the cache of one size and write the dataset index.
 
@@ -248,12 +267,17 @@ def prepare(
         near_duplicate_distance: also keep objects whose images are near-duplicates (pHash
             within this many bits, see `met_vision.data.near_duplicates`) in one split; None: off.
         progress: show a rich progress bar.
+        output: 'files' (one JPEG per image, `index.parquet`) or 'shards' (WebDataset tar
+            shards under `shards/`, see `met_vision.data.shards`).
+        shard_bytes: size at which a shard is closed.
 
     Returns:
         The report also written to `report.json`.
     """
     if size < 8:
         raise ValueError(f"--size must be at least 8 pixels, got {size}")
+    if output not in ("files", "shards"):
+        raise ValueError(f"--format must be files or shards, not {output!r}")
     data_dir = Path(data_dir)
     fractions = check_fractions(split_fractions)
     records = load_records(
@@ -263,18 +287,44 @@ def prepare(
         split_fractions=fractions,
         group_key=group_key,
     )
+    cache_dir = data_dir / "cache" / str(size)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    failed_file = cache_dir / "failed.json"
+    known_failures: dict[str, str] = (
+        json.loads(failed_file.read_text()) if failed_file.exists() else {}
+    )
     space, kept = _label(records, config)
-    cache = _Cache(data_dir / "cache" / str(size), workers, progress)
-    cache.fill(kept)
     links: list[tuple[int, int, int]] | None = None
     hashed = 0
-    if near_duplicate_distance is not None:
-        links, hashed = near_duplicate_links(kept, cache.failures, near_duplicate_distance)
+    if near_duplicate_distance is not None:  # hashes of the source images, before any caching
+        links, hashed = near_duplicate_links(kept, known_failures, near_duplicate_distance)
         records = regroup(records, links, split_salt, fractions, group_key)
         space, kept = _label(records, config)  # the vocabulary of the new training split
-        cache.fill(kept)
+    key = dataset_key(config, split_salt, fractions, group_key, near_duplicate_distance)
+    out_dir = cache_dir / "datasets" / key
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if output == "shards":
+        from met_vision.data.shard_prepare import build_shards
 
-    ok = ~kept["image_sha256"].isin(list(cache.failures))
+        rows = kept[~kept["image_sha256"].isin(list(known_failures))].rename(
+            columns={"image_sha256": "sha256"}
+        )[["object_id", "sha256", "image_path", "target", "split"]]
+        names = space.names if space is not None else None
+        _, new_failures, counts = build_shards(
+            rows, out_dir / SHARDS_DIR, cache_dir, size,
+            names=names, workers=workers, max_bytes=shard_bytes,
+        )  # fmt: skip
+        work = {"resized": counts.pop("resized"), "already_cached": counts.pop("reused")}
+        work.update(counts)
+    else:
+        new_failures, work = _cache_files(kept, cache_dir, known_failures, size, workers, progress)
+    known_failures.update(new_failures)
+    if new_failures:
+        tmp = failed_file.with_name(".failed.json.tmp")
+        tmp.write_text(json.dumps(known_failures, indent=1, sort_keys=True))
+        tmp.replace(failed_file)
+
+    ok = ~kept["image_sha256"].isin(list(known_failures))
     failed_objects = kept.loc[~ok, ["object_id", "image_sha256"]]
     kept = kept[ok].reset_index(drop=True)
     index = pd.DataFrame(
@@ -282,31 +332,32 @@ def prepare(
             "object_id": kept["object_id"].astype("int64"),
             "sha256": kept["image_sha256"],
             "cache_path": [
-                str(cache_path(cache.dir, sha).relative_to(data_dir))
+                str(cache_path(cache_dir, sha).relative_to(data_dir))
                 for sha in kept["image_sha256"]
             ],
             "target": kept["target"],
             "split": kept["split"],
         }
     )
-    key = dataset_key(config, split_salt, fractions, group_key, near_duplicate_distance)
-    out_dir = cache.dir / "datasets" / key
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_index = out_dir / ".index.parquet.tmp"
-    index.to_parquet(tmp_index, index=False)
-    tmp_index.replace(out_dir / "index.parquet")
+    index_file = out_dir / (
+        f"{SHARDS_DIR}/{SHARD_INDEX}" if output == "shards" else "index.parquet"
+    )
+    if output != "shards":
+        tmp_index = out_dir / ".index.parquet.tmp"
+        index.to_parquet(tmp_index, index=False)
+        tmp_index.replace(index_file)
 
     report: dict[str, Any] = {
         "data_dir": str(data_dir),
         "size": size,
         "dataset_key": key,
-        "index": str((out_dir / "index.parquet").relative_to(data_dir)),
+        "format": output,
+        "index": str(index_file.relative_to(data_dir)),
         "objects_indexed": len(index),
-        "resized": cache.resized,
-        "already_cached": len(cache.already_cached) - cache.resized,
-        "failed_now": cache.failed_now,
+        **work,
+        "failed_now": len(new_failures),
         "failed_objects": [
-            {"object_id": int(oid), "sha256": sha, "error": cache.failures[sha]}
+            {"object_id": int(oid), "sha256": sha, "error": known_failures[sha]}
             for oid, sha in zip(
                 failed_objects["object_id"], failed_objects["image_sha256"], strict=True
             )
@@ -316,6 +367,8 @@ def prepare(
     if space is not None:
         space.extra = {"undecodable_images": len(failed_objects), "vocabulary_split": "train"}
         space.save(out_dir / "labels.json")
+        if output == "shards":
+            space.save(out_dir / SHARDS_DIR / "labels.json")
         report["exclusions"] = space.exclusions
         report["splits"] = split_report(index, space.names, space.task)
     tmp_report = out_dir / ".report.json.tmp"
@@ -377,8 +430,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--data-dir", default="data", help="the harvester's data dir")
     parser.add_argument("--size", type=int, default=384, help="short side of cached images")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--workers", type=int, default=usable_cpus(), help="default: the CPUs this job may use"
+    )
     parser.add_argument("--all", action="store_true", help="cache every object with an image")
+    parser.add_argument(
+        "--format",
+        choices=("files", "shards"),
+        default="files",
+        help="files: one JPEG per image; shards: WebDataset tar shards (for clusters)",
+    )
+    parser.add_argument(
+        "--shard-mb", type=float, default=DEFAULT_SHARD_BYTES / 2**20, help="shard size, MiB"
+    )
     parser.add_argument("--no-progress", action="store_true")
     add_label_space_arguments(parser)
     args = parser.parse_args(argv)
@@ -395,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             group_key=args.group_key,
             near_duplicate_distance=args.near_duplicates,
             progress=not args.no_progress and sys.stderr.isatty(),
+            output=args.format,
+            shard_bytes=max(1, int(args.shard_mb * 2**20)),
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"met_vision.prepare: error: {exc}", file=sys.stderr)
@@ -405,8 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{failure['sha256'][:12]}: {failure['error']}",
             file=sys.stderr,
         )
+    shards = f", {report['shards']} shards" if args.format == "shards" else ""
     print(
-        f"indexed {report['objects_indexed']} objects at {args.size}px "
+        f"indexed {report['objects_indexed']} objects at {args.size}px{shards} "
         f"({report['resized']} resized, {report['already_cached']} already cached, "
         f"{len(report['failed_objects'])} undecodable) -> {Path(args.data_dir) / report['index']}"
     )

@@ -53,7 +53,7 @@ class LoadedModel:
 
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """Evaluation transform: resize, centre crop, normalise."""
-        return build_transform(self.data_config, train=False)
+        return build_transform(self.data_config, train=False, normalize=True)
 
     def thresholds(self) -> np.ndarray:
         """Per-label decision thresholds (multilabel: tuned F1 thresholds; else 0.5)."""

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from met_vision.data.transforms import normalize_images
 from met_vision.trainers.backbones import (
     BackboneError,
     create_backbone,
@@ -82,6 +83,7 @@ class ClassificationTask(pl.LightningModule):
             or ``f1_macro``; multilabel ``map_macro`` or ``map_micro``. None: ``f1_macro``
             (multiclass; micro accuracy favours the dominant classes) / ``map_macro``.
         channels_last: NHWC layout; None means on when running on a GPU.
+        compile: ``torch.compile`` the backbone (in place: checkpoints keep their keys).
         precision_at_k: the ``k`` values of multilabel precision@k.
         log_per_class_max: log per-class F1 every epoch only up to this many classes.
     """
@@ -120,6 +122,7 @@ class ClassificationTask(pl.LightningModule):
         backbone_lr_mult: float | None = None,
         score_metric: str | None = None,
         channels_last: bool | None = None,
+        compile: bool = False,
         precision_at_k: list[int] | None = None,
         log_per_class_max: int = 64,
     ) -> None:
@@ -144,6 +147,7 @@ class ClassificationTask(pl.LightningModule):
             )
         self.num_classes = int(num_classes)
         self._channels_last = bool(channels_last)
+        self._input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
         self.test_results: dict[str, Any] = {}
         self.configure_models()
         self.configure_losses()
@@ -244,6 +248,29 @@ class ClassificationTask(pl.LightningModule):
         """timm's data config of the backbone: input size, mean, std, interpolation."""
         return data_config(self.model)
 
+    @property
+    def input_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) applied to uint8 images: the data module's, else the checkpoint's,
+        else the backbone's timm config."""
+        if self._input_norm is None:
+            config = self.data_config
+            self._input_norm = (tuple(config["mean"]), tuple(config["std"]))
+        return self._input_norm
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """On the batch's device: uint8 images -> normalised float32 (channels-last when the
+        model is). Float images pass unchanged. Needs no trainer (inference calls it too)."""
+        if isinstance(batch, dict) and "jpeg" in batch:  # met_vision.data.device_decode
+            from met_vision.data.device_decode import decode_batch
+
+            batch = dict(batch)
+            batch["image"] = decode_batch(batch.pop("jpeg"), batch.pop("crop"), self.device)
+        if isinstance(batch, dict) and isinstance(batch.get("image"), Tensor):
+            mean, std = self.input_normalization
+            image = normalize_images(batch["image"], mean, std, channels_last=self._channels_last)
+            batch = {**batch, "image": image}
+        return batch
+
     def parameter_counts(self) -> dict[str, int]:
         """Total and trainable parameter counts."""
         total = sum(p.numel() for p in self.parameters())
@@ -272,6 +299,11 @@ class ClassificationTask(pl.LightningModule):
             self._channels_last = trainer.strategy.root_device.type == "cuda"
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
+        config = getattr(dm, "data_config", None)
+        if config is not None and hasattr(config, "mean"):
+            self._input_norm = (tuple(config.mean), tuple(config.std))
+        if self.hparams.get("compile") and getattr(self.model, "_compiled_call_impl", None) is None:
+            self.model.compile()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the manifest and make the checkpoint loadable offline (no hub, no weights file)."""
@@ -280,6 +312,14 @@ class ClassificationTask(pl.LightningModule):
         hp["pretrained_path"] = None
         hp["labels"] = self.hparams.get("labels")
         checkpoint["label_manifest"] = self.hparams.get("labels")
+        mean, std = self.input_normalization
+        checkpoint["input_normalization"] = {"mean": list(mean), "std": list(std)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the input normalisation the model was trained with."""
+        norm = checkpoint.get("input_normalization")
+        if norm:
+            self._input_norm = (tuple(norm["mean"]), tuple(norm["std"]))
 
     # ----------------------------------------------------------------- forward / steps
     def forward(self, x: Tensor) -> Tensor:
@@ -457,7 +497,8 @@ class ClassificationTask(pl.LightningModule):
                 param_groups, lr=h["lr"], momentum=h["momentum"], nesterov=True
             )
         else:
-            opt = torch.optim.AdamW(param_groups, lr=h["lr"])
+            on_cuda = all(p.is_cuda for p in self.model.parameters())
+            opt = torch.optim.AdamW(param_groups, lr=h["lr"], fused=on_cuda or None)
         total = float(self.trainer.estimated_stepping_batches)
         max_epochs = self.trainer.max_epochs or 0
         if math.isinf(total) or total <= 0:
