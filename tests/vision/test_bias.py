@@ -173,9 +173,13 @@ def test_benjamini_hochberg_and_fixed_pair_tests() -> None:
     ref = np.array([[0.9, 0.3], [0.1, 0.7]])
     support = np.array([[20.0, 20.0], [2.0, 5.0]])
     assert audit_stats.candidate_pairs(ref, support, 10).tolist() == [[True, False], [False, False]]
-    mde = audit_stats.minimum_detectable(
-        ref, np.array([50.0, 50.0]), np.array([500.0, 500.0]), 0.01
-    )
-    assert 0 < mde[0, 0] <= 0.1 + 1e-9  # capped by 1 - b_ref
+    # a reference with every object in the group leaves nothing to amplify: not a candidate
+    full = np.array([[1.0, 0.5], [0.0, 0.5]])
+    assert not audit_stats.candidate_pairs(full, support, 10)[0, 0]
+    mde = audit_stats.minimum_detectable(ref, np.array([500.0, 500.0]), np.array([5e3, 5e3]), 0.01)
+    assert 0 < mde[0, 0] < 0.1
     larger = audit_stats.minimum_detectable(ref, np.array([5000.0, 5000.0]), None, 0.01)
     assert larger[0, 0] < mde[0, 0]
+    # 50 audited objects cannot show +0.1 at b_ref = 0.9 (at most 1 - 0.9 is possible)
+    small = audit_stats.minimum_detectable(ref, np.array([50.0, 50.0]), np.array([500.0] * 2), 0.01)
+    assert np.isnan(small[0, 0])

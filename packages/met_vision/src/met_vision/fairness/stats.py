@@ -57,9 +57,9 @@ def candidate_pairs(
 ) -> NDArray[np.bool_]:
     """The pairs to test, fixed before any resampling (see the module docstring)."""
     n_groups = reference_bias.shape[0]
-    with np.errstate(invalid="ignore"):
-        toward = np.nan_to_num(reference_bias, nan=0.0) > 1.0 / n_groups
-    return toward & (audited_support >= min_support)
+    ref = np.nan_to_num(reference_bias, nan=0.0)
+    # b_ref = 1 (every reference object of the label in this group) leaves no room to amplify
+    return (ref > 1.0 / n_groups) & (ref < 1.0) & (audited_support >= min_support)
 
 
 def fisher_greater(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
@@ -103,7 +103,8 @@ def minimum_detectable(
     level: float,
     power: float = POWER,
 ) -> NDArray[np.float64]:
-    """The smallest BA detectable with ``power`` by a one-sided test at ``level`` (per pair).
+    """The smallest BA detectable with ``power`` by a one-sided test at ``level`` (per pair);
+    NaN where even the largest BA the pair allows (``1 - b_ref``) is out of reach.
 
     Args:
         reference_bias: ``b_ref`` per pair ``(G, C)``.
@@ -118,7 +119,9 @@ def minimum_detectable(
     if n_reference is not None:
         variance = variance + b * (1 - b) / np.maximum(n_reference, 1)[None, :]
     z = _NORMAL.inv_cdf(1 - level) + _NORMAL.inv_cdf(power)
-    return np.minimum(z * np.sqrt(variance), 1 - b)
+    detectable = z * np.sqrt(variance)
+    # beyond 1 - b_ref nothing can be detected: the pair cannot amplify that much
+    return np.where(detectable <= 1 - b, detectable, np.nan)
 
 
 def benjamini_hochberg(pvalues: NDArray[np.float64], q: float = 0.05) -> NDArray[np.bool_]:
@@ -272,6 +275,7 @@ def decide_flags(
         if reject and test["bias_amplification"] > ba_threshold:
             analysis["flags"].append({"analysis": analysis["name"], **test})
     candidates = sum(a.get("candidate_pairs", 0) for a in analyses)
+    finite = [m for m in mdes if np.isfinite(m)]
     return {
         "reference": "training split" if reference == "train" else "audited truth",
         "audited_split": _SPLIT_WORDS.get(split, split),
@@ -285,8 +289,9 @@ def decide_flags(
         "strictest_level": level,
         "power": POWER,
         "minimum_detectable_ba": {
-            "min": float(np.min(mdes)) if mdes else None,
-            "median": float(np.median(mdes)) if mdes else None,
+            "min": float(np.min(finite)) if len(finite) else None,
+            "median": float(np.median(finite)) if len(finite) else None,
+            "pairs_beyond_reach": len(mdes) - len(finite),
         },
         "ba_threshold": ba_threshold,
     }
