@@ -280,7 +280,9 @@ def main(args: list[str] | None = None) -> int:
             raise
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    return cli.fit_and_test()
+    with warnings.catch_warnings():  # the task's batch hook (normalising on the device) is meant
+        warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
+        return cli.fit_and_test()
 
 
 if __name__ == "__main__":

@@ -241,6 +241,29 @@ def _label(
     return None, kept.assign(target=None)
 
 
+def _pack_shards(
+    kept: pd.DataFrame,
+    known_failures: dict[str, str],
+    shard_dir: Path,
+    cache_dir: Path,
+    size: int,
+    names: list[str] | None,
+    workers: int,
+    shard_bytes: int,
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Write or top up the dataset's shards; (sha256 -> new error, counts)."""
+    from met_vision.data.shard_prepare import build_shards
+
+    rows = kept[~kept["image_sha256"].isin(list(known_failures))].rename(
+        columns={"image_sha256": "sha256"}
+    )[["object_id", "sha256", "image_path", "target", "split"]]
+    _, failures, counts = build_shards(
+        rows, shard_dir, cache_dir, size, names=names, workers=workers, max_bytes=shard_bytes
+    )
+    work = {"resized": counts.pop("resized"), "already_cached": counts.pop("reused")}
+    return failures, {**work, **counts}
+
+
 def prepare(
     data_dir: Path | str,
     size: int,
@@ -304,18 +327,10 @@ def prepare(
     out_dir = cache_dir / "datasets" / key
     out_dir.mkdir(parents=True, exist_ok=True)
     if output == "shards":
-        from met_vision.data.shard_prepare import build_shards
-
-        rows = kept[~kept["image_sha256"].isin(list(known_failures))].rename(
-            columns={"image_sha256": "sha256"}
-        )[["object_id", "sha256", "image_path", "target", "split"]]
         names = space.names if space is not None else None
-        _, new_failures, counts = build_shards(
-            rows, out_dir / SHARDS_DIR, cache_dir, size,
-            names=names, workers=workers, max_bytes=shard_bytes,
-        )  # fmt: skip
-        work = {"resized": counts.pop("resized"), "already_cached": counts.pop("reused")}
-        work.update(counts)
+        new_failures, work = _pack_shards(
+            kept, known_failures, out_dir / SHARDS_DIR, cache_dir, size, names, workers, shard_bytes
+        )
     else:
         new_failures, work = _cache_files(kept, cache_dir, known_failures, size, workers, progress)
     known_failures.update(new_failures)
