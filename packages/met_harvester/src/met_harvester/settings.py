@@ -16,6 +16,7 @@ from pydantic_settings import (
 )
 
 from met_harvester import __version__
+from met_harvester.hostlist import parse_allowlist
 
 MET_API_URL = "https://collectionapi.metmuseum.org/public/collection/v1"
 DEFAULT_USER_AGENT = (
@@ -48,6 +49,21 @@ class HarvesterSettings(BaseSettings):
     )
     retry_wait_max: float = Field(30.0, ge=0, description="Longest retry back-off in seconds.")
     batch_size: int = Field(200, ge=1, description="Records written per DB transaction.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Largest API body accepted, decoded (16 MiB)."
+    )
+    listing_margin: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="A full listing smaller than the last trustworthy one by more than this "
+        "fraction is not trusted to withdraw objects.",
+    )
+    keep_versions: int | None = Field(
+        None,
+        ge=0,
+        description="Old versions kept per object (newest first); None keeps all.",
+    )
 
     # --- images (issue 3) ---------------------------------------------------------------
     images: bool = Field(True, description="Download images too (--no-images to skip).")
@@ -62,6 +78,9 @@ class HarvesterSettings(BaseSettings):
         description="Allowed image hosts, as host or host:port.",
     )
     max_image_bytes: int = Field(100_000_000, gt=0, description="Largest image body accepted.")
+    image_timeout: float = Field(
+        120.0, gt=0, description="Total deadline of one image download in seconds."
+    )
     max_image_pixels: int = Field(
         200_000_000, gt=0, description="Largest image (width x height) accepted."
     )
@@ -90,8 +109,6 @@ class HarvesterSettings(BaseSettings):
     @field_validator("image_hosts")
     @classmethod
     def _check_hosts(cls, value: list[str]) -> list[str]:
-        from met_harvester.images.hosts import parse_allowlist  # issue 3: host or host:port
-
         parse_allowlist(value)  # raises ValueError naming the bad entry
         return value
 

@@ -17,9 +17,11 @@ from typing import Any
 
 import aiosqlite
 
+from met_harvester import sync_window
 from met_harvester.client import ListingError, MetClient
-from met_harvester.db import store
+from met_harvester.db import runs, state
 from met_harvester.db.connection import open_db, utc_now
+from met_harvester.db.maintenance import after_pass
 from met_harvester.images.sync import ImageSyncReport, sync_images
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.priority import parse_priority
@@ -44,6 +46,7 @@ COUNT_KEYS = (
     "failed",
     "quarantined",
     "withdrawn",
+    "changed_todo",
 )
 """The counts every pass records (in this order), all starting at 0."""
 
@@ -140,6 +143,7 @@ async def run_sync(
     except OSError as exc:  # e.g. no space left for a blob, a read-only data dir
         raise SyncError(f"cannot write in {settings.data_dir}: {exc}") from exc
     finally:
+        await after_pass(db, keep_versions=settings.keep_versions)
         await db.close()
 
 
@@ -160,17 +164,17 @@ async def _run(
         parse_priority(settings.priority)
     except ValueError as exc:
         raise SyncError(str(exc)) from exc
-    stale = await store.mark_stale_runs_interrupted(db)
+    stale = await runs.mark_stale_runs_interrupted(db)
     if stale:
         log.info("marked %d run(s) left running by an ended process as interrupted", stale)
-    since = await store.changes_since(db)
+    since = await runs.changes_since(db)
     mode = choose_mode(
         full=full, limit=limit, object_ids=object_ids, departments=departments, since=since
     )
     started_at = utc_now()
-    run_id = await store.start_run(db, mode, now=started_at)
+    run_id = await runs.start_run(db, mode, now=started_at)
     counts = dict.fromkeys(COUNT_KEYS, 0)
-    initial_rate = await store.get_state_float(db, store.RATE_KEYS["learned"])
+    initial_rate = await state.get_state_float(db, state.RATE_KEYS["learned"])
     if initial_rate is not None:
         initial_rate = min(initial_rate, settings.rate)
     pipeline: FetchPipeline | None = None
@@ -188,6 +192,9 @@ async def _run(
                 object_ids=object_ids,
                 departments=departments,
                 metrics=metrics,
+                run_id=run_id,
+                started_at=started_at,
+                listing_margin=settings.listing_margin,
             )
             if limit is not None:
                 todo = todo[:limit]
@@ -210,20 +217,21 @@ async def _run(
                 metrics=metrics,
                 progress=progress,
                 stop_event=stop_event,
+                window_ids=todo[: counts.get("changed_todo", 0)],
             )
             done = await pipeline.fetch_all(todo) if todo else 0
             await save_rate(db, client, settings)
             await db.commit()
     except ListingError as exc:
         await db.rollback()
-        await store.finish_run(db, run_id, "failed", counts, error=str(exc))
+        await runs.finish_run(db, run_id, "failed", counts, error=str(exc))
         raise SyncError(str(exc)) from exc
     except (asyncio.CancelledError, Exception) as exc:
         with contextlib.suppress(Exception):
             # A batch cut short must not be committed along with the run's end.
             await db.rollback()
             status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
-            await store.finish_run(db, run_id, status, counts, error=repr(exc)[:500])
+            await runs.finish_run(db, run_id, status, counts, error=repr(exc)[:500])
         raise
     finally:
         if progress is not None:
@@ -238,7 +246,9 @@ async def _run(
         finished_at=finished_at,
         counts=counts,
     )
-    await store.finish_run(
+    if report.completed and mode in ("full", "incremental"):
+        await sync_window.clear_window(db)  # committed with the run's end
+    await runs.finish_run(
         db,
         run_id,
         report.status,

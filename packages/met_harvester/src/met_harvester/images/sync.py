@@ -25,8 +25,8 @@ from typing import Any
 import aiosqlite
 
 from met_harvester.db.connection import iso_utc
-from met_harvester.db.store import get_state_float, set_state
-from met_harvester.db.store import retry_delay as store_retry_delay
+from met_harvester.db.state import get_state_float, set_state
+from met_harvester.db.trouble import retry_delay as store_retry_delay
 from met_harvester.images.blobstore import BlobStore
 from met_harvester.images.download import FetchOutcome, ImageFetcher
 from met_harvester.images.hosts import AllowedHost, parse_allowlist
@@ -464,24 +464,3 @@ async def _save_failure(
         "WHERE image_id = ?",
         (outcome.error, attempts, next_retry, item.image_id),
     )
-
-
-async def image_status(db: aiosqlite.Connection) -> dict[str, int]:
-    """Image counts for `status --json`: `images` (distinct blobs stored and referenced by a
-    current row), `image_failures` (current rows failed, waiting for a retry),
-    `images_pending` and `images_refused`."""
-    async with db.execute(
-        "SELECT "
-        "(SELECT COUNT(DISTINCT sha256) FROM images WHERE status = 'ok' AND is_current = 1), "
-        "(SELECT COUNT(*) FROM images WHERE status = 'failed' AND is_current = 1), "
-        "(SELECT COUNT(*) FROM images WHERE status = 'pending' AND is_current = 1), "
-        "(SELECT COUNT(*) FROM images WHERE status = 'refused' AND is_current = 1)"
-    ) as cur:
-        row = await cur.fetchone()
-    assert row is not None
-    return {
-        "images": int(row[0]),
-        "image_failures": int(row[1]),
-        "images_pending": int(row[2]),
-        "images_refused": int(row[3]),
-    }

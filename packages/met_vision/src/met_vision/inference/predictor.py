@@ -132,6 +132,7 @@ class Predictor:
         try:
             task = ClassificationTask(**hparams)
             task.load_state_dict(raw["state_dict"])
+            task.on_load_checkpoint(raw)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise InputError(f"cannot rebuild the model of {str(ckpt)!r}: {exc}") from exc
         task.to(target).eval()

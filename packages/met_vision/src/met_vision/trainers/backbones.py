@@ -147,7 +147,8 @@ def create_backbone(
         name: any ``timm.list_models()`` name.
         num_classes: outputs of the new head.
         pretrained: download ImageNet weights from timm's hub (needs network).
-        pretrained_path: local weights file for offline nodes; wins over ``pretrained``.
+        pretrained_path: local weights file for offline nodes, or a directory holding
+            ``<name>.safetensors`` (`python -m met_vision.weights`); wins over ``pretrained``.
         drop_rate: dropout before the classifier.
         global_pool: timm pooling (``avg``, ``max``, ``avgmax``, ...); None keeps the model's.
     """
@@ -161,6 +162,10 @@ def create_backbone(
         **extra,
     )
     if pretrained_path:
+        if Path(pretrained_path).is_dir():
+            from met_vision.weights import weights_file
+
+            pretrained_path = str(weights_file(pretrained_path, name))
         load_backbone_weights(model, pretrained_path)
     return model
 
