@@ -1,13 +1,14 @@
 """The Met collection API client: one aiohttp session, rate-limited, retried, never surprised.
 
-Every request waits for a place among ``settings.concurrency`` in flight, then for a start slot
-of the adaptive rate limiter, and its answer is judged by `met_harvester.retry`. ``get_object``
+Every request waits for a place among the requests in flight (``settings.concurrency``, or
+automatic: 2, more as the rate grows), then for a start slot of the adaptive rate limiter, and
+its answer is judged by `met_harvester.retry`: `block_reason` says which answers stop the pool
+for a probe (see `met_harvester.ratelimit`). ``get_object``
 never raises for HTTP trouble; the listing raises `ListingError` with a one-line reason.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
@@ -19,14 +20,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from met_harvester.ratelimit import AdaptiveRateLimiter
+from met_harvester.inflight import InFlightGate, auto_concurrency
+from met_harvester.pools import make_limiter
+from met_harvester.ratelimit import AdaptiveRateLimiter, LimiterState
 from met_harvester.retry import (
     AttemptBudget,
     BlockedError,
     RetryPolicy,
     TransientError,
+    block_reason,
     classify_status,
-    looks_like_html,
     parse_retry_after,
 )
 
@@ -105,8 +108,8 @@ class MetClient:
         settings: api_url, rate, concurrency, timeout, user_agent, max_attempts,
             block_cooldown, retry_wait and retry_wait_max are used.
         metrics: counts requests by endpoint and status, and retries by reason.
-        initial_rate: rate to start at (the learned rate of the last run).
-        limiter: a limiter to use instead of one built from the settings.
+        state: what the API pool's limiter learned in earlier runs.
+        limiter: a limiter to use instead of one built from the settings and `state`.
     """
 
     def __init__(
@@ -114,26 +117,20 @@ class MetClient:
         settings: HarvesterSettings,
         *,
         metrics: HarvesterMetrics | None = None,
-        initial_rate: float | None = None,
+        state: LimiterState | None = None,
         limiter: AdaptiveRateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.base_url = settings.api_url.rstrip("/")
         self.metrics = metrics
-        self.limiter = limiter or AdaptiveRateLimiter(
-            settings.rate,
-            initial=initial_rate,
-            name="api",
-            cooldown=settings.block_cooldown,
-            metrics=metrics,
-        )
+        self.limiter = limiter or make_limiter(settings, "api", state, metrics=metrics)
         self.retry_policy = RetryPolicy(
             max_attempts=settings.max_attempts,
             block_attempts=settings.max_attempts,
             wait=settings.retry_wait,
             wait_max=settings.retry_wait_max,
         )
-        self._in_flight = asyncio.Semaphore(settings.concurrency)
+        self._in_flight = InFlightGate(self._concurrency())
         self._session: aiohttp.ClientSession | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -153,9 +150,8 @@ class MetClient:
         """Create the one HTTP session (done by ``async with``)."""
         if self._session is not None:
             return
-        connector = aiohttp.TCPConnector(
-            limit=self.settings.concurrency, limit_per_host=self.settings.concurrency
-        )
+        most = self.settings.max_concurrency
+        connector = aiohttp.TCPConnector(limit=most, limit_per_host=most)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
@@ -169,8 +165,13 @@ class MetClient:
             self._session = None
 
     def eta_seconds(self, remaining: int) -> float:
-        """Seconds to fetch `remaining` records at the learned (else current) rate."""
+        """Seconds to fetch `remaining` records at the current rate (plus a block's pause)."""
         return self.limiter.eta_seconds(remaining)
+
+    def _concurrency(self) -> int:
+        if self.settings.concurrency is not None:
+            return self.settings.concurrency
+        return auto_concurrency(self.limiter.current_rate)
 
     # ------------------------------------------------------------------ endpoints
     async def get_object(self, object_id: int) -> FetchResult:
@@ -305,9 +306,9 @@ class MetClient:
         if self._session is None:
             raise RuntimeError("MetClient is not open: use `async with MetClient(settings)`")
         url = self.base_url + path
+        self._in_flight.size = self._concurrency()
         async with self._in_flight:
-            await self.limiter.acquire()
-            started = self.limiter.now()
+            started = await self.limiter.acquire()
             try:
                 async with self._session.get(url, params=params) as response:
                     raw = await response.read()
@@ -315,15 +316,15 @@ class MetClient:
                     content_type = response.headers.get("Content-Type", "")
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
             except TimeoutError as exc:
-                self._transport_trouble(endpoint, "timeout")
+                self._transport_trouble(endpoint, "timeout", started)
                 raise TransientError(
                     "timeout", f"no answer within {self.settings.timeout:g}s from {url}"
                 ) from exc
             except aiohttp.ClientPayloadError as exc:
-                self._transport_trouble(endpoint, "truncated")
+                self._transport_trouble(endpoint, "truncated", started)
                 raise TransientError("truncated", f"truncated body from {url}: {exc}") from exc
             except aiohttp.ClientError as exc:
-                self._transport_trouble(endpoint, "connection")
+                self._transport_trouble(endpoint, "connection", started)
                 raise TransientError(
                     "connection", f"connection error on {url}: {type(exc).__name__}: {exc}"
                 ) from exc
@@ -345,22 +346,21 @@ class MetClient:
         except UnicodeDecodeError:
             body, utf8 = raw.decode("utf-8", errors="replace"), False
         kind = classify_status(status)
-        html = looks_like_html(body, content_type)
-        if kind == "block" or (kind == "ok" and html):
-            self.limiter.on_block(retry_after, started_at=started)
-            what = "HTML page instead of JSON" if html else "refused"
+        blocked = block_reason(status, body, content_type)
+        if blocked is not None:
+            self.limiter.on_block(retry_after, started_at=started, reason=blocked)
             raise BlockedError(
                 "blocked",
-                f"HTTP {status} {what} from {url}",
+                f"HTTP {status} {blocked} from {url}",
                 status=status,
                 body=body,
                 retry_after=retry_after,
             )
         if kind == "server":
             if retry_after is not None:  # the server says when: that is a block
-                self.limiter.on_block(retry_after, started_at=started)
+                self.limiter.on_block(retry_after, started_at=started, reason=f"HTTP {status}")
             else:
-                self.limiter.on_server_error()
+                self.limiter.on_server_error(started_at=started)
             raise TransientError(
                 "server_error",
                 f"HTTP {status} from {url}: {_one_line(body, 80)}",
@@ -374,20 +374,20 @@ class MetClient:
             data = json.loads(body)
         except ValueError as exc:
             if kind != "ok":  # a 404/400 without a JSON body is still a final answer
-                self.limiter.on_success()
+                self.limiter.on_success(started_at=started)
                 return _Answer(status, body, None, 1)
-            self.limiter.on_server_error()
+            self.limiter.on_server_error(started_at=started)
             raise TransientError(
                 "invalid_json",
                 f"invalid JSON from {url} ({len(raw)} bytes): {exc}",
                 status=status,
                 body=body,
             ) from exc
-        self.limiter.on_success()
+        self.limiter.on_success(started_at=started)
         return _Answer(status, body, data, 1)
 
-    def _transport_trouble(self, endpoint: str, label: str) -> None:
-        self.limiter.on_server_error()
+    def _transport_trouble(self, endpoint: str, label: str, started: float) -> None:
+        self.limiter.on_server_error(started_at=started)
         self._count_request(endpoint, label)
 
     def _count_request(self, endpoint: str, status: str) -> None:

@@ -46,6 +46,20 @@ def looks_like_html(body: str, content_type: str) -> bool:
     return body.lstrip()[:1] == "<"
 
 
+def block_reason(status: int, body: str, content_type: str) -> str | None:
+    """Why an answer is a block answer (the pool stops and probes), or None when it is not.
+
+    A block answer is a 403 or 429, or an HTML page where the API sends JSON: Imperva's
+    "Incapsula incident" page comes with 403, and sometimes with 200. An HTML page with a
+    4xx/5xx other than those is the server's own error page, judged by its status.
+    """
+    if status in BLOCK_STATUSES:
+        return "block page" if looks_like_html(body, content_type) else "refused"
+    if 200 <= status < 300 and looks_like_html(body, content_type):
+        return "HTML page instead of JSON"
+    return None
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent."""
     if not value:

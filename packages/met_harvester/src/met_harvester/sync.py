@@ -1,4 +1,5 @@
-"""One sync pass: plan the ids (`sync_plan`), fetch and store them (`sync_fetch`), then images.
+"""One sync pass: plan the ids (`sync_plan`), fetch and store them (`sync_fetch`) while the
+image pool fetches their images beside it (`images.concurrent`).
 
 `run_sync` is the entry point (the `sync` command and the daemon call it). A pass is recorded in
 `sync_runs` as running, then completed, interrupted (stopped by a signal, or cancelled) or
@@ -18,9 +19,10 @@ from typing import Any
 import aiosqlite
 
 from met_harvester.client import ListingError, MetClient
-from met_harvester.db import store
+from met_harvester.db import limiter_state, store
 from met_harvester.db.connection import open_db, utc_now
-from met_harvester.images.sync import ImageSyncReport, sync_images
+from met_harvester.images.concurrent import ImagesBeside, note_images_off
+from met_harvester.images.sync import ImagePassError, ImageSyncReport
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.priority import parse_priority
 from met_harvester.progress import ProgressReporter
@@ -96,7 +98,8 @@ async def run_sync(
     stop_event: asyncio.Event | None = None,
     limiter: AdaptiveRateLimiter | None = None,
 ) -> SyncReport:
-    """Run one sync pass (metadata, then images unless `settings.images` is off).
+    """Run one sync pass: records, and beside them their images (unless `settings.images` is
+    off) through a second pool with its own limiter.
 
     Args:
         settings: every option; `settings.data_dir` holds the database.
@@ -107,14 +110,15 @@ async def run_sync(
         metrics: counters to update.
         progress: where to report progress (None: silent).
         stop_event: set it to stop cleanly (SIGINT/SIGTERM); the run ends `interrupted`.
-        limiter: an API rate limiter to use instead of one built from the settings and the
-            learned rate (tests use one with a scaled-down policy).
+        limiter: an API rate limiter to use instead of one built from the settings and what
+            the last run learned (tests use one with a scaled-down policy).
 
     Returns:
         The report; `status` is completed or interrupted (failed records do not fail a pass).
 
     Raises:
-        SyncError: a fatal problem (database not writable, listing unavailable after retries).
+        SyncError: a fatal problem (database not writable, listing unavailable after retries,
+            image outcomes that cannot be recorded).
     """
     if limit is not None and limit < 0:
         raise SyncError("--limit must be >= 0")
@@ -170,14 +174,15 @@ async def _run(
     started_at = utc_now()
     run_id = await store.start_run(db, mode, now=started_at)
     counts = dict.fromkeys(COUNT_KEYS, 0)
-    initial_rate = await store.get_state_float(db, store.RATE_KEYS["learned"])
-    if initial_rate is not None:
-        initial_rate = min(initial_rate, settings.rate)
+    images = _images_beside(settings, metrics, progress, stop_event, object_ids)
     pipeline: FetchPipeline | None = None
+    api_state = await limiter_state.load(db, "api")
     try:
-        async with MetClient(
-            settings, metrics=metrics, initial_rate=initial_rate, limiter=limiter
-        ) as client:
+        async with MetClient(settings, metrics=metrics, state=api_state, limiter=limiter) as client:
+            if images is not None:
+                await images.start()
+            else:
+                await note_images_off(db)
             todo = await plan_ids(
                 db,
                 client,
@@ -210,6 +215,7 @@ async def _run(
                 metrics=metrics,
                 progress=progress,
                 stop_event=stop_event,
+                images=images,
             )
             done = await pipeline.fetch_all(todo) if todo else 0
             await save_rate(db, client, settings)
@@ -217,6 +223,8 @@ async def _run(
     except ListingError as exc:
         await db.rollback()
         await store.finish_run(db, run_id, "failed", counts, error=str(exc))
+        if images is not None:
+            await images.abort()
         raise SyncError(str(exc)) from exc
     except (asyncio.CancelledError, Exception) as exc:
         with contextlib.suppress(Exception):
@@ -224,39 +232,70 @@ async def _run(
             await db.rollback()
             status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
             await store.finish_run(db, run_id, status, counts, error=repr(exc)[:500])
+        if images is not None:
+            await images.abort()
+        if isinstance(exc, ImagePassError):
+            raise SyncError(str(exc)) from exc
         raise
     finally:
         if progress is not None:
             progress.finish("records")
     interrupted = pipeline is not None and pipeline.stopping and done < len(todo)
-    finished_at = utc_now()
     report = SyncReport(
         run_id=run_id,
         mode=mode,
         status="interrupted" if interrupted else "completed",
         started_at=started_at,
-        finished_at=finished_at,
         counts=counts,
     )
+    log.info(
+        "sync %s records %s: %s",
+        mode,
+        report.status,
+        ", ".join(f"{k} {v}" for k, v in counts.items()),
+    )
+    if images is not None:
+        report.images = await _finish_images(db, run_id, images, report)
+    report.finished_at = utc_now()
     await store.finish_run(
         db,
         run_id,
         report.status,
         counts,
         error="stopped by signal" if interrupted else None,
-        now=finished_at,
+        now=report.finished_at,
     )
-    log.info(
-        "sync %s %s: %s", mode, report.status, ", ".join(f"{k} {v}" for k, v in counts.items())
-    )
-    stopped = stop_event is not None and stop_event.is_set()
-    if report.completed and settings.images and not stopped:
-        report.images = await sync_images(
-            db,
-            settings,
-            metrics=metrics,
-            progress=progress,
-            object_ids=object_ids,
-            stop_event=stop_event,
-        )
     return report
+
+
+def _images_beside(
+    settings: HarvesterSettings,
+    metrics: HarvesterMetrics | None,
+    progress: ProgressReporter | None,
+    stop_event: asyncio.Event | None,
+    object_ids: Sequence[int] | None,
+) -> ImagesBeside | None:
+    if not settings.images:
+        return None
+    return ImagesBeside(
+        settings,
+        metrics=metrics,
+        progress=progress,
+        stop_event=stop_event,
+        object_ids=object_ids,
+    )
+
+
+async def _finish_images(
+    db: aiosqlite.Connection, run_id: int, images: ImagesBeside, report: SyncReport
+) -> ImageSyncReport:
+    """Let the image pool finish what the record pass gave it; a failure ends the run."""
+    try:
+        return await images.finish(db, completed=report.completed)
+    except (asyncio.CancelledError, Exception) as exc:
+        with contextlib.suppress(Exception):
+            status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
+            await store.finish_run(db, run_id, status, report.counts, error=str(exc)[:500])
+        if isinstance(exc, ImagePassError):
+            raise SyncError(str(exc)) from exc
+        raise

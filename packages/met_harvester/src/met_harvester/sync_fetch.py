@@ -15,17 +15,20 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
 from met_harvester.client import FetchResult, MetClient
-from met_harvester.db import store
+from met_harvester.db import limiter_state, store
 from met_harvester.db.connection import utc_now
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.models import RecordError, parse_object
 from met_harvester.progress import ProgressReporter, format_eta
 from met_harvester.settings import HarvesterSettings
+
+if TYPE_CHECKING:
+    from met_harvester.images.concurrent import ImagesBeside
 
 log = logging.getLogger("met_harvester.sync")
 
@@ -74,6 +77,8 @@ class FetchPipeline:
         metrics: counters to update.
         progress: where to report progress (task "records").
         stop_event: set it to stop taking work; `stopping` then becomes True.
+        images: the image pool running beside: each batch's images are planned in its
+            transaction and offered to the pool once it is committed.
     """
 
     def __init__(
@@ -87,8 +92,10 @@ class FetchPipeline:
         metrics: HarvesterMetrics | None = None,
         progress: ProgressReporter | None = None,
         stop_event: asyncio.Event | None = None,
+        images: ImagesBeside | None = None,
     ) -> None:
         self.db = db
+        self.images = images
         self.settings = settings
         self.client = client
         self.counts = counts
@@ -102,7 +109,7 @@ class FetchPipeline:
     async def fetch_all(self, todo: Sequence[int]) -> int:
         """Fetch `todo` through the pipeline; returns how many outcomes were committed."""
         settings = self.settings
-        workers_n = max(1, min(settings.concurrency, len(todo)))
+        workers_n = max(1, min(settings.max_concurrency, len(todo)))
         ids_q: asyncio.Queue[int | None] = asyncio.Queue(maxsize=2 * workers_n)
         out_q: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=2 * settings.batch_size)
         self._remaining = len(todo)
@@ -206,6 +213,7 @@ class FetchPipeline:
         await store.save_missing(db, missing, now=now)
         await store.save_failures(db, failed, now=now)
         await store.save_quarantine(db, bad, now=now)
+        images = await self.images.plan(db, records) if self.images is not None else None
         c = dict(self.counts)
         c["fetched"] += len(batch)
         c["new"] += saved.new
@@ -217,6 +225,8 @@ class FetchPipeline:
         await store.update_run_counts(db, self.run_id, c)
         await save_rate(db, self.client, self.settings)
         await db.commit()
+        if images is not None and self.images is not None:
+            self.images.offer(images)
         self.counts.update(c)  # only once committed: the caller's dict stays true to the DB
         self._remaining -= len(batch)
         self._count_metrics(saved, records, failed, bad)
@@ -252,17 +262,19 @@ class FetchPipeline:
         if self.progress is None:
             return
         self.progress.advance("records", n)
-        rate = self.client.limiter.current_rate
-        eta = self.client.eta_seconds(max(0, self._remaining))
-        self.progress.note("records", f"{rate:.3g} req/s, eta {format_eta(eta)}")
+        limiter = self.client.limiter
+        eta = format_eta(self.client.eta_seconds(max(0, self._remaining)))
+        paused = ", paused by a block" if limiter.paused else ""
+        self.progress.note("records", f"{limiter.current_rate:.3g} req/s, eta {eta}{paused}")
 
 
 async def save_rate(
     db: aiosqlite.Connection, client: MetClient, settings: HarvesterSettings
 ) -> None:
-    """Persist the client limiter's learned and current rate and the ceiling in
-    `harvester_state` (no commit), so the next run starts at the learned rate."""
+    """Persist what the API limiter learned (`limiter.api`) and its learned and current rate
+    and the ceiling in `harvester_state` (no commit), so the next run starts where this was."""
     limiter = client.limiter
+    await limiter_state.save(db, limiter)
     if limiter.learned_rate is not None:
         await store.set_state(db, store.RATE_KEYS["learned"], f"{limiter.learned_rate:.6g}")
     await store.set_state(db, store.RATE_KEYS["current"], f"{limiter.current_rate:.6g}")
