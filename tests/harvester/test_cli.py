@@ -201,7 +201,7 @@ def test_progress_reporters_show_rate_and_eta(caplog: pytest.LogCaptureFixture) 
 
 
 def test_second_writer_is_refused(tmp_path: Path) -> None:
-    from met_harvester.daemon.lock import DataDirLock
+    from met_harvester.datadir import DataDirLock
 
     data = tmp_path / "data"
     data.mkdir()

@@ -15,7 +15,7 @@ from harvester_support import MET_SAMPLES
 
 from met_harvester.csvimport import import_csv
 from met_harvester.csvimport.diff import CATEGORIES, diff_csv_api
-from met_harvester.db import connect_sync, open_db, store
+from met_harvester.db import connect_sync, open_db, records
 from met_harvester.models import parse_body
 from met_harvester.settings import HarvesterSettings
 from met_harvester.sync import run_sync
@@ -177,8 +177,8 @@ async def test_real_csv_rows_and_real_api_bodies_agree(tmp_path: Path) -> None:
         for object_id in (193506, 336228, 436535, 459123):
             body = (MET_SAMPLES / "objects" / f"{object_id}.json").read_text(encoding="utf-8")
             record, decoded = parse_body(body, object_id)
-            items.append(store.FetchedRecord(record=record, data=decoded, body=body))
-        await store.save_objects(db, items)
+            items.append(records.FetchedRecord(record=record, data=decoded, body=body))
+        await records.save_objects(db, items)
         await db.commit()
     finally:
         await db.close()

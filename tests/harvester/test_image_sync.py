@@ -30,9 +30,10 @@ from image_server import (
 )
 
 from met_harvester.db.connection import open_db
-from met_harvester.db.store import get_state_float
+from met_harvester.db.counts import image_counts
+from met_harvester.db.state import get_state_float
 from met_harvester.images.blobstore import BlobStore, hash_file
-from met_harvester.images.sync import LEARNED_RATE_KEY, image_status, sync_images
+from met_harvester.images.sync import LEARNED_RATE_KEY, sync_images
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.settings import HarvesterSettings
 from met_harvester.testing import FakeMetAPI
@@ -128,7 +129,7 @@ async def test_stores_images_and_dedupes_identical_bytes(
     depth = metrics.registry.get_sample_value("met_queue_depth", {"pool": "images"})
     assert depth == 0  # nothing left waiting once the pass is done
     db = await open_db(tmp_path)
-    status = await image_status(db)
+    status = await image_counts(db)
     await db.close()
     assert status["images"] == 4 and status["image_failures"] == 0
 

@@ -12,7 +12,7 @@ from csvgen import met_rows, record_to_csv_row, write_csv
 from harvester_support import FakeApiFactory, object_fetches
 
 from met_harvester.csvimport import import_csv
-from met_harvester.db import connect_sync, open_db, store
+from met_harvester.db import connect_sync, open_db, records, trouble
 from met_harvester.models import parse_body
 from met_harvester.priority import (
     DEFAULT_PRIORITY,
@@ -127,18 +127,18 @@ def test_parse_priority_ends_with_rest() -> None:
     assert parse_priority("id") == []
 
 
-def _record(object_id: int) -> store.FetchedRecord:
+def _record(object_id: int) -> records.FetchedRecord:
     body = json.dumps({"objectID": object_id, "title": "x", "isPublicDomain": True})
     record, data = parse_body(body, object_id)
-    return store.FetchedRecord(record=record, data=data, body=body)
+    return records.FetchedRecord(record=record, data=data, body=body)
 
 
 async def test_priority_status_counts_what_is_still_unfetched(data_dir: Path) -> None:
     db = await open_db(data_dir)
     try:
         before = await priority_status(db)
-        await store.save_objects(db, [_record(11), _record(16)])  # fetched from the API
-        await store.save_missing(db, [store.MissingObject(12, 404, "Not a valid object")])
+        await records.save_objects(db, [_record(11), _record(16)])  # fetched from the API
+        await trouble.save_missing(db, [trouble.MissingObject(12, 404, "Not a valid object")])
         await db.commit()
         after = await priority_status(db)
         by_id = await priority_status(db, "id")

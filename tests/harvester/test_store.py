@@ -11,7 +11,7 @@ import aiosqlite
 import pytest
 from harvester_support import MET_SAMPLES
 
-from met_harvester.db import open_db, store
+from met_harvester.db import listing, open_db, records, runs, state, trouble
 from met_harvester.models import content_sha256, parse_body, parse_object
 
 needs_samples = pytest.mark.skipif(
@@ -26,10 +26,10 @@ async def db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
     await conn.close()
 
 
-def fetched(data: dict[str, Any], body: str | None = None) -> store.FetchedRecord:
+def fetched(data: dict[str, Any], body: str | None = None) -> records.FetchedRecord:
     body = body if body is not None else json.dumps(data)
     record, decoded = parse_body(body, data["objectID"])
-    return store.FetchedRecord(record=record, data=decoded, body=body)
+    return records.FetchedRecord(record=record, data=decoded, body=body)
 
 
 def sample(name: str, folder: str = "objects") -> tuple[str, dict[str, Any]]:
@@ -61,9 +61,9 @@ def record(object_id: int, **fields: Any) -> dict[str, Any]:
 async def test_every_sample_is_stored_exactly(db: aiosqlite.Connection) -> None:
     paths = sorted((MET_SAMPLES / "objects").glob("*.json"))
     items = [fetched(json.loads(p.read_text()), p.read_text()) for p in paths]
-    counts = await store.save_objects(db, items)
+    counts = await records.save_objects(db, items)
     await db.commit()
-    assert counts == store.SaveCounts(new=len(paths), updated=0, unchanged=0)
+    assert counts == records.SaveCounts(new=len(paths), updated=0, unchanged=0)
     for path in paths:
         body = path.read_text()
         [(raw, sha)] = await rows(
@@ -77,7 +77,7 @@ async def test_every_sample_is_stored_exactly(db: aiosqlite.Connection) -> None:
 @needs_samples
 async def test_typed_columns_tags_and_constituents(db: aiosqlite.Connection) -> None:
     body, data = sample("352204.json")
-    await store.save_objects(db, [fetched(data, body)])
+    await records.save_objects(db, [fetched(data, body)])
     await db.commit()
     [row] = await rows(
         db,
@@ -110,7 +110,7 @@ async def test_legacy_bodies_with_string_tags_and_idless_constituents(
     db: aiosqlite.Connection,
 ) -> None:
     body, data = sample("10188.json", "objects-legacy")
-    await store.save_objects(db, [fetched(data, body)])
+    await records.save_objects(db, [fetched(data, body)])
     await db.commit()
     terms = await rows(
         db,
@@ -130,11 +130,13 @@ async def test_legacy_bodies_with_string_tags_and_idless_constituents(
 async def test_changed_record_keeps_previous_version(db: aiosqlite.Connection) -> None:
     old_body, old = sample("45734_20200207T155059677Z.json", "objects-versions")
     new_body, new = sample("45734.json")
-    await store.save_objects(db, [fetched(old, old_body)], now="2020-02-08T00:00:00.000Z")
+    await records.save_objects(db, [fetched(old, old_body)], now="2020-02-08T00:00:00.000Z")
     await db.commit()
-    counts = await store.save_objects(db, [fetched(new, new_body)], now="2026-01-01T00:00:00.000Z")
+    counts = await records.save_objects(
+        db, [fetched(new, new_body)], now="2026-01-01T00:00:00.000Z"
+    )
     await db.commit()
-    assert counts == store.SaveCounts(new=0, updated=1, unchanged=0)
+    assert counts == records.SaveCounts(new=0, updated=1, unchanged=0)
     [(raw, first_seen, fetched_at)] = await rows(
         db, "SELECT raw_json, first_seen_at, fetched_at FROM objects WHERE object_id = 45734"
     )
@@ -150,20 +152,20 @@ async def test_changed_record_keeps_previous_version(db: aiosqlite.Connection) -
         (old_body, content_sha256(old), "2020-02-08T00:00:00.000Z", "2026-01-01T00:00:00.000Z", "api")
     ]  # fmt: skip
     # the same content again: unchanged, no new version
-    counts = await store.save_objects(db, [fetched(new, json.dumps(new, indent=1))])
+    counts = await records.save_objects(db, [fetched(new, json.dumps(new, indent=1))])
     await db.commit()
-    assert counts == store.SaveCounts(new=0, updated=0, unchanged=1)
+    assert counts == records.SaveCounts(new=0, updated=0, unchanged=1)
     assert len(await rows(db, "SELECT * FROM object_versions")) == 1
 
 
 async def test_tags_are_replaced_but_csv_tags_stay(db: aiosqlite.Connection) -> None:
-    await store.save_objects(db, [fetched(record(1, tags=[{"term": "Women"}, {"term": "Men"}]))])
+    await records.save_objects(db, [fetched(record(1, tags=[{"term": "Women"}, {"term": "Men"}]))])
     await db.execute("INSERT INTO tags (term) VALUES ('FromCsv')")
     await db.execute(
         "INSERT INTO object_tags (object_id, tag_id, source) "
         "SELECT 1, tag_id, 'csv' FROM tags WHERE term = 'FromCsv'"
     )
-    await store.save_objects(
+    await records.save_objects(
         db, [fetched(record(1, tags=[{"term": "Men"}, "Boys", {"term": " "}]))]
     )
     await db.commit()
@@ -178,7 +180,7 @@ async def test_tags_are_replaced_but_csv_tags_stay(db: aiosqlite.Connection) -> 
 
 
 async def test_duplicate_ids_in_one_batch_keep_the_last(db: aiosqlite.Connection) -> None:
-    counts = await store.save_objects(
+    counts = await records.save_objects(
         db, [fetched(record(3, title="first")), fetched(record(3, title="second"))]
     )
     await db.commit()
@@ -187,11 +189,11 @@ async def test_duplicate_ids_in_one_batch_keep_the_last(db: aiosqlite.Connection
 
 
 async def test_missing_marks_stored_object_withdrawn(db: aiosqlite.Connection) -> None:
-    await store.save_objects(db, [fetched(record(1)), fetched(record(2))])
-    await store.save_failures(db, [store.FailedFetch(2, 503, "boom")])
-    await store.save_missing(
+    await records.save_objects(db, [fetched(record(1)), fetched(record(2))])
+    await trouble.save_failures(db, [trouble.FailedFetch(2, 503, "boom")])
+    await trouble.save_missing(
         db,
-        [store.MissingObject(2, 404, "Not a valid object"), store.MissingObject(9, 404, None)],
+        [trouble.MissingObject(2, 404, "Not a valid object"), trouble.MissingObject(9, 404, None)],
         now="2026-01-01T00:00:00.000Z",
     )
     await db.commit()
@@ -205,7 +207,7 @@ async def test_missing_marks_stored_object_withdrawn(db: aiosqlite.Connection) -
     ]
     assert await rows(db, "SELECT * FROM fetch_failures") == []
     # it comes back: stored again, un-withdrawn, no longer missing
-    await store.save_objects(db, [fetched(record(2))])
+    await records.save_objects(db, [fetched(record(2))])
     await db.commit()
     assert await rows(db, "SELECT withdrawn_at FROM objects WHERE object_id = 2") == [(None,)]
     assert await rows(db, "SELECT object_id FROM missing_objects") == [(9,)]
@@ -214,67 +216,73 @@ async def test_missing_marks_stored_object_withdrawn(db: aiosqlite.Connection) -
 async def test_failures_back_off_exponentially_and_clear(db: aiosqlite.Connection) -> None:
     t0 = "2026-01-01T00:00:00.000Z"
     for _ in range(3):
-        await store.save_failures(db, [store.FailedFetch(4, None, "timeout")], now=t0)
+        await trouble.save_failures(db, [trouble.FailedFetch(4, None, "timeout")], now=t0)
     await db.commit()
     [(attempts, status, error, next_retry)] = await rows(
         db, "SELECT attempts, last_status, last_error, next_retry_at FROM fetch_failures"
     )
     assert (attempts, status, error) == (3, None, "timeout")
     assert next_retry == "2026-01-01T00:04:00.000Z"  # 60 s * 2^(3-1)
-    assert store.retry_delay(1) == 60.0
-    assert store.retry_delay(100) == store.FAILURE_RETRY_MAX_SECONDS
-    await store.save_objects(db, [fetched(record(4))])
+    assert trouble.retry_delay(1) == 60.0
+    assert trouble.retry_delay(100) == trouble.FAILURE_RETRY_MAX_SECONDS
+    await records.save_objects(db, [fetched(record(4))])
     await db.commit()
     assert await rows(db, "SELECT * FROM fetch_failures") == []
 
 
 async def test_quarantine_keeps_body_and_reason(db: aiosqlite.Connection) -> None:
     body = '{"objectID": "5"}'
-    await store.save_quarantine(db, [store.QuarantinedRecord(5, body, "objectID: bad", 200)])
-    await store.save_quarantine(db, [store.QuarantinedRecord(5, body, "objectID: worse", 200)])
+    await trouble.save_quarantine(db, [trouble.QuarantinedRecord(5, body, "objectID: bad", 200)])
+    await trouble.save_quarantine(db, [trouble.QuarantinedRecord(5, body, "objectID: worse", 200)])
     await db.commit()
     [(raw, error, status)] = await rows(db, "SELECT raw_body, error, http_status FROM quarantine")
     assert (raw, error, status) == (body, "objectID: worse", 200)
-    await store.save_objects(db, [fetched(record(5))])
+    await records.save_objects(db, [fetched(record(5))])
     await db.commit()
     assert await rows(db, "SELECT * FROM quarantine") == []
 
 
 async def test_withdraw_and_listing_diff(db: aiosqlite.Connection) -> None:
-    await store.save_objects(db, [fetched(record(i)) for i in (1, 2, 3)])
-    await store.save_missing(db, [store.MissingObject(10, 404, None)], now="2026-01-01T00:00:00Z")
-    await store.save_quarantine(db, [store.QuarantinedRecord(11, "{}", "bad")])
-    await store.save_failures(db, [store.FailedFetch(12, 500, "x")], now="2026-01-01T00:00:00.000Z")
-    await store.save_failures(db, [store.FailedFetch(13, 500, "x")], now="2030-01-01T00:00:00.000Z")
+    await records.save_objects(db, [fetched(record(i)) for i in (1, 2, 3)])
+    await trouble.save_missing(
+        db, [trouble.MissingObject(10, 404, None)], now="2026-01-01T00:00:00Z"
+    )
+    await trouble.save_quarantine(db, [trouble.QuarantinedRecord(11, "{}", "bad")])
+    await trouble.save_failures(
+        db, [trouble.FailedFetch(12, 500, "x")], now="2026-01-01T00:00:00.000Z"
+    )
+    await trouble.save_failures(
+        db, [trouble.FailedFetch(13, 500, "x")], now="2030-01-01T00:00:00.000Z"
+    )
     await db.commit()
-    assert await store.load_listing(db, [2, 3, 3, 4, 10, 11, 12, 13, 14]) == 8
-    assert await store.vanished_ids(db) == [1]
-    assert await store.mark_withdrawn(db, [1], now="2026-02-01T00:00:00.000Z") == 1
-    assert await store.mark_withdrawn(db, [1]) == 0  # already withdrawn
+    assert await listing.load_listing(db, [2, 3, 3, 4, 10, 11, 12, 13, 14]) == 8
+    assert await listing.vanished_ids(db) == [1]
+    assert await listing.mark_withdrawn(db, [1], now="2026-02-01T00:00:00.000Z") == 1
+    assert await listing.mark_withdrawn(db, [1]) == 0  # already withdrawn
     await db.commit()
-    assert await store.vanished_ids(db) == []
+    assert await listing.vanished_ids(db) == []
     now = "2026-06-01T00:00:00.000Z"
-    got = await store.unfetched_listed_ids(db, now=now, missing_recheck_before="2025-12-01")
+    got = await listing.unfetched_listed_ids(db, now=now, missing_recheck_before="2025-12-01")
     assert got == [4, 12, 14]  # 10 missing recently, 11 quarantined, 13 not due yet
-    got = await store.unfetched_listed_ids(db, now=now, missing_recheck_before="2026-05-01")
+    got = await listing.unfetched_listed_ids(db, now=now, missing_recheck_before="2026-05-01")
     assert got == [4, 10, 12, 14]  # the 404 is old enough to ask again
-    assert await store.due_failure_ids(db, now=now) == [12]
-    assert await store.listed_ids(db) == [2, 3, 4, 10, 11, 12, 13, 14]
+    assert await listing.due_failure_ids(db, now=now) == [12]
+    assert await listing.listed_ids(db) == [2, 3, 4, 10, 11, 12, 13, 14]
 
 
 async def test_runs_and_changes_since(db: aiosqlite.Connection) -> None:
-    assert await store.changes_since(db) is None
-    first = await store.start_run(db, "full", now="2026-01-01T00:00:00.000Z")
-    assert await store.mark_stale_runs_interrupted(db) == 1
-    assert await store.changes_since(db) == "2026-01-01T00:00:00.000Z"  # unfinished: its start
-    second = await store.start_run(db, "incremental", now="2026-01-02T00:00:00.000Z")
-    await store.finish_run(db, second, "completed", {"fetched": 3})
-    await store.start_run(db, "limit", now="2026-01-03T00:00:00.000Z")
-    await store.mark_stale_runs_interrupted(db)
-    later = await store.start_run(db, "incremental", now="2026-01-04T00:00:00.000Z")
-    await store.finish_run(db, later, "interrupted", {})
-    assert await store.changes_since(db) == "2026-01-02T00:00:00.000Z"
-    last = await store.last_run(db)
+    assert await runs.changes_since(db) is None
+    first = await runs.start_run(db, "full", now="2026-01-01T00:00:00.000Z")
+    assert await runs.mark_stale_runs_interrupted(db) == 1
+    assert await runs.changes_since(db) == "2026-01-01T00:00:00.000Z"  # unfinished: its start
+    second = await runs.start_run(db, "incremental", now="2026-01-02T00:00:00.000Z")
+    await runs.finish_run(db, second, "completed", {"fetched": 3})
+    await runs.start_run(db, "limit", now="2026-01-03T00:00:00.000Z")
+    await runs.mark_stale_runs_interrupted(db)
+    later = await runs.start_run(db, "incremental", now="2026-01-04T00:00:00.000Z")
+    await runs.finish_run(db, later, "interrupted", {})
+    assert await runs.changes_since(db) == "2026-01-02T00:00:00.000Z"
+    last = await runs.last_run(db)
     assert last is not None
     assert (last["run_id"], last["mode"], last["status"]) == (later, "incremental", "interrupted")
     statuses = await rows(db, "SELECT run_id, status FROM sync_runs ORDER BY run_id")
@@ -282,14 +290,14 @@ async def test_runs_and_changes_since(db: aiosqlite.Connection) -> None:
 
 
 async def test_state_and_departments(db: aiosqlite.Connection) -> None:
-    assert await store.get_state(db, "api.learned_rate") is None
-    await store.set_state(db, "api.learned_rate", 1.25)
-    await store.set_state(db, "api.learned_rate", 0.9)
-    await store.set_state(db, "junk", "abc")
+    assert await state.get_state(db, "api.learned_rate") is None
+    await state.set_state(db, "api.learned_rate", 1.25)
+    await state.set_state(db, "api.learned_rate", 0.9)
+    await state.set_state(db, "junk", "abc")
     await db.commit()
-    assert await store.get_state_float(db, "api.learned_rate") == 0.9
-    assert await store.get_state_float(db, "junk") is None
-    n = await store.save_departments(
+    assert await state.get_state_float(db, "api.learned_rate") == 0.9
+    assert await state.get_state_float(db, "junk") is None
+    n = await records.save_departments(
         db, [{"departmentId": 1, "displayName": "American Decorative Arts"}, {"bad": 1}]
     )
     await db.commit()
@@ -300,7 +308,7 @@ async def test_state_and_departments(db: aiosqlite.Connection) -> None:
 
 
 async def test_csv_only_ids(db: aiosqlite.Connection) -> None:
-    await store.save_objects(db, [fetched(record(1))])
+    await records.save_objects(db, [fetched(record(1))])
     for object_id in (1, 2):
         await db.execute(
             "INSERT INTO csv_objects (object_id, raw_row, row_sha256, first_seen_at, "
@@ -308,7 +316,7 @@ async def test_csv_only_ids(db: aiosqlite.Connection) -> None:
             (object_id,),
         )
     await db.commit()
-    assert await store.csv_only_ids(db, [1, 2, 3]) == {2}
+    assert await listing.csv_only_ids(db, [1, 2, 3]) == {2}
 
 
 def test_parse_object_used_by_fetched_helper() -> None:
@@ -318,14 +326,14 @@ def test_parse_object_used_by_fetched_helper() -> None:
 async def test_status_eta_is_honest_for_a_first_full_mirror(db: aiosqlite.Connection) -> None:
     from met_harvester.status import collect_status, format_status
 
-    await store.save_objects(db, [fetched(record(i)) for i in range(1, 11)])
-    await store.save_failures(db, [store.FailedFetch(20, 503, "outage")])
-    await store.set_state(db, store.LISTING_TOTAL_KEY, 500_000)
-    await store.set_state(db, store.RATE_KEYS["ceiling"], 80)
-    await store.set_state(db, store.RATE_KEYS["current"], 1.2)
-    await store.set_state(db, store.RATE_KEYS["learned"], 1.0)
-    run = await store.start_run(db, "full")
-    await store.update_run_counts(db, run, {"fetched": 10})
+    await records.save_objects(db, [fetched(record(i)) for i in range(1, 11)])
+    await trouble.save_failures(db, [trouble.FailedFetch(20, 503, "outage")])
+    await state.set_state(db, state.LISTING_TOTAL_KEY, 500_000)
+    await state.set_state(db, state.RATE_KEYS["ceiling"], 80)
+    await state.set_state(db, state.RATE_KEYS["current"], 1.2)
+    await state.set_state(db, state.RATE_KEYS["learned"], 1.0)
+    run = await runs.start_run(db, "full")
+    await runs.update_run_counts(db, run, {"fetched": 10})
     await db.commit()
     status = await collect_status(db)
     assert status["objects"] == 10 and status["failures"] == 1

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from harvester_support import object_fetches
 
-from met_harvester.db import connect_sync, open_db, store
+from met_harvester.db import connect_sync, open_db, runs
 from met_harvester.ratelimit import AdaptiveRateLimiter, AimdPolicy
 from met_harvester.settings import HarvesterSettings
 from met_harvester.status import collect_status
@@ -398,7 +398,7 @@ async def test_listing_that_lost_most_ids_withdraws_nothing(
 async def test_store_functions_are_exposed(tmp_path: Path) -> None:
     db = await open_db(tmp_path)
     try:
-        assert await store.changes_since(db) is None
+        assert await runs.changes_since(db) is None
     finally:
         await db.close()
 

@@ -176,7 +176,7 @@ async def test_changing_commands_refuse_a_locked_data_dir(
 ) -> None:
     """`verify --repair` and `gc --apply` exit 3 while a sync or daemon holds the lock, as
     `sync` does; the read-only forms still run."""
-    from met_harvester.daemon.lock import DataDirLock
+    from met_harvester.datadir import DataDirLock
 
     await mirror(tmp_path, server, n=1)
     with DataDirLock(tmp_path, command="daemon"):

@@ -16,6 +16,7 @@ from pydantic_settings import (
 )
 
 from met_harvester import __version__
+from met_harvester.hostlist import parse_allowlist
 
 MET_API_URL = "https://collectionapi.metmuseum.org/public/collection/v1"
 DEFAULT_USER_AGENT = (
@@ -105,8 +106,6 @@ class HarvesterSettings(BaseSettings):
     @field_validator("image_hosts")
     @classmethod
     def _check_hosts(cls, value: list[str]) -> list[str]:
-        from met_harvester.images.hosts import parse_allowlist  # issue 3: host or host:port
-
         parse_allowlist(value)  # raises ValueError naming the bad entry
         return value
 

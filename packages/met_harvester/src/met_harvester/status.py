@@ -1,8 +1,8 @@
 """`status`: what the mirror holds, how the last sync went, the API rate and an honest ETA.
 
-`collect_status(db)` returns a JSON-ready dict. Its integer keys `objects` (stored, not withdrawn),
-`withdrawn`, `quarantined`, `failures` (pending retry), `missing` and `tags` are a stable
-interface; other parts of the harvester add their own keys (e.g. `images`) with small edits here.
+`collect_status(db)` returns a JSON-ready dict. Its integer counts (`objects`, `withdrawn`,
+`quarantined`, `failures`, `missing`, `tags`, `images`, ...) are defined once in `db.counts`,
+which `/metrics` reads too; other parts of the harvester add their own keys with small edits here.
 """
 
 from __future__ import annotations
@@ -11,34 +11,16 @@ from typing import Any
 
 import aiosqlite
 
-from met_harvester.db import limiter_state, store
-from met_harvester.images.sync import image_status
+from met_harvester.db import counts as mirror
+from met_harvester.db import limiter_state, runs, state
 from met_harvester.priority import priority_status
 from met_harvester.progress import format_eta
-
-_COUNTS = {
-    "objects": "SELECT COUNT(*) FROM objects WHERE withdrawn_at IS NULL",
-    "withdrawn": "SELECT COUNT(*) FROM objects WHERE withdrawn_at IS NOT NULL",
-    "quarantined": "SELECT COUNT(*) FROM quarantine",
-    "failures": "SELECT COUNT(*) FROM fetch_failures",
-    "missing": "SELECT COUNT(*) FROM missing_objects",
-    "tags": "SELECT COUNT(*) FROM tags",
-    "constituents": "SELECT COUNT(*) FROM constituents",
-    "object_versions": "SELECT COUNT(*) FROM object_versions",
-    "departments": "SELECT COUNT(*) FROM departments",
-}
-
-
-async def _count(db: aiosqlite.Connection, sql: str) -> int:
-    async with db.execute(sql) as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
 
 
 async def remaining_records(db: aiosqlite.Connection, counts: dict[str, Any]) -> int | None:
     """Records still to fetch: listed ids not yet answered (stored, missing or quarantined) plus
     pending failures; None before any full listing was seen."""
-    total = await store.get_state_float(db, store.LISTING_TOTAL_KEY)
+    total = await state.get_state_float(db, state.LISTING_TOTAL_KEY)
     if total is None:
         return None
     answered = counts["objects"] + counts["missing"] + counts["quarantined"]
@@ -56,16 +38,9 @@ async def collect_status(db: aiosqlite.Connection) -> dict[str, Any]:
     `met_harvester.ratelimit.LimiterState`, plus its ceiling and when it was saved; None for
     a pool that never ran).
     """
-    status: dict[str, Any] = {}
-    for key, sql in _COUNTS.items():
-        status[key] = await _count(db, sql)
-    async with db.execute(
-        "SELECT COUNT(*) FROM fetch_failures WHERE next_retry_at <= strftime('%Y-%m-%dT%H:%M:%fZ')"
-    ) as cursor:
-        row = await cursor.fetchone()
-    status["failures_due"] = int(row[0]) if row else 0
-    status["last_sync"] = await store.last_run(db)
-    rate = {name: await store.get_state_float(db, key) for name, key in store.RATE_KEYS.items()}
+    status: dict[str, Any] = dict(await mirror.mirror_counts(db))
+    status["last_sync"] = await runs.last_run(db)
+    rate = {name: await state.get_state_float(db, key) for name, key in state.RATE_KEYS.items()}
     status["rate"] = rate
     status["limiter"] = await limiter_state.status(db)
     remaining = await remaining_records(db, status)
@@ -73,7 +48,7 @@ async def collect_status(db: aiosqlite.Connection) -> dict[str, Any]:
     speed = rate["learned"] or rate["current"] or rate["ceiling"]
     status["eta_seconds"] = None if remaining is None or not speed else round(remaining / speed, 1)
     status["csv"] = await priority_status(db)  # CSV import and sync priority (issue 4)
-    status.update(await image_status(db))  # images, image_failures, ... (issue 3)
+    status.update(await mirror.image_counts(db))  # images, image_failures, ... (issue 3)
     return status
 
 

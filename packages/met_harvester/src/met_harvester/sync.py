@@ -19,7 +19,7 @@ from typing import Any
 import aiosqlite
 
 from met_harvester.client import ListingError, MetClient
-from met_harvester.db import limiter_state, store
+from met_harvester.db import limiter_state, runs
 from met_harvester.db.connection import open_db, utc_now
 from met_harvester.images.concurrent import ImagesBeside, note_images_off
 from met_harvester.images.sync import ImagePassError, ImageSyncReport
@@ -164,15 +164,15 @@ async def _run(
         parse_priority(settings.priority)
     except ValueError as exc:
         raise SyncError(str(exc)) from exc
-    stale = await store.mark_stale_runs_interrupted(db)
+    stale = await runs.mark_stale_runs_interrupted(db)
     if stale:
         log.info("marked %d run(s) left running by an ended process as interrupted", stale)
-    since = await store.changes_since(db)
+    since = await runs.changes_since(db)
     mode = choose_mode(
         full=full, limit=limit, object_ids=object_ids, departments=departments, since=since
     )
     started_at = utc_now()
-    run_id = await store.start_run(db, mode, now=started_at)
+    run_id = await runs.start_run(db, mode, now=started_at)
     counts = dict.fromkeys(COUNT_KEYS, 0)
     images = _images_beside(settings, metrics, progress, stop_event, object_ids)
     pipeline: FetchPipeline | None = None
@@ -222,7 +222,7 @@ async def _run(
             await db.commit()
     except ListingError as exc:
         await db.rollback()
-        await store.finish_run(db, run_id, "failed", counts, error=str(exc))
+        await runs.finish_run(db, run_id, "failed", counts, error=str(exc))
         if images is not None:
             await images.abort()
         raise SyncError(str(exc)) from exc
@@ -231,7 +231,7 @@ async def _run(
             # A batch cut short must not be committed along with the run's end.
             await db.rollback()
             status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
-            await store.finish_run(db, run_id, status, counts, error=repr(exc)[:500])
+            await runs.finish_run(db, run_id, status, counts, error=repr(exc)[:500])
         if images is not None:
             await images.abort()
         if isinstance(exc, ImagePassError):
@@ -257,7 +257,7 @@ async def _run(
     if images is not None:
         report.images = await _finish_images(db, run_id, images, report)
     report.finished_at = utc_now()
-    await store.finish_run(
+    await runs.finish_run(
         db,
         run_id,
         report.status,
@@ -295,7 +295,7 @@ async def _finish_images(
     except (asyncio.CancelledError, Exception) as exc:
         with contextlib.suppress(Exception):
             status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
-            await store.finish_run(db, run_id, status, report.counts, error=str(exc)[:500])
+            await runs.finish_run(db, run_id, status, report.counts, error=str(exc)[:500])
         if isinstance(exc, ImagePassError):
             raise SyncError(str(exc)) from exc
         raise

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from met_harvester.client import FetchResult, MetClient
-from met_harvester.db import limiter_state, store
+from met_harvester.db import limiter_state, records, runs, state, trouble
 from met_harvester.db.connection import utc_now
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.models import RecordError, parse_object
@@ -37,16 +37,18 @@ FLUSH_SECONDS = 2.0
 CLEANUP_SECONDS = 5.0
 """How long cancelled pipeline tasks get to end before they are cancelled again."""
 
-Outcome = store.FetchedRecord | store.MissingObject | store.FailedFetch | store.QuarantinedRecord
+Outcome = (
+    records.FetchedRecord | trouble.MissingObject | trouble.FailedFetch | trouble.QuarantinedRecord
+)
 
 
 def classify(result: FetchResult) -> Outcome:
     """Turn a client result into what the writer stores (validated, quarantined, ...)."""
     object_id = result.object_id
     if result.kind == "missing":
-        return store.MissingObject(object_id, result.status or 404, result.error or result.body)
+        return trouble.MissingObject(object_id, result.status or 404, result.error or result.body)
     if result.kind != "ok":
-        return store.FailedFetch(object_id, result.status, result.error or "fetch failed")
+        return trouble.FailedFetch(object_id, result.status, result.error or "fetch failed")
     data: Any = result.data
     body = result.body
     try:
@@ -59,10 +61,10 @@ def classify(result: FetchResult) -> Outcome:
         raw = body if body is not None else json.dumps(data, ensure_ascii=False)
         reason = str(exc) if isinstance(exc, RecordError) else f"body is not JSON: {exc}"
         log.warning("quarantined record: %s", reason, extra={"object_id": object_id})
-        return store.QuarantinedRecord(object_id, raw, reason, result.status)
+        return trouble.QuarantinedRecord(object_id, raw, reason, result.status)
     if body is None:
         body = json.dumps(data, ensure_ascii=False)
-    return store.FetchedRecord(record=record, data=data, body=body)
+    return records.FetchedRecord(record=record, data=data, body=body)
 
 
 class FetchPipeline:
@@ -205,15 +207,15 @@ class FetchPipeline:
         """Store one batch of outcomes in one transaction, with the run's counts and the rate."""
         db = self.db
         now = utc_now()
-        records = [o for o in batch if isinstance(o, store.FetchedRecord)]
-        missing = [o for o in batch if isinstance(o, store.MissingObject)]
-        failed = [o for o in batch if isinstance(o, store.FailedFetch)]
-        bad = [o for o in batch if isinstance(o, store.QuarantinedRecord)]
-        saved = await store.save_objects(db, records, now=now)
-        await store.save_missing(db, missing, now=now)
-        await store.save_failures(db, failed, now=now)
-        await store.save_quarantine(db, bad, now=now)
-        images = await self.images.plan(db, records) if self.images is not None else None
+        fetched = [o for o in batch if isinstance(o, records.FetchedRecord)]
+        missing = [o for o in batch if isinstance(o, trouble.MissingObject)]
+        failed = [o for o in batch if isinstance(o, trouble.FailedFetch)]
+        bad = [o for o in batch if isinstance(o, trouble.QuarantinedRecord)]
+        saved = await records.save_objects(db, fetched, now=now)
+        await trouble.save_missing(db, missing, now=now)
+        await trouble.save_failures(db, failed, now=now)
+        await trouble.save_quarantine(db, bad, now=now)
+        images = await self.images.plan(db, fetched) if self.images is not None else None
         c = dict(self.counts)
         c["fetched"] += len(batch)
         c["new"] += saved.new
@@ -222,14 +224,14 @@ class FetchPipeline:
         c["missing"] += len(missing)
         c["failed"] += len(failed)
         c["quarantined"] += len(bad)
-        await store.update_run_counts(db, self.run_id, c)
+        await runs.update_run_counts(db, self.run_id, c)
         await save_rate(db, self.client, self.settings)
         await db.commit()
         if images is not None and self.images is not None:
             self.images.offer(images)
         self.counts.update(c)  # only once committed: the caller's dict stays true to the DB
         self._remaining -= len(batch)
-        self._count_metrics(saved, records, failed, bad)
+        self._count_metrics(saved, fetched, failed, bad)
         self._report_progress(len(batch))
         for failure in failed:
             log.warning(
@@ -242,15 +244,15 @@ class FetchPipeline:
 
     def _count_metrics(
         self,
-        saved: store.SaveCounts,
-        records: Sequence[store.FetchedRecord],
-        failed: Sequence[store.FailedFetch],
-        bad: Sequence[store.QuarantinedRecord],
+        saved: records.SaveCounts,
+        fetched: Sequence[records.FetchedRecord],
+        failed: Sequence[trouble.FailedFetch],
+        bad: Sequence[trouble.QuarantinedRecord],
     ) -> None:
         m = self.metrics
         if m is None:
             return
-        m.objects_fetched.inc(len(records))
+        m.objects_fetched.inc(len(fetched))
         m.objects_new.inc(saved.new)
         m.objects_updated.inc(saved.updated)
         m.quarantined.inc(len(bad))
@@ -276,9 +278,9 @@ async def save_rate(
     limiter = client.limiter
     await limiter_state.save(db, limiter)
     if limiter.learned_rate is not None:
-        await store.set_state(db, store.RATE_KEYS["learned"], f"{limiter.learned_rate:.6g}")
-    await store.set_state(db, store.RATE_KEYS["current"], f"{limiter.current_rate:.6g}")
-    await store.set_state(db, store.RATE_KEYS["ceiling"], f"{settings.rate:.6g}")
+        await state.set_state(db, state.RATE_KEYS["learned"], f"{limiter.learned_rate:.6g}")
+    await state.set_state(db, state.RATE_KEYS["current"], f"{limiter.current_rate:.6g}")
+    await state.set_state(db, state.RATE_KEYS["ceiling"], f"{settings.rate:.6g}")
 
 
 async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:

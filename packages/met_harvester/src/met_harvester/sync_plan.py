@@ -22,8 +22,8 @@ from typing import Any
 import aiosqlite
 
 from met_harvester.client import MetClient
-from met_harvester.db import store
-from met_harvester.db.connection import parse_iso, utc_now
+from met_harvester.db import listing, records, state
+from met_harvester.db.connection import iso_after, parse_iso, utc_now
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.priority import order_ids
 
@@ -81,17 +81,17 @@ async def plan_ids(
     """
     if object_ids is not None:
         return unique(object_ids)
-    listing = list(await client.list_object_ids(department_ids=departments))
-    counts["listed"] = await store.load_listing(db, listing)
-    del listing
+    listed = list(await client.list_object_ids(department_ids=departments))
+    counts["listed"] = await listing.load_listing(db, listed)
+    del listed
     if not departments:
-        await store.set_state(db, store.LISTING_TOTAL_KEY, counts["listed"])
+        await state.set_state(db, state.LISTING_TOTAL_KEY, counts["listed"])
         await _withdraw_vanished(db, counts, metrics)
         await _save_departments(db, client)
     if full:
-        return await _prioritise(db, await store.listed_ids(db), priority)
+        return await _prioritise(db, await listing.listed_ids(db), priority)
     now = utc_now()
-    recheck = store.iso_after(now, -MISSING_RECHECK_DAYS * 86400.0)
+    recheck = iso_after(now, -MISSING_RECHECK_DAYS * 86400.0)
     first: list[int] = []
     if since is not None:
         changed = await client.list_object_ids(
@@ -99,17 +99,17 @@ async def plan_ids(
         )
         counts["changed_listed"] = len(changed)
         first.extend(sorted(set(changed)))
-    due = await store.due_failure_ids(db, now=now)
+    due = await listing.due_failure_ids(db, now=now)
     counts["retries_due"] = len(due)
     first.extend(due)
-    unfetched = await store.unfetched_listed_ids(db, now=now, missing_recheck_before=recheck)
+    unfetched = await listing.unfetched_listed_ids(db, now=now, missing_recheck_before=recheck)
     return unique(first + await _prioritise(db, unfetched, priority))
 
 
 async def _withdraw_vanished(
     db: aiosqlite.Connection, counts: dict[str, int], metrics: HarvesterMetrics | None
 ) -> None:
-    vanished = await store.vanished_ids(db)
+    vanished = await listing.vanished_ids(db)
     if not vanished:
         return
     async with db.execute("SELECT COUNT(*) FROM objects WHERE withdrawn_at IS NULL") as cursor:
@@ -123,7 +123,7 @@ async def _withdraw_vanished(
         )
         counts["withdraw_skipped"] = len(vanished)
         return
-    withdrawn = await store.mark_withdrawn(db, vanished)
+    withdrawn = await listing.mark_withdrawn(db, vanished)
     await db.commit()
     counts["withdrawn"] = withdrawn
     if metrics is not None:
@@ -137,7 +137,7 @@ async def _save_departments(db: aiosqlite.Connection, client: MetClient) -> None
     except Exception as exc:  # departments are a nicety; the pass goes on
         log.warning("could not fetch /departments: %s", exc)
         return
-    await store.save_departments(db, departments)
+    await records.save_departments(db, departments)
     await db.commit()
 
 

@@ -20,9 +20,9 @@ from met_harvester.commands.common import (
     build_settings,
     fail,
 )
-from met_harvester.daemon.lock import LockHeldError
 from met_harvester.daemon.runner import Daemon
 from met_harvester.daemon.schedule import Schedule
+from met_harvester.datadir import LockHeldError
 from met_harvester.logs import configure_logging
 
 

@@ -16,7 +16,7 @@ from met_harvester.db.connection import db_path
 @contextlib.contextmanager
 def _data_dir_lock(data_dir: Path, command: str) -> Iterator[None]:
     """Hold the data-dir lock while changing the store, so no sync runs meanwhile."""
-    from met_harvester.daemon.lock import DataDirLock, LockHeldError
+    from met_harvester.datadir import DataDirLock, LockHeldError
 
     lock = DataDirLock(data_dir, command=command)
     try:

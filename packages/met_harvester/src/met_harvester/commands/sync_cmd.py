@@ -265,7 +265,7 @@ def sync(
     department_ids = parse_id_list(departments, "--departments")
     _check_priority(settings.priority)
     _configure_logging(settings)
-    from met_harvester.daemon.lock import DataDirLock, LockHeldError
+    from met_harvester.datadir import DataDirLock, LockHeldError
 
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,1 +1,2 @@
-"""The long-running harvester: data-dir lock, schedule, health/metrics endpoint, run loop."""
+"""The long-running harvester: schedule, health/metrics endpoint, run loop (the data-dir lock
+is `met_harvester.datadir`)."""

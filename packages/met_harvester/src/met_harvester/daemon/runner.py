@@ -14,9 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from met_harvester.daemon.lock import DataDirLock
 from met_harvester.daemon.schedule import Schedule
 from met_harvester.daemon.server import DaemonState, make_app, parse_listen
+from met_harvester.datadir import DataDirLock
 from met_harvester.db.connection import connect_sync
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.settings import HarvesterSettings

@@ -6,12 +6,12 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from met_harvester.db.connection import db_path
+from met_harvester.db.counts import read_counts
 from met_harvester.metrics import HarvesterMetrics
 
 
@@ -44,17 +44,21 @@ def _db_readable(path: Path) -> str | None:
     return None
 
 
+METRIC_KINDS = (
+    "objects",
+    "withdrawn",
+    "quarantined",
+    "failures",
+    "missing",
+    "images",
+    "image_failures",
+    "images_refused",
+)
+"""`met_db_rows{kind=...}`: these `db.counts` values, as `status` reports them."""
+
+
 class DBGauges:
     """Gauges refreshed from the DB at scrape time, so /metrics totals equal the DB."""
-
-    QUERIES: ClassVar[dict[str, str]] = {
-        "objects": "SELECT count(*) FROM objects WHERE withdrawn_at IS NULL",
-        "withdrawn": "SELECT count(*) FROM objects WHERE withdrawn_at IS NOT NULL",
-        "quarantined": "SELECT count(*) FROM quarantine",
-        "failures": "SELECT count(*) FROM fetch_failures",
-        "images": "SELECT count(DISTINCT sha256) FROM images WHERE status = 'ok' AND is_current = 1",
-        "image_failures": "SELECT count(*) FROM images WHERE status IN ('failed', 'refused') AND is_current = 1",
-    }
 
     def __init__(self, metrics: HarvesterMetrics) -> None:
         self.gauge = Gauge(
@@ -71,8 +75,8 @@ class DBGauges:
         except sqlite3.Error:
             return
         try:
-            for kind, sql in self.QUERIES.items():
-                self.gauge.labels(kind).set(conn.execute(sql).fetchone()[0])
+            for kind, value in read_counts(conn, METRIC_KINDS).items():
+                self.gauge.labels(kind).set(value)
         except sqlite3.Error:
             pass
         finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiosqlite
@@ -36,6 +36,11 @@ def iso_utc(moment: datetime) -> str:
 def parse_iso(text: str) -> datetime:
     """An ISO-8601 time as written by `iso_utc` (a `Z` or an offset) as an aware datetime."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def iso_after(now: str, seconds: float) -> str:
+    """The ISO-8601 UTC time `seconds` after `now` (negative: before), in `utc_now()`'s format."""
+    return iso_utc(parse_iso(now) + timedelta(seconds=seconds))
 
 
 def utc_now() -> str:

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from met_harvester.db import store as db_store
+from met_harvester.db import state as db_state
 from met_harvester.db.connection import open_db
+from met_harvester.db.records import FetchedRecord
 from met_harvester.images.blobstore import BlobStore
 from met_harvester.images.hosts import parse_allowlist
 from met_harvester.images.plan import ImagePlan, plan_images
@@ -52,7 +53,7 @@ def plan_signature(settings: HarvesterSettings) -> str:
 
 async def note_images_off(db: aiosqlite.Connection) -> None:
     """Records are being saved without image planning: the next image pass plans everything."""
-    await db_store.set_state(db, PLAN_SIGNATURE_KEY, "")
+    await db_state.set_state(db, PLAN_SIGNATURE_KEY, "")
 
 
 class ImagesBeside:
@@ -105,9 +106,7 @@ class ImagesBeside:
         )
         self._task = asyncio.create_task(self.pool.run(), name="image-pool")
 
-    async def plan(
-        self, db: aiosqlite.Connection, records: Sequence[db_store.FetchedRecord]
-    ) -> ImagePlan:
+    async def plan(self, db: aiosqlite.Connection, records: Sequence[FetchedRecord]) -> ImagePlan:
         """Inside a record batch's transaction: plan the images of its saved records."""
         plan = await plan_saved_records(db, self.settings, self.store, self.allowed, records)
         count_plan(self.report, plan)
@@ -149,7 +148,7 @@ class ImagesBeside:
     async def _full_plan_if_due(self, db: aiosqlite.Connection) -> None:
         assert self.pool is not None
         wanted = plan_signature(self.settings)
-        if await db_store.get_state(db, PLAN_SIGNATURE_KEY) == wanted:
+        if await db_state.get_state(db, PLAN_SIGNATURE_KEY) == wanted:
             return
         log.info("image settings changed (or records saved with images off): full image plan")
         plan = await plan_images(
@@ -160,16 +159,16 @@ class ImagesBeside:
         for start in range(0, len(ids), LOAD_BATCH):
             await self.pool.offer_wait(ids[start : start + LOAD_BATCH], plan.conditional_ids)
         if not (self.stop_event is not None and self.stop_event.is_set()):
-            await db_store.set_state(db, PLAN_SIGNATURE_KEY, wanted)
+            await db_state.set_state(db, PLAN_SIGNATURE_KEY, wanted)
             await db.commit()
 
     async def _nothing_to_plan_yet(self, db: aiosqlite.Connection) -> None:
         """A mirror without objects has nothing the full planner could find."""
-        if await db_store.get_state(db, PLAN_SIGNATURE_KEY) is not None:
+        if await db_state.get_state(db, PLAN_SIGNATURE_KEY) is not None:
             return
         async with db.execute("SELECT 1 FROM objects LIMIT 1") as cur:
             if await cur.fetchone() is None:
-                await db_store.set_state(db, PLAN_SIGNATURE_KEY, plan_signature(self.settings))
+                await db_state.set_state(db, PLAN_SIGNATURE_KEY, plan_signature(self.settings))
                 await db.commit()
 
     async def _close_db(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 
 from met_harvester.db.connection import iso_utc
-from met_harvester.db.store import retry_delay as store_retry_delay
+from met_harvester.db.trouble import retry_delay as store_retry_delay
 from met_harvester.images.download import FetchOutcome
 from met_harvester.metrics import HarvesterMetrics
 

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from met_harvester.db import store as db_store
+from met_harvester.db import state as db_state
+from met_harvester.db.records import FetchedRecord
 from met_harvester.images.blobstore import BlobStore
 from met_harvester.images.hosts import AllowedHost, parse_allowlist
 from met_harvester.images.plan import ImagePlan, plan_images, plan_rows
@@ -37,7 +38,6 @@ __all__ = [
     "ImagePassError",
     "ImagePool",
     "ImageSyncReport",
-    "image_status",
     "plan_saved_records",
     "retry_delay",
     "sync_images",
@@ -108,7 +108,7 @@ async def plan_saved_records(
     settings: HarvesterSettings,
     store: BlobStore,
     allowed: tuple[AllowedHost, ...],
-    records: Sequence[db_store.FetchedRecord],
+    records: Sequence[FetchedRecord],
 ) -> ImagePlan:
     """Plan the images of records just saved (no commit: it belongs to their batch). Reads
     the URLs from the records themselves, never from `objects`."""
@@ -151,7 +151,7 @@ def finish_report(
 async def save_learned_rate(db: aiosqlite.Connection, pool: ImagePool) -> None:
     """Keep the pool's learned rate under `LEARNED_RATE_KEY` (read by older tooling)."""
     if pool.limiter is not None and pool.limiter.learned_rate is not None:
-        await db_store.set_state(db, LEARNED_RATE_KEY, round(pool.limiter.learned_rate, 4))
+        await db_state.set_state(db, LEARNED_RATE_KEY, round(pool.limiter.learned_rate, 4))
         await db.commit()
 
 
@@ -168,24 +168,3 @@ def _log_plan(plan: ImagePlan) -> None:
         plan.revalidate,
         plan.unchanged,
     )
-
-
-async def image_status(db: aiosqlite.Connection) -> dict[str, int]:
-    """Image counts for `status --json`: `images` (distinct blobs stored and referenced by a
-    current row), `image_failures` (current rows failed, waiting for a retry),
-    `images_pending` and `images_refused`."""
-    async with db.execute(
-        "SELECT "
-        "(SELECT COUNT(DISTINCT sha256) FROM images WHERE status = 'ok' AND is_current = 1), "
-        "(SELECT COUNT(*) FROM images WHERE status = 'failed' AND is_current = 1), "
-        "(SELECT COUNT(*) FROM images WHERE status = 'pending' AND is_current = 1), "
-        "(SELECT COUNT(*) FROM images WHERE status = 'refused' AND is_current = 1)"
-    ) as cur:
-        row = await cur.fetchone()
-    assert row is not None
-    return {
-        "images": int(row[0]),
-        "image_failures": int(row[1]),
-        "images_pending": int(row[2]),
-        "images_refused": int(row[3]),
-    }

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from met_harvester.daemon.lock import DataDirLock, LockHeldError, is_locked, read_holder
+from met_harvester.datadir import DataDirLock, LockHeldError, is_locked, read_holder
 
 HOLD_SCRIPT = """
 import sys, time
-from met_harvester.daemon.lock import DataDirLock
+from met_harvester.datadir import DataDirLock
 lock = DataDirLock(sys.argv[1], command="test-holder")
 lock.acquire()
 print("held", flush=True)
