@@ -47,7 +47,7 @@ MAX_LOGGED_RATE = 10_000
 POLL_SECONDS = 0.02
 """How often a waiting acquirer looks whether the probe in flight was answered."""
 
-_STARTED: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+_STARTED: contextvars.ContextVar[tuple[object, float] | None] = contextvars.ContextVar(
     "met_harvester_request_started", default=None
 )
 """When the calling task's last request was granted: the ``started_at`` of an answer reported
@@ -68,6 +68,9 @@ class _Incident:
     wait: float  # the wait before the next probe after a blocked one
     probe_started: float | None = None
     blocked_probes: int = 0
+    by_errors: bool = False  # opened by a run of server errors: a probe erring is blocked too
+    echoes_blocked: int = 0  # answers to requests sent before it: blocked ...
+    echoes_passed: int = 0  # ... and not
 
 
 class AdaptiveRateLimiter:
@@ -185,6 +188,7 @@ class AdaptiveRateLimiter:
     async def acquire(self) -> float:
         """Wait for the next start slot (or the probe's turn); returns the start time, to be
         passed back as ``started_at`` with the answer."""
+        self.request_done()  # this task's previous request, if any, is over
         async with self._lock:
             while True:
                 now = self._clock()
@@ -197,7 +201,7 @@ class AdaptiveRateLimiter:
                     await self._sleep(wait)
                     continue
                 self._grant(now)
-                _STARTED.set(now)
+                _STARTED.set((asyncio.current_task(), now))
                 return now
 
     def _incident_wait(self, now: float) -> float:
@@ -249,6 +253,15 @@ class AdaptiveRateLimiter:
             self._grants.popleft()
 
     # ------------------------------------------------------------------ feedback
+    def request_done(self) -> None:
+        """The calling task's last request is over. If it was the probe and its answer was
+        reported as neither a block nor a server error (say a 404, or a body refused for its
+        content), the probe passed: the server answered."""
+        inc = self._incident
+        mine = _started(None)
+        if inc is not None and mine is not None and inc.probe_started == mine:
+            self._probe_passed(inc, self._clock())
+
     def on_success(self, *, started_at: float | None = None) -> None:
         """A normal answer (2xx, or a JSON 4xx): passes a probe, or may raise the rate."""
         now = self._clock()
@@ -256,7 +269,9 @@ class AdaptiveRateLimiter:
         if inc is not None:
             if self._is_probe(inc, _started(started_at)):
                 self._probe_passed(inc, now)
-            return  # an answer to a request sent before the block answer proves nothing
+            else:  # an answer to a request sent before the block answer
+                inc.echoes_passed += 1
+            return
         self._error_run = 0
         self._promote_clean(now)
         self._maybe_increase(now)
@@ -266,9 +281,11 @@ class AdaptiveRateLimiter:
         now = self._clock()
         inc = self._incident
         if inc is not None:
-            if self._is_probe(
-                inc, _started(started_at)
-            ):  # inconclusive: probe again after a short pause
+            if not self._is_probe(inc, _started(started_at)):
+                return
+            if inc.by_errors:  # the trouble goes on: like a blocked probe
+                self._probe_blocked(inc, now, None)
+            else:  # inconclusive: probe again after a short pause
                 inc.probe_started = None
                 inc.probe_at = now + self.first_probe
             return
@@ -276,6 +293,8 @@ class AdaptiveRateLimiter:
         if self._error_run >= self.policy.error_run:
             self._error_run = 0
             self._open(now, None, f"{self.policy.error_run} server errors in a row")
+            assert self._incident is not None
+            self._incident.by_errors = True
 
     def on_block(
         self,
@@ -298,7 +317,9 @@ class AdaptiveRateLimiter:
         if inc is not None:
             if self._is_probe(inc, started_at):
                 self._probe_blocked(inc, now, retry_after)
-            elif retry_after is not None:
+                return
+            inc.echoes_blocked += 1
+            if retry_after is not None:
                 inc.probe_at = max(inc.probe_at, now + retry_after)
             return
         if started_at is not None and started_at < self._resumed_at:
@@ -351,7 +372,7 @@ class AdaptiveRateLimiter:
                 extra={"pool": self.name},
             )
 
-    def _confirm(self, inc: _Incident, now: float) -> None:
+    def _confirm(self, inc: _Incident, now: float, why: str = "probe blocked too") -> None:
         """A blocked probe: the block is real. Cut the rate and remember where it happened."""
         self.blocks += 1
         if self.current_rate > self._target() * (1 + 1e-9):  # the climb above the target failed
@@ -362,9 +383,10 @@ class AdaptiveRateLimiter:
         new_rate = max(self._floor, self.policy.decrease * inc.achieved)
         expected = "unknown" if self.block_seconds is None else f"{self.block_seconds:.0f}s"
         log.warning(
-            "%s: probe blocked too: a real block at %.3g req/s; rate %.3g -> %.3g req/s "
+            "%s: %s: a real block at %.3g req/s; rate %.3g -> %.3g req/s "
             "(target %.3g); learned block length %s",
             self.name,
+            why,
             inc.achieved,
             self.current_rate,
             new_rate,
@@ -378,7 +400,13 @@ class AdaptiveRateLimiter:
         self._incident = None
         self._resumed_at = now
         self._error_run = 0
-        if inc.blocked_probes == 0:
+        if inc.blocked_probes == 0 and inc.echoes_blocked > inc.echoes_passed:
+            # most requests in flight were refused too: a block shorter than the first pause
+            refused = f"{inc.echoes_blocked} of {inc.echoes_blocked + inc.echoes_passed}"
+            self._confirm(inc, now, f"probe passed, but {refused} requests in flight refused")
+            self.block_seconds = now - inc.started
+            self._last_trouble = now
+        elif inc.blocked_probes == 0:
             self.strays += 1
             new_rate = max(self._floor, self.current_rate * self.policy.stray_decrease)
             log.info(
@@ -497,4 +525,11 @@ class AdaptiveRateLimiter:
 
 
 def _started(started_at: float | None) -> float | None:
-    return _STARTED.get() if started_at is None else started_at
+    """`started_at`, else when the calling task's last request was granted (a task created
+    by one that made requests inherits its context, not its requests: the task must match)."""
+    if started_at is not None:
+        return started_at
+    mine = _STARTED.get()
+    if mine is None or mine[0] is not asyncio.current_task():
+        return None
+    return mine[1]

@@ -276,6 +276,8 @@ class ImagePool:
             if self.first_request_at is None:
                 self.first_request_at = time.monotonic()
             outcome = await _fetch_one(fetcher, item, self.stop_event)
+            assert self.limiter is not None
+            self.limiter.request_done()
             if outcome is not None:
                 await results.put((item, outcome))
 
