@@ -9,6 +9,7 @@ never raises for HTTP trouble; the listing raises `ListingError` with a one-line
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -131,6 +132,9 @@ class MetClient:
             wait_max=settings.retry_wait_max,
         )
         self._in_flight = InFlightGate(self._concurrency())
+        self.sending: set[asyncio.Task[Any]] = set()
+        """Tasks whose request has started and is not answered yet (a stop lets these finish
+        and cancels those still waiting for their turn)."""
         self._session: aiohttp.ClientSession | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -309,6 +313,9 @@ class MetClient:
         self._in_flight.size = self._concurrency()
         async with self._in_flight:
             started = await self.limiter.acquire()
+            task = asyncio.current_task()
+            if task is not None:
+                self.sending.add(task)
             try:
                 async with self._session.get(url, params=params) as response:
                     raw = await response.read()
@@ -328,6 +335,8 @@ class MetClient:
                 raise TransientError(
                     "connection", f"connection error on {url}: {type(exc).__name__}: {exc}"
                 ) from exc
+            finally:
+                self.sending.discard(task)  # type: ignore[arg-type]
         self._count_request(endpoint, str(status))
         return self._judge(url, status, raw, content_type, retry_after, started)
 

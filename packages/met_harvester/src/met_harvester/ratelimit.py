@@ -71,6 +71,8 @@ class _Incident:
     by_errors: bool = False  # opened by a run of server errors: a probe erring is blocked too
     echoes_blocked: int = 0  # answers to requests sent before it: blocked ...
     echoes_passed: int = 0  # ... and not
+    told: bool = False  # the server said when to come back (Retry-After)
+    passes_before: int | None = None  # answers passed since the last incident (None: first)
 
 
 class AdaptiveRateLimiter:
@@ -139,6 +141,7 @@ class AdaptiveRateLimiter:
         self._last_change = now  # when the current rate was set
         self._last_trouble = -math.inf  # end of the last real block (strays do not count)
         self._error_run = 0
+        self._passes = 0  # answers passed since the last incident ended
         self._anchor = -math.inf  # slot k of the current grid starts at anchor + k / rate
         self._slot_index = 0
         self._last_slot: float | None = None
@@ -273,6 +276,7 @@ class AdaptiveRateLimiter:
                 inc.echoes_passed += 1
             return
         self._error_run = 0
+        self._passes += 1
         self._promote_clean(now)
         self._maybe_increase(now)
 
@@ -338,6 +342,9 @@ class AdaptiveRateLimiter:
         achieved = self.current_rate if observed is None else min(self.current_rate, observed)
         pause = self.first_probe if retry_after is None else max(0.0, retry_after)
         self._incident = _Incident(now, achieved, reason, now + pause, self.first_probe)
+        self._incident.told = retry_after is not None
+        if self._resumed_at > -math.inf:
+            self._incident.passes_before = self._passes
         log.warning(
             "%s: %s at %.3g req/s: pool stopped, one probe in %.1fs%s",
             self.name,
@@ -400,10 +407,10 @@ class AdaptiveRateLimiter:
         self._incident = None
         self._resumed_at = now
         self._error_run = 0
-        if inc.blocked_probes == 0 and inc.echoes_blocked > inc.echoes_passed:
-            # most requests in flight were refused too: a block shorter than the first pause
-            refused = f"{inc.echoes_blocked} of {inc.echoes_blocked + inc.echoes_passed}"
-            self._confirm(inc, now, f"probe passed, but {refused} requests in flight refused")
+        self._passes = 0
+        short = self._short_block(inc)
+        if short is not None:  # a real block that ended before the probe
+            self._confirm(inc, now, f"probe passed, but {short}")
             self.block_seconds = now - inc.started
             self._last_trouble = now
         elif inc.blocked_probes == 0:
@@ -433,6 +440,19 @@ class AdaptiveRateLimiter:
                 extra={"pool": self.name, "block_s": self.block_seconds},
             )
         self._anchor, self._slot_index = now, 1  # the probe took this slot; no burst follows
+
+    def _short_block(self, inc: _Incident) -> str | None:
+        """Why an incident whose probe passed at once was a real block after all, or None
+        when it was stray: most requests in flight were refused too, or block answers keep
+        coming after only a few answers passed (a block shorter than the first pause)."""
+        if inc.blocked_probes or inc.told:
+            return None
+        if inc.echoes_blocked > inc.echoes_passed:
+            total = inc.echoes_blocked + inc.echoes_passed
+            return f"{inc.echoes_blocked} of {total} requests in flight refused too"
+        if inc.passes_before is not None and inc.passes_before < self.policy.stray_min_passes:
+            return f"only {inc.passes_before} answers passed since the last block answer"
+        return None
 
     # ------------------------------------------------------------------ the rate
     def _target(self) -> float:

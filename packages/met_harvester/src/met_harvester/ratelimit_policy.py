@@ -20,6 +20,9 @@ class AimdPolicy:
         decrease: factor applied to the achieved rate when a probe confirms a block.
         stray_decrease: factor applied when the probe passed (the block answer was stray);
             1: none, since a firewall like Imperva's answers a real overrun with a real block.
+        stray_min_passes: a block answer whose probe passes at once is stray only if at
+            least this many answers passed since the last one (else the block was shorter
+            than the first pause, and real).
         min_rate: floor of the current rate.
         safety: the target after a block is ``safety`` times the blocking rate.
         quiet_period: clean seconds between two additive steps back up to the target.
@@ -40,6 +43,7 @@ class AimdPolicy:
 
     decrease: float = 0.5
     stray_decrease: float = 1.0
+    stray_min_passes: int = 3
     min_rate: float = 0.05
     safety: float = 0.9
     quiet_period: float = 30.0

@@ -173,6 +173,9 @@ class FetchPipeline:
             ids_q.get_nowait()
         for _ in range(workers_n):
             ids_q.put_nowait(None)
+        for task in workers:  # waiting for a start slot (or a retry): nothing sent to finish
+            if task not in self.client.sending:
+                task.cancel()
         _, pending = await asyncio.wait(workers, timeout=self.settings.grace)
         for task in pending:
             task.cancel()
