@@ -19,7 +19,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from met_harvester.inflight import InFlightGate, auto_concurrency
 from met_harvester.pools import make_limiter
@@ -275,36 +274,38 @@ class MetClient:
         """One request with retries. Returns the final answer (2xx, 404 or permanent 4xx);
         raises the last `TransientError` when the retries are used up."""
         budget = AttemptBudget(self.retry_policy)
-        retrying = AsyncRetrying(
-            stop=budget,
-            wait=self.retry_policy.wait_seconds,
-            retry=retry_if_exception_type(TransientError),
-            before_sleep=self._count_retry,
-            reraise=True,
+        while True:  # a plain loop: this is the hot path of every record
+            try:
+                answer = await self._attempt(path, params, endpoint)
+            except TransientError as exc:
+                budget.note(exc)
+                if budget.exhausted:
+                    self._give_up(exc, budget, path, endpoint, object_id)
+                    raise
+                self._count_retry(exc)
+                await asyncio.sleep(self.retry_policy.backoff(budget.attempts, exc))
+                continue
+            answer.attempts = budget.attempts + 1
+            return answer
+
+    @staticmethod
+    def _give_up(
+        exc: TransientError,
+        budget: AttemptBudget,
+        path: str,
+        endpoint: str,
+        object_id: int | None,
+    ) -> None:
+        what = f"object {object_id}" if object_id is not None else f"GET {path}"
+        message = f"{exc.reason}: {exc} (gave up after {budget.attempts} attempts)"
+        exc.args = (message,)
+        exc.attempts = budget.attempts
+        log.error(
+            "giving up on %s: %s",
+            what,
+            message,
+            extra={"object_id": object_id, "endpoint": endpoint},
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    try:
-                        answer = await self._attempt(path, params, endpoint)
-                    except TransientError as exc:
-                        budget.note(exc)
-                        raise
-                    answer.attempts = budget.attempts + 1
-                    return answer
-        except TransientError as exc:
-            what = f"object {object_id}" if object_id is not None else f"GET {path}"
-            message = f"{exc.reason}: {exc} (gave up after {budget.attempts} attempts)"
-            exc.args = (message,)
-            exc.attempts = budget.attempts
-            log.error(
-                "giving up on %s: %s",
-                what,
-                message,
-                extra={"object_id": object_id, "endpoint": endpoint},
-            )
-            raise
-        raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _attempt(self, path: str, params: Mapping[str, str] | None, endpoint: str) -> _Answer:
         if self._session is None:
@@ -403,9 +404,8 @@ class MetClient:
         if self.metrics is not None:
             self.metrics.requests.labels(endpoint=endpoint, status=status).inc()
 
-    def _count_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        reason = exc.reason if isinstance(exc, TransientError) else "other"
+    def _count_retry(self, exc: TransientError) -> None:
+        reason = exc.reason
         if self.metrics is not None:
             self.metrics.retries.labels(reason=reason).inc()
         log.debug("retrying after %s: %s", reason, exc)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -124,6 +125,13 @@ class RetryPolicy:
     wait: float = 0.5
     wait_max: float = 30.0
 
+    def backoff(self, failed: int, exc: BaseException) -> float:
+        """Seconds to wait after `failed` failed attempts: 0 after a block answer (the
+        limiter's probe holds the pool), else full-jitter exponential from `wait`."""
+        if isinstance(exc, BlockedError):
+            return 0.0
+        return random.uniform(0.0, min(self.wait_max, self.wait * 2.0 ** (failed - 1)))
+
     def wait_seconds(self, state: RetryCallState) -> float:
         """Back-off before the next attempt. Blocks wait 0 here: the limiter's pause holds them."""
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -148,11 +156,16 @@ class AttemptBudget:
             self.failures += 1
 
     @property
+    def exhausted(self) -> bool:
+        """Whether no attempt is left."""
+        return (
+            self.failures >= self.policy.max_attempts or self.blocks >= self.policy.block_attempts
+        )
+
+    @property
     def attempts(self) -> int:
         """Failed attempts so far."""
         return self.failures + self.blocks
 
     def __call__(self, state: RetryCallState) -> bool:
-        return (
-            self.failures >= self.policy.max_attempts or self.blocks >= self.policy.block_attempts
-        )
+        return self.exhausted
