@@ -38,7 +38,7 @@ from met_harvester.ratelimit_policy import AimdPolicy, LimiterState
 if TYPE_CHECKING:
     from met_harvester.metrics import HarvesterMetrics
 
-__all__ = ["AdaptiveRateLimiter", "AimdPolicy", "LimiterState"]
+__all__ = ["Abandoned", "AdaptiveRateLimiter", "AimdPolicy", "LimiterState"]
 
 log = logging.getLogger("met_harvester.ratelimit")
 
@@ -53,7 +53,16 @@ _STARTED: contextvars.ContextVar[tuple[object, float] | None] = contextvars.Cont
 """When the calling task's last request was granted: the ``started_at`` of an answer reported
 without one (each request of a pool runs in its own task)."""
 
+MAX_SLEEP = 0.25
+"""Longest single sleep inside `acquire`, so that `abandon_waiting` is noticed quickly."""
+
 Clock = Callable[[], float]
+
+
+class Abandoned(Exception):
+    """The pool stopped before this request's turn came: nothing was sent."""
+
+
 Sleep = Callable[[float], Awaitable[object]]
 
 
@@ -137,6 +146,7 @@ class AdaptiveRateLimiter:
 
         now = clock()
         self._incident: _Incident | None = None
+        self._abandoned = False
         self._resumed_at = -math.inf  # end of the last incident
         self._last_change = now  # when the current rate was set
         self._last_trouble = -math.inf  # end of the last real block (strays do not count)
@@ -194,6 +204,8 @@ class AdaptiveRateLimiter:
         self.request_done()  # this task's previous request, if any, is over
         async with self._lock:
             while True:
+                if self._abandoned:
+                    raise Abandoned(f"{self.name} pool stopped")
                 now = self._clock()
                 wait = self._incident_wait(now) if self._incident is not None else 0.0
                 if wait <= 0.0 and self._incident is None:
@@ -201,7 +213,7 @@ class AdaptiveRateLimiter:
                 if wait <= 0.0:
                     wait = self._cap_wait(now)
                 if wait > 1e-9:
-                    await self._sleep(wait)
+                    await self._sleep(min(wait, MAX_SLEEP))
                     continue
                 self._grant(now)
                 _STARTED.set((asyncio.current_task(), now))
@@ -254,6 +266,10 @@ class AdaptiveRateLimiter:
         horizon = now - self.policy.observe_window
         while self._grants and self._grants[0] < horizon:
             self._grants.popleft()
+
+    def abandon_waiting(self) -> None:
+        """The pool stops: every `acquire` still waiting, now or later, raises `Abandoned`."""
+        self._abandoned = True
 
     # ------------------------------------------------------------------ feedback
     def request_done(self) -> None:

@@ -40,7 +40,7 @@ from met_harvester.images.session import make_session
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.pools import make_limiter
 from met_harvester.progress import ProgressReporter, format_eta
-from met_harvester.ratelimit import AdaptiveRateLimiter
+from met_harvester.ratelimit import Abandoned, AdaptiveRateLimiter
 from met_harvester.settings import HarvesterSettings
 
 log = logging.getLogger("met_harvester.images.sync")
@@ -192,6 +192,8 @@ class ImagePool:
         ]
         feeder = asyncio.create_task(self._feed(work, planned, conditional))
         tasks = [writer, feeder, *workers]
+        if self.stop_event is not None:
+            tasks.append(asyncio.create_task(self._abandon_on_stop(self.stop_event)))
         try:
             await _until_done(feeder, [writer, *workers])
             for _ in workers:
@@ -205,6 +207,13 @@ class ImagePool:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self.metrics is not None:
             self.metrics.queue_depth.labels("images").set(0)
+
+    async def _abandon_on_stop(self, stop_event: asyncio.Event) -> None:
+        """On a stop, downloads still waiting for their turn give up at once (nothing sent);
+        those under way finish and are recorded."""
+        await stop_event.wait()
+        if self.limiter is not None:
+            self.limiter.abandon_waiting()
 
     async def _feed(
         self,
@@ -312,6 +321,8 @@ async def _fetch_one(
             last_modified=item.last_modified if item.conditional else None,
             stop_event=stop_event,
         )
+    except Abandoned:
+        return None  # the pass stopped before its turn: the row stays as it was
     except OSError as exc:
         if exc.errno in _FATAL_ERRNOS:
             raise  # disk full or read-only: no point going on
