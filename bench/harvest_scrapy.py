@@ -28,7 +28,7 @@ def main(api_url: str, data_dir: str, concurrency: int) -> None:
     db_path = Path(data_dir) / "scrapy.sqlite"
 
     class SqlitePipeline:
-        def open_spider(self, spider: Any) -> None:
+        def open_spider(self) -> None:
             self.conn = sqlite3.connect(db_path)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -39,7 +39,7 @@ def main(api_url: str, data_dir: str, concurrency: int) -> None:
             self.rows: list[tuple[int, str]] = []
             self.count = 0
 
-        def process_item(self, item: dict[str, Any], spider: Any) -> dict[str, Any]:
+        def process_item(self, item: dict[str, Any]) -> dict[str, Any]:
             self.rows.append((item["object_id"], item["raw_json"]))
             if len(self.rows) >= 200:
                 self._flush()
@@ -51,17 +51,15 @@ def main(api_url: str, data_dir: str, concurrency: int) -> None:
             self.count += len(self.rows)
             self.rows = []
 
-        def close_spider(self, spider: Any) -> None:
+        def close_spider(self) -> None:
             self._flush()
             self.conn.close()
 
     class MetSpider(scrapy.Spider):
         name = "met"
+        start_urls = [f"{api_url}/objects"]
 
-        def start_requests(self) -> Any:
-            yield scrapy.Request(f"{api_url}/objects", callback=self.parse_listing)
-
-        def parse_listing(self, response: Any) -> Any:
+        def parse(self, response: Any) -> Any:  # the listing
             for object_id in json.loads(response.text)["objectIDs"]:
                 yield scrapy.Request(f"{api_url}/objects/{object_id}", callback=self.parse_object)
 
@@ -79,7 +77,6 @@ def main(api_url: str, data_dir: str, concurrency: int) -> None:
             "LOG_LEVEL": "ERROR",
             "TELNETCONSOLE_ENABLED": False,
             "ITEM_PIPELINES": {SqlitePipeline: 100},
-            "REQUEST_FINGERPRINTER_IMPLEMENTATION": "2.7",
         }
     )
     start_cpu = resource.getrusage(resource.RUSAGE_SELF)
