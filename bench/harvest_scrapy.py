@@ -57,7 +57,7 @@ def main(api_url: str, data_dir: str, concurrency: int) -> None:
 
     class MetSpider(scrapy.Spider):
         name = "met"
-        start_urls = [f"{api_url}/objects"]
+        start_urls = (f"{api_url}/objects",)
 
         def parse(self, response: Any) -> Any:  # the listing
             for object_id in json.loads(response.text)["objectIDs"]:

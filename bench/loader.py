@@ -1,27 +1,39 @@
-"""Images/s per worker of met_vision's training pipeline: prepared cache vs raw originals vs a
-plain PIL loop.
+"""Images/s of one DataLoader worker: tar shards vs the per-file cache (local disk and a simulated
+slow metadata path), against raw originals and a plain PIL loop.
 
-Generates N synthetic "originals" (2000x1500 JPEG q90 with photographic noise, ~0.85 MB), prepares them at 384 px with `met_vision.prepare.make_cached_copy`, then times, in one
-process (= one DataLoader worker):
+Generates N synthetic "originals" (2000x1500 JPEG q90 with photographic noise, ~0.85 MB), resizes
+them into a 384-px per-file cache with `met_vision.prepare.make_cached_copy` and packs the same
+bytes into WebDataset tar shards with `met_vision.data.shard_prepare.build_shards` (what
+`prepare --format shards` runs). Then, in one process with one torch thread (= one worker), it
+times whole passes over the images in a shuffled order through `MetImageDataset` with the
+training transform (RandomResizedCrop 224 + flip, uint8 out):
 
-- prepared: `MetImageDataset` over the cache, training transform (RandomResizedCrop 224 + flip +
-  normalise), i.e. exactly what a DataLoader worker runs;
-- raw originals: the same dataset and transform over the originals (draft() decoding, as the
-  DataModule's raw fallback does), and without draft() for reference;
-- plain PIL loop over the same cached files: open, convert RGB, resize short side to 224 (bilinear),
-  centre crop, to float tensor; and, doing exactly that work, the DataModule's evaluation
-  transform (resize 224 bilinear, centre crop, normalise) through `MetImageDataset`.
+- per-file cache: one `open()` per image (PIL opens the path);
+- shards: `ShardReader` (one `os.open` per shard per pass, then `os.pread`);
+- raw originals (draft() decoding, the DataModule's fallback) and a plain PIL loop over the cache.
 
-    .venv/bin/python bench/loader.py [--images 100] [--rounds 7]
+The slow metadata path is simulated in this process: `builtins.open` and `os.open`, the
+file-open layer both readers go through, sleep `--open-delay-ms` before opening (what a busy
+parallel file system's metadata server costs per file). Files opened are counted at that layer;
+bytes read come from the kernel's per-process counter (`rchar` in /proc/self/io). "read only"
+fetches a sample's JPEG bytes without decoding. A fresh dataset (fresh descriptors) starts every
+pass; the fastest of `--rounds` passes counts, the readers interleaved pass by pass.
+
+    .venv/bin/python bench/loader.py [--images 200] [--rounds 5] [--open-delay-ms 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import builtins
+import io
+import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,12 +41,54 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import center_crop, pil_to_tensor
 
-from met_vision.data import MetImageDataset
-from met_vision.prepare import make_cached_copy
-from met_vision.transforms import DataConfig, build_transform
+from met_vision.data.datamodule import MetImageDataset
+from met_vision.data.shard_prepare import build_shards
+from met_vision.data.shards import ShardReader
+from met_vision.data.transforms import DataConfig, build_transform
+from met_vision.prepare import cache_path, make_cached_copy
 
 INPUT = 224
 CACHE = 384
+
+
+class OpenLayer:
+    """Counts (and optionally delays) every file open of this process."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.opened = 0
+        self._open, self._os_open = builtins.open, os.open
+
+    def _count(self) -> None:
+        self.opened += 1
+        if self.delay:
+            time.sleep(self.delay)
+
+    @contextmanager
+    def installed(self) -> Iterator[OpenLayer]:
+        def slow_open(*args: Any, **kwargs: Any) -> Any:
+            self._count()
+            return self._open(*args, **kwargs)
+
+        def slow_os_open(*args: Any, **kwargs: Any) -> int:
+            self._count()
+            return self._os_open(*args, **kwargs)
+
+        builtins.open = io.open = slow_open  # type: ignore[assignment]
+        os.open = slow_os_open  # type: ignore[assignment]
+        try:
+            yield self
+        finally:
+            builtins.open = io.open = self._open  # type: ignore[assignment]
+            os.open = self._os_open  # type: ignore[assignment]
+
+
+def bytes_read() -> int:
+    """This process's bytes read through read()/pread() syscalls so far."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    return 0
 
 
 def make_originals(out: Path, n: int, seed: int = 0) -> list[Path]:
@@ -53,7 +107,7 @@ def make_originals(out: Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def plain_pil(path: Path) -> torch.Tensor:
+def plain_pil(path: str) -> torch.Tensor:
     """The reference loop body: open, convert, resize short side, crop, to tensor."""
     with Image.open(path) as file:
         image = file.convert("RGB")
@@ -64,78 +118,133 @@ def plain_pil(path: Path) -> torch.Tensor:
     return pil_to_tensor(center_crop(image, [INPUT, INPUT])).float().div_(255)  # type: ignore[arg-type]
 
 
-def rates(pipelines: dict[str, Callable[[int], object]], n: int, rounds: int) -> dict[str, float]:
-    """Images/s of each pipeline: every item is timed `rounds` times, the pipelines interleaved
-    item by item, and each item's fastest time counts (robust to load from other processes on a
-    shared machine). Item i gets the same augmentation in every round (seeded with i)."""
-    fastest = {name: [float("inf")] * n for name in pipelines}
-    for _ in range(rounds):
-        for i in range(n):
-            for name, fn in pipelines.items():
-                torch.manual_seed(i)  # the same random crop and flip of item i in every round
-                start = time.perf_counter()
-                fn(i)
-                fastest[name][i] = min(fastest[name][i], time.perf_counter() - start)
-    return {name: n / sum(times) for name, times in fastest.items()}
-
-
-def dataset(paths: list[Path], decode_size: int | None, train: bool = True) -> MetImageDataset:
-    frame = pd.DataFrame(
-        {"object_id": range(len(paths)), "path": [str(p) for p in paths], "target": 0}
-    )
+def dataset(frame: pd.DataFrame, root: Path | None, decode_size: int | None) -> MetImageDataset:
+    """A fresh training dataset (with fresh shard descriptors when `root` is a shard dir)."""
     config = DataConfig(input_size=INPUT, interpolation="bilinear", crop_pct=1.0)
-    transform = build_transform(config, train=train, augment="flip")
     return MetImageDataset(
-        frame, task="multiclass", num_classes=1, transform=transform, decode_size=decode_size
+        frame, task="multiclass", num_classes=1, decode_size=decode_size,
+        transform=build_transform(config, train=True, augment="flip"),
+        reader=ShardReader(root) if root is not None else None,
+    )  # fmt: skip
+
+
+def build(root: Path, n: int) -> dict[str, pd.DataFrame | Path]:
+    """Originals, their per-file cache and shards of the same bytes; the frames to read them."""
+    (root / "raw").mkdir()
+    originals = make_originals(root / "raw", n)
+    shas = [f"{i:064x}" for i in range(n)]
+    cache_dir = root / "cache"
+    for src, sha in zip(originals, shas, strict=True):
+        _, error = make_cached_copy(str(src), str(cache_path(cache_dir, sha)), CACHE)
+        assert error is None, error
+    rows = pd.DataFrame(
+        {"object_id": range(n), "sha256": shas, "image_path": [str(p) for p in originals],
+         "target": 0, "split": "train"}
+    )  # fmt: skip
+    shard_index, _, _ = build_shards(
+        rows, root / "shards", cache_dir, CACHE, names=None, max_bytes=128 * 2**20
     )
+    files = rows.assign(path=[str(cache_path(cache_dir, sha)) for sha in shas])
+    return {
+        "files": files,
+        "shards": shard_index.assign(path=files["path"]),
+        "raw": rows.assign(path=rows["image_path"]),
+        "shard_dir": root / "shards",
+    }
+
+
+def passes(
+    readers: dict[str, Callable[[], Callable[[int], object]]],
+    order: list[int],
+    rounds: int,
+    layer: OpenLayer,
+) -> dict[str, tuple[float, float, float]]:
+    """Per reader: (images/s of the fastest pass, opens per image, bytes read per image)."""
+    best = {name: (float("inf"), 0.0, 0.0) for name in readers}
+    for _ in range(rounds):
+        for name, make in readers.items():
+            fetch = make()
+            read = bytes_read()  # (opens /proc/self/io: before the open count is taken)
+            opened = layer.opened
+            start = time.perf_counter()
+            for i in order:
+                torch.manual_seed(i)  # the same crop and flip of image i in every pass
+                fetch(i)
+            elapsed = time.perf_counter() - start
+            stats = (
+                elapsed,
+                (layer.opened - opened) / len(order),
+                (bytes_read() - read) / len(order),
+            )
+            best[name] = min(best[name], stats)
+    return {name: (len(order) / t, opened, read) for name, (t, opened, read) in best.items()}
+
+
+def readers_for(data: dict[str, Any]) -> dict[str, Callable[[], Callable[[int], object]]]:
+    """The timed pipelines: each makes a fresh per-pass fetch function."""
+    files, shards, raw, shard_dir = data["files"], data["shards"], data["raw"], data["shard_dir"]
+
+    def read_only_shards() -> Callable[[int], object]:
+        reader = ShardReader(shard_dir)
+        where = list(zip(shards["shard"], shards["offset"], shards["size"], strict=True))
+        return lambda i: reader.read(*where[i])
+
+    def read_only_files() -> Callable[[int], object]:
+        def fetch(i: int) -> bytes:
+            with open(files["path"][i], "rb") as handle:
+                return handle.read()
+
+        return fetch
+
+    return {
+        "per-file cache": lambda: dataset(files, None, INPUT).__getitem__,
+        "shards": lambda: dataset(shards, shard_dir, INPUT).__getitem__,
+        "per-file cache, read only": read_only_files,
+        "shards, read only": read_only_shards,
+        "raw originals (draft)": lambda: dataset(raw, None, INPUT).__getitem__,
+        "plain PIL loop over the cache": lambda: lambda i: plain_pil(files["path"][i]),
+    }
 
 
 def main() -> None:
     """Run the benchmark and print one table."""
     parser = argparse.ArgumentParser(description="met_vision loader benchmark")
     parser.add_argument("--images", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--open-delay-ms", default="2,10", help="comma-separated simulated costs of one open"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # one DataLoader worker = one thread
+    order = list(np.random.default_rng(0).permutation(args.images))
+    layer = OpenLayer()
     with tempfile.TemporaryDirectory(prefix="met-loader-bench-") as tmp:
-        root = Path(tmp)
-        (root / "raw").mkdir()
-        originals = make_originals(root / "raw", args.images)
-        cached = [root / "cache" / f"{p.stem}.jpg" for p in originals]
-        for src, dst in zip(originals, cached, strict=True):
-            _, error = make_cached_copy(str(src), str(dst), CACHE)
-            assert error is None, error
-        raw_mb = sum(p.stat().st_size for p in originals) / len(originals) / 1e6
-        cache_kb = sum(p.stat().st_size for p in cached) / len(cached) / 1e3
-        prepared_ds = dataset(cached, INPUT)
-        raw_ds = dataset(originals, INPUT)
-        raw_nodraft_ds = dataset(originals, None)
-        eval_ds = dataset(cached, INPUT, train=False)
-        n = args.images
-        measured = rates(
-            {
-                "prepared cache (384 px) -> train transform": prepared_ds.__getitem__,
-                "raw originals (draft) -> train transform": raw_ds.__getitem__,
-                "raw originals (no draft) -> train transform": raw_nodraft_ds.__getitem__,
-                "plain PIL loop over the cache": lambda i: plain_pil(cached[i]),
-                "prepared cache -> eval transform (same work as plain)": eval_ds.__getitem__,
-            },
-            n,
-            args.rounds,
-        )
-        rows = list(measured.items())
-    prepared = rows[0][1]
+        data = build(Path(tmp), args.images)
+        readers = readers_for(data)
+        slow = {k: v for k, v in readers.items() if not k.startswith(("raw", "plain"))}
+        delays = [float(d) for d in args.open_delay_ms.split(",")]
+        with layer.installed():
+            tables = [("local disk", passes(readers, order, args.rounds, layer))]
+            for delay in delays:
+                layer.delay = delay / 1000
+                tables.append((f"+{delay:g} ms/open", passes(slow, order, args.rounds, layer)))
+        cache_kb = np.mean([Path(p).stat().st_size for p in data["files"]["path"]]) / 1e3
+        n_shards = data["shards"]["shard"].nunique()
     print(
-        f"{n} images, originals {raw_mb:.2f} MB avg, cache {cache_kb:.0f} kB avg, each item timed {args.rounds}x (fastest counts), 1 thread"
+        f"{args.images} images (cache {cache_kb:.0f} kB avg, {n_shards} shard(s)), 1 thread, "
+        f"fastest of {args.rounds} passes; slow metadata = a sleep in every file open"
     )
-    print("| pipeline | images/s per worker | prepared / this |")
-    print("|---|---:|---:|")
-    for name, value in rows:
-        print(f"| {name} | {value:.1f} | {prepared / value:.2f}x |")
     print(
-        f"targets: prepared >= 3x raw (draft): {prepared / rows[1][1]:.2f}x; "
-        f"prepared within 10% of plain PIL: {prepared / rows[3][1]:.2f}x"
+        "| reader | storage | images/s | files opened / image | kB read / image | vs per-file cache |"
     )
+    print("|---|---|---:|---:|---:|---:|")
+    for storage, results in tables:
+        for name, (rate, opened, read) in results.items():
+            base = results["per-file cache, read only" if "read only" in name else "per-file cache"]
+            print(
+                f"| {name} | {storage} | {rate:.1f} | {opened:.3f} | {read / 1e3:.1f} "
+                f"| {rate / base[0]:.2f}x |"
+            )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from met_vision import bias
+from met_vision.fairness import bias
 
 # Two groups (women, men); two labels (cooking, driving).
 # 3 women cook, 1 man cooks; 1 woman drives, 3 men drive.

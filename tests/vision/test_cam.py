@@ -10,7 +10,8 @@ import timm
 import torch
 from torch import nn
 
-from met_vision import bias, cam
+from met_vision.explain import cam
+from met_vision.fairness import bias
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import torch
 
-from met_vision.data import BadImageError, MetDataModule, MetImageDataset
-from met_vision.db import load_records
-from met_vision.labels import LabelSpaceConfig
+from met_vision.data.datamodule import BadImageError, MetDataModule, MetImageDataset
+from met_vision.data.labels import LabelSpaceConfig
+from met_vision.data.mirror import load_records
+from met_vision.data.samplers import ClassBalancedSampler
+from met_vision.data.transforms import build_transform, normalize_images, resolve_data_config
 from met_vision.prepare import prepare
-from met_vision.samplers import ClassBalancedSampler
-from met_vision.transforms import build_transform, resolve_data_config
 
 SIZE = 48
 
@@ -49,7 +49,7 @@ def test_batches_match_the_database(prepared: Path, task: str) -> None:
     for split in ("train", "val", "test"):
         loader = getattr(dm, f"{split}_dataloader")()
         for batch in loader:
-            assert batch["image"].dtype == torch.float32
+            assert batch["image"].dtype == torch.uint8  # normalised on the device by the model
             assert batch["image"].shape[1:] == (3, SIZE, SIZE)
             for object_id, label in zip(batch["object_id"].tolist(), batch["label"], strict=True):
                 assert records.loc[object_id, "split"] == split
@@ -162,7 +162,11 @@ def test_eval_transform_matches_torchvision_reference() -> None:
     gradient = Image.linear_gradient("L")
     bands = (gradient, gradient.rotate(90), Image.radial_gradient("L"))
     image = Image.merge("RGB", bands).resize((200, 160))  # smooth and asymmetric
-    ours = build_transform(config, train=False)(image)
+    ours = build_transform(config, train=False, normalize=True)(image)
+    assert torch.equal(
+        normalize_images(build_transform(config, train=False)(image), config.mean, config.std),
+        ours,
+    )
     reference = v2.Compose(
         [
             v2.Resize(int(32 / config.crop_pct), interpolation=v2.InterpolationMode.BICUBIC),
@@ -188,7 +192,7 @@ def test_runs_under_a_lightning_trainer(prepared: Path) -> None:
             self.predicted: list[int] = []
 
         def _logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            return self.head(batch["image"].mean(dim=(2, 3)))
+            return self.head(batch["image"].float().mean(dim=(2, 3)))
 
         def training_step(self, batch: dict[str, torch.Tensor], _: int) -> torch.Tensor:
             return torch.nn.functional.binary_cross_entropy_with_logits(

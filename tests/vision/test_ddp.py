@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from met_vision.fit import main
-from met_vision.tasks import ClassificationTask
+from met_vision.trainers.classification import ClassificationTask
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "tests" / "vision" / "conf"

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from xai_support import CAM_LAYER, TrainedModel, control_model, quick_model  # noqa: F401
 
-from met_vision import explain
+from met_vision.explain import __main__ as explain
 
 
 def test_explain_object_ids_writes_overlays_grid_and_html(
@@ -52,7 +52,7 @@ def test_explain_object_ids_writes_overlays_grid_and_html(
 
 
 def test_explain_image_files_and_named_label(quick_model: TrainedModel, tmp_path: Path) -> None:  # noqa: F811
-    from met_vision.inference import load_model
+    from met_vision.inference.predictor import load_model
 
     names = load_model(quick_model.ckpt).names
     image = tmp_path / "picture.jpg"

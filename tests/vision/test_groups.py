@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from met_vision import bias, groups
+from met_vision.fairness import bias, groups
 
 
 def test_parse_gender_vocab() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from met_vision.db import load_records
-from met_vision.labels import OTHER, LabelSpace, LabelSpaceConfig, build_label_space
+from met_vision.data.labels import OTHER, LabelSpace, LabelSpaceConfig, build_label_space
+from met_vision.data.mirror import load_records
 
 
 @pytest.fixture(scope="module")

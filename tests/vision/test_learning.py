@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from met_vision.data.labels import LabelSpaceConfig
 from met_vision.fit import main
-from met_vision.labels import LabelSpaceConfig
 from met_vision.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from met_vision.losses import (
+from met_vision.trainers.losses import (
     AsymmetricLoss,
     FocalLoss,
     balanced_class_weights,
     build_loss,
 )
-from met_vision.metrics import (
+from met_vision.trainers.metrics import (
     multilabel_threshold_metrics,
     precision_at_k,
     tune_thresholds,

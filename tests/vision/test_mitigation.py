@@ -18,8 +18,9 @@ from xai_support import (  # noqa: F401
     mitigated_model,
 )
 
-from met_vision import audit, groups
-from met_vision.data import MetDataModule
+from met_vision import audit
+from met_vision.data.datamodule import MetDataModule
+from met_vision.fairness import groups
 
 PLANTED = ("background", "warm background", "Women")
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from met_harvester.testing.collection import CollectionConfig, SyntheticCollection
-from met_vision.labels import LabelSpace, LabelSpaceConfig
+from met_vision.data.labels import LabelSpace, LabelSpaceConfig
 from met_vision.prepare import cache_path, main, prepare
 
 SIZE = 64

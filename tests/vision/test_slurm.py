@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
-from met_vision import slurm
+from met_vision.cluster import slurm
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "tests" / "vision" / "conf"

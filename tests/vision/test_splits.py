@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from met_vision.db import load_records
-from met_vision.labels import LabelSpaceConfig, build_label_space
-from met_vision.splits import assign_splits, split_of, split_report
+from met_vision.data.labels import LabelSpaceConfig, build_label_space
+from met_vision.data.mirror import load_records
+from met_vision.data.splits import assign_splits, split_of, split_report
 
 
 def test_split_of_is_deterministic_and_follows_fractions() -> None:

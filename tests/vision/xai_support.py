@@ -51,7 +51,7 @@ class TrainedModel:
 
     def split_ids(self, split: str, labelled_only: bool = True) -> list[int]:
         """Object ids (with images; by default labelled) of one split, as the splits assign them."""
-        from met_vision.db import load_records
+        from met_vision.data.mirror import load_records
 
         records = load_records(self.data_dir, split_fractions=self.split_fractions)
         labelled = records["tags"].map(len) > 0  # multilabel: objects without tags are left out
@@ -80,7 +80,7 @@ def make_data(
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> Path:
     """A prepared synthetic mirror under ``root`` (multilabel over all tags)."""
-    from met_vision.labels import LabelSpaceConfig
+    from met_vision.data.labels import LabelSpaceConfig
     from met_vision.prepare import prepare
 
     data_dir = root / "data"
@@ -111,8 +111,8 @@ def train(
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from met_vision.data import MetDataModule
-    from met_vision.tasks import ClassificationTask
+    from met_vision.data.datamodule import MetDataModule
+    from met_vision.trainers.classification import ClassificationTask
 
     data_dir = data_dir or make_data(
         root,

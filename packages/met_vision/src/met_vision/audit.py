@@ -19,7 +19,7 @@ A (group, label) pair is *flagged* when its bias amplification exceeds ``--ba-th
 one-sided 95% bootstrap lower bound is above zero, and the truth has at least ``--min-support``
 objects of the pair. Writes ``report.md``, PNG plots and ``audit.json`` (every number shown).
 
-This module computes the figures and holds the command line; :mod:`met_vision.audit_report`
+This module computes the figures and holds the command line; :mod:`met_vision.fairness.report`
 renders them (its ``write_report`` and ``plot_*`` are re-exported here).
 """
 
@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from met_vision import bias, groups
-from met_vision.audit_report import plot_analysis, plot_comparison, plot_saliency, write_report
-from met_vision.inference import (
+from met_vision.fairness import bias, groups
+from met_vision.fairness.report import plot_analysis, plot_comparison, plot_saliency, write_report
+from met_vision.inference.predictor import (
     InputError,
     LoadedModel,
     decisions,
@@ -259,8 +259,8 @@ def saliency(
     options: AuditOptions,
 ) -> dict[str, Any]:
     """Grad-CAM border/centre shares of the top-1 label on a sample of images, per group."""
-    from met_vision.cam import compute_cams, resolve_target_layer
-    from met_vision.inference import iter_batches
+    from met_vision.explain.cam import compute_cams, resolve_target_layer
+    from met_vision.inference.predictor import iter_batches
 
     rng = np.random.default_rng(options.seed)
     n = len(data.frame)

@@ -111,7 +111,7 @@ def _best_ckpt(run_dir: Path) -> Path:
 
 def _test_ids(data_dir: Path, n: int) -> list[int]:
     """A handful of test-split objects that have an image, via the vision library."""
-    from met_vision.db import load_records
+    from met_vision.data.mirror import load_records
 
     frame = load_records(data_dir)
     usable = frame[(frame["split"] == "test") & frame["has_image"] & (frame["tags"].map(len) > 0)]

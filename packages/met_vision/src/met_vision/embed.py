@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from met_vision.inference import InputError, LoadedModel, iter_batches, load_model
+from met_vision.inference.predictor import InputError, LoadedModel, iter_batches, load_model
 
 PROG = "met_vision.embed"
 MONTAGE_MAX = 16
@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.clusters is not None and args.clusters < 1:
         parser.error("--clusters must be at least 1")
     try:
-        from met_vision.inference import mirror_frame
+        from met_vision.inference.predictor import mirror_frame
 
         loaded = load_model(args.ckpt)
         frame = mirror_frame(loaded, args.data_dir)

@@ -33,11 +33,11 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from met_vision import slurm
-from met_vision.backbones import check_backbone_name
-from met_vision.callbacks import RunDirCallback
-from met_vision.data import MetDataModule
-from met_vision.tasks import ClassificationTask
+from met_vision.cluster import slurm
+from met_vision.data.datamodule import MetDataModule
+from met_vision.trainers.backbones import check_backbone_name
+from met_vision.trainers.callbacks import RunDirCallback
+from met_vision.trainers.classification import ClassificationTask
 
 PROG = "met_vision.fit"
 RUN_DIR_ENV = "MET_VISION_RUN_DIR"  # handed from rank zero to the DDP processes it launches
@@ -58,7 +58,7 @@ class MetCLI(LightningCLI):
             ClassificationTask,
             MetDataModule,
             save_config_callback=None,
-            trainer_defaults={"max_epochs": 30, "log_every_n_steps": 10},
+            trainer_defaults={"max_epochs": 30, "log_every_n_steps": 10, "benchmark": True},
             seed_everything_default=0,
             parser_kwargs={
                 "exit_on_error": False,

@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from met_vision.inference import InputError, LoadedModel, decisions, load_model, predict_paths
+from met_vision.inference.predictor import (
+    InputError,
+    LoadedModel,
+    decisions,
+    load_model,
+    predict_paths,
+)
 
 PROG = "met_vision.predict"
 
@@ -140,8 +146,8 @@ def mirror_inputs(
     Labelled objects are read from the prepared cache the model was trained on (when there is
     one); objects outside the label space (e.g. without tags) from the raw image store.
     """
-    from met_vision.db import load_records_as_trained
-    from met_vision.inference import mirror_frame
+    from met_vision.data.mirror import load_records_as_trained
+    from met_vision.inference.predictor import mirror_frame
 
     labelled = mirror_frame(loaded, data_dir)
     records = load_records_as_trained(data_dir, loaded.datamodule_hparams)

@@ -16,20 +16,23 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
 
 import pandas as pd
 from PIL import Image, ImageOps
 
-from met_vision.db import load_records
-from met_vision.labels import LabelSpaceConfig, build_label_space
-from met_vision.splits import GROUP_KEYS, check_fractions, split_report
+from met_vision.data.labels import LabelSpaceConfig, build_label_space
+from met_vision.data.mirror import load_records
+from met_vision.data.shards import DEFAULT_SHARD_BYTES, SHARDS_DIR, read_member
+from met_vision.data.shards import INDEX_FILE as SHARD_INDEX
+from met_vision.data.splits import GROUP_KEYS, check_fractions, split_report
 
 JPEG_QUALITY = 90
 # Met originals can be very large; decoding goes through draft(), so allow big declared sizes.
@@ -53,11 +56,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_rgb(path: Path | str, min_size: int | None = None, *, exif: bool = False) -> Image.Image:
+def open_rgb(
+    path: Path | str | IO[bytes], min_size: int | None = None, *, exif: bool = False
+) -> Image.Image:
     """Decode an image file to RGB.
 
     Args:
-        path: the file.
+        path: the file, an open binary file, or a shard member address
+            (`met_vision.data.shards.member_address`).
         min_size: a JPEG is DCT-downscaled on decode (`draft`) to no less than this short side.
         exif: apply the EXIF orientation.
 
@@ -65,6 +71,8 @@ def open_rgb(path: Path | str, min_size: int | None = None, *, exif: bool = Fals
         OSError, ValueError, SyntaxError: undecodable or truncated input.
     """
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    if isinstance(path, str):
+        path = read_member(path) or path
     with Image.open(path) as image:
         if min_size and image.format == "JPEG":
             width, height = image.size
@@ -92,20 +100,48 @@ def cache_path(cache_dir: Path, sha256: str) -> Path:
     return cache_dir / sha256[:2] / f"{sha256}.jpg"
 
 
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def resized_jpeg(source: str, size: int, quality: int = JPEG_QUALITY) -> bytes:
+    """The cached form of one blob: RGB, short side `size` (never upscaled), JPEG bytes.
+
+    Raises:
+        OSError, ValueError, SyntaxError, DecompressionBombError: undecodable input.
+    """
+    image = resize_short_side(open_rgb(source, min_size=size, exif=True), size)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def make_cached_copy(
     source: str, target: str, size: int, quality: int = JPEG_QUALITY
 ) -> tuple[str, str | None]:
     """Resize one blob into the cache (worker function). Returns (source, error or None)."""
     try:
-        image = resize_short_side(open_rgb(source, min_size=size, exif=True), size)
+        data = resized_jpeg(source, size, quality)
         out = Path(target)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        image.save(tmp, "JPEG", quality=quality)
+        tmp.write_bytes(data)
         os.replace(tmp, out)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except DECODE_ERRORS as exc:
         return source, f"{type(exc).__name__}: {exc}"
     return source, None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: the affinity mask (cgroup/cpuset), capped by SLURM's
+    `SLURM_CPUS_PER_TASK` when set; `os.cpu_count()` where there is no affinity call."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        cpus = min(cpus, int(slurm))
+    return max(1, cpus)
 
 
 def dataset_key(
@@ -157,6 +193,32 @@ def _run_jobs(
     return failures
 
 
+def _cache_files(
+    kept: pd.DataFrame,
+    cache_dir: Path,
+    known_failures: dict[str, str],
+    size: int,
+    workers: int,
+    progress: bool,
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Resize the images missing from the per-file cache; (sha256 -> new error, counts)."""
+    jobs: dict[str, tuple[str, str]] = {}
+    already_cached: set[str] = set()
+    for sha, source in zip(kept["image_sha256"], kept["image_path"], strict=True):
+        target = cache_path(cache_dir, sha)
+        if sha in jobs or sha in known_failures or sha in already_cached:
+            continue
+        if target.exists():
+            already_cached.add(sha)
+        else:
+            jobs[sha] = (source, str(target))
+    by_source = {source: sha for sha, (source, _) in jobs.items()}
+    new_failures = _run_jobs(list(jobs.values()), size, workers, progress)
+    failures = {by_source[source]: error for source, error in new_failures.items()}
+    counts = {"resized": len(jobs) - len(failures), "already_cached": len(already_cached)}
+    return failures, counts
+
+
 def prepare(
     data_dir: Path | str,
     size: int,
@@ -167,6 +229,8 @@ def prepare(
     split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
     group_key: str | None = None,
     progress: bool = False,
+    output: Literal["files", "shards"] = "files",
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
 ) -> dict[str, Any]:
     """Build (or top up) the cache of one size and write the dataset index.
 
@@ -176,14 +240,19 @@ def prepare(
         config: the label space whose objects are cached; None caches every object with an
             image (index without targets).
         workers: worker processes (<= 1: in this process).
-        split_salt, split_fractions, group_key: the split options (see `met_vision.splits`).
+        split_salt, split_fractions, group_key: the split options (see `met_vision.data.splits`).
         progress: show a rich progress bar.
+        output: 'files' (one JPEG per image, `index.parquet`) or 'shards' (WebDataset tar
+            shards under `shards/`, see `met_vision.data.shards`).
+        shard_bytes: size at which a shard is closed.
 
     Returns:
         The report also written to `report.json`.
     """
     if size < 8:
         raise ValueError(f"--size must be at least 8 pixels, got {size}")
+    if output not in ("files", "shards"):
+        raise ValueError(f"--format must be files or shards, not {output!r}")
     data_dir = Path(data_dir)
     fractions = check_fractions(split_fractions)
     records = load_records(
@@ -208,21 +277,25 @@ def prepare(
     known_failures: dict[str, str] = (
         json.loads(failed_file.read_text()) if failed_file.exists() else {}
     )
+    key = dataset_key(config, split_salt, fractions, group_key)
+    out_dir = cache_dir / "datasets" / key
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if output == "shards":
+        from met_vision.data.shard_prepare import build_shards
 
-    jobs: dict[str, tuple[str, str]] = {}
-    already_cached: set[str] = set()
-    for sha, source in zip(kept["image_sha256"], kept["image_path"], strict=True):
-        target = cache_path(cache_dir, sha)
-        if sha in jobs or sha in known_failures or sha in already_cached:
-            continue
-        if target.exists():
-            already_cached.add(sha)
-        else:
-            jobs[sha] = (source, str(target))
-    by_source = {source: sha for sha, (source, _) in jobs.items()}
-    new_failures = _run_jobs(list(jobs.values()), size, workers, progress)
-    for source, error in new_failures.items():
-        known_failures[by_source[source]] = error
+        rows = kept[~kept["image_sha256"].isin(list(known_failures))].rename(
+            columns={"image_sha256": "sha256"}
+        )[["object_id", "sha256", "image_path", "target", "split"]]
+        names = space.names if space is not None else None
+        _, new_failures, counts = build_shards(
+            rows, out_dir / SHARDS_DIR, cache_dir, size,
+            names=names, workers=workers, max_bytes=shard_bytes,
+        )  # fmt: skip
+        work = {"resized": counts.pop("resized"), "already_cached": counts.pop("reused")}
+        work.update(counts)
+    else:
+        new_failures, work = _cache_files(kept, cache_dir, known_failures, size, workers, progress)
+    known_failures.update(new_failures)
     if new_failures:
         tmp = failed_file.with_name(".failed.json.tmp")
         tmp.write_text(json.dumps(known_failures, indent=1, sort_keys=True))
@@ -243,21 +316,22 @@ def prepare(
             "split": kept["split"],
         }
     )
-    key = dataset_key(config, split_salt, fractions, group_key)
-    out_dir = cache_dir / "datasets" / key
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_index = out_dir / ".index.parquet.tmp"
-    index.to_parquet(tmp_index, index=False)
-    tmp_index.replace(out_dir / "index.parquet")
+    index_file = out_dir / (
+        f"{SHARDS_DIR}/{SHARD_INDEX}" if output == "shards" else "index.parquet"
+    )
+    if output != "shards":
+        tmp_index = out_dir / ".index.parquet.tmp"
+        index.to_parquet(tmp_index, index=False)
+        tmp_index.replace(index_file)
 
     report: dict[str, Any] = {
         "data_dir": str(data_dir),
         "size": size,
         "dataset_key": key,
-        "index": str((out_dir / "index.parquet").relative_to(data_dir)),
+        "format": output,
+        "index": str(index_file.relative_to(data_dir)),
         "objects_indexed": len(index),
-        "resized": len(jobs) - len(new_failures),
-        "already_cached": len(already_cached),
+        **work,
         "failed_now": len(new_failures),
         "failed_objects": [
             {"object_id": int(oid), "sha256": sha, "error": known_failures[sha]}
@@ -269,6 +343,8 @@ def prepare(
     if space is not None:
         space.extra = {"undecodable_images": len(failed_objects)}
         space.save(out_dir / "labels.json")
+        if output == "shards":
+            space.save(out_dir / SHARDS_DIR / "labels.json")
         report["exclusions"] = space.exclusions
         report["splits"] = split_report(index, space.names, space.task)
     tmp_report = out_dir / ".report.json.tmp"
@@ -320,8 +396,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--data-dir", default="data", help="the harvester's data dir")
     parser.add_argument("--size", type=int, default=384, help="short side of cached images")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--workers", type=int, default=usable_cpus(), help="default: the CPUs this job may use"
+    )
     parser.add_argument("--all", action="store_true", help="cache every object with an image")
+    parser.add_argument(
+        "--format",
+        choices=("files", "shards"),
+        default="files",
+        help="files: one JPEG per image; shards: WebDataset tar shards (for clusters)",
+    )
+    parser.add_argument(
+        "--shard-mb", type=float, default=DEFAULT_SHARD_BYTES / 2**20, help="shard size, MiB"
+    )
     parser.add_argument("--no-progress", action="store_true")
     add_label_space_arguments(parser)
     args = parser.parse_args(argv)
@@ -337,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             split_fractions=fractions,
             group_key=args.group_key,
             progress=not args.no_progress and sys.stderr.isatty(),
+            output=args.format,
+            shard_bytes=max(1, int(args.shard_mb * 2**20)),
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"met_vision.prepare: error: {exc}", file=sys.stderr)
@@ -347,8 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{failure['sha256'][:12]}: {failure['error']}",
             file=sys.stderr,
         )
+    shards = f", {report['shards']} shards" if args.format == "shards" else ""
     print(
-        f"indexed {report['objects_indexed']} objects at {args.size}px "
+        f"indexed {report['objects_indexed']} objects at {args.size}px{shards} "
         f"({report['resized']} resized, {report['already_cached']} already cached, "
         f"{len(report['failed_objects'])} undecodable) -> {Path(args.data_dir) / report['index']}"
     )

@@ -74,6 +74,12 @@ def fake_api(
     p_invalid_json: Annotated[
         float, _p("--p-invalid-json", "API answers with invalid JSON (200)")
     ] = 0.0,
+    p_html404: Annotated[
+        float, _p("--p-html404", "record requests answered with IIS's HTML 404 page")
+    ] = 0.0,
+    listing_truncate: Annotated[
+        float, _p("--listing-truncate", "ids left out of full listings (total kept)")
+    ] = 0.0,
     latency: Annotated[
         float,
         typer.Option(
@@ -202,6 +208,7 @@ def fake_api(
     fractions = {
         "--p403": p403, "--p429": p429, "--p500": p500, "--p503": p503, "--p-html200": p_html200,
         "--p-drop": p_drop, "--p-truncate": p_truncate, "--p-invalid-json": p_invalid_json,
+        "--p-html404": p_html404, "--listing-truncate": listing_truncate,
         "--p-image-truncate": p_image_truncate, "--p-image-wrong-type": p_image_wrong_type,
         "--p-image-html": p_image_html, "--p-image-bomb": p_image_bomb, "--p-image-slow": p_image_slow,
         "--firewall-html200": firewall_html200, "--bias": 0.0 if bias is None else bias,
@@ -237,7 +244,8 @@ def fake_api(
         )
     faults = FaultConfig(
         p403=p403, p429=p429, p500=p500, p503=p503, p_html200=p_html200, p_drop=p_drop,
-        p_truncate=p_truncate, p_invalid_json=p_invalid_json, latency=latency,
+        p_truncate=p_truncate, p_invalid_json=p_invalid_json, p_html404=p_html404,
+        listing_truncate=listing_truncate, latency=latency,
         latency_jitter=latency_jitter, retry_after=retry_after, listing_faults=listing_faults,
         p_image_truncate=p_image_truncate, p_image_wrong_type=p_image_wrong_type,
         p_image_html=p_image_html, p_image_bomb=p_image_bomb, p_image_slow=p_image_slow,

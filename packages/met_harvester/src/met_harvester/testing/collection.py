@@ -443,6 +443,13 @@ class SyntheticCollection:
             self._overrides.setdefault(object_id, {}).update(fields)
             self._touch(i)
 
+    def fix_quietly(self, object_id: int, **fields: Any) -> None:
+        """Change fields of a record without touching its metadataDate (a server that repairs
+        a record quietly: only a retry finds out)."""
+        with self._lock:
+            self._index(object_id)
+            self._overrides.setdefault(object_id, {}).update(fields)
+
     def change_image(self, object_id: int) -> None:
         """Give the object new images at new URLs (bumps metadataDate)."""
         with self._lock:

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from met_vision import bias
-from met_vision.cam import METHODS, compute_cams, resolve_target_layer
-from met_vision.cam import overlay as blend
-from met_vision.inference import (
+from met_vision.explain.cam import METHODS, compute_cams, resolve_target_layer
+from met_vision.explain.cam import overlay as blend
+from met_vision.fairness import bias
+from met_vision.inference.predictor import (
     InputError,
     LoadedModel,
     denormalize,
@@ -70,8 +70,8 @@ def mirror_items(
     loaded: LoadedModel, data_dir: str, object_ids: Sequence[int] | None, split: str | None
 ) -> list[Item]:
     """Items for object ids (or a whole split) of the mirror, with their titles."""
-    from met_vision.db import connect_ro
-    from met_vision.inference import mirror_frame
+    from met_vision.data.mirror import connect_ro
+    from met_vision.inference.predictor import mirror_frame
 
     frame = mirror_frame(loaded, data_dir)
     if object_ids is not None:

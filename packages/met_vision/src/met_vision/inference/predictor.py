@@ -1,6 +1,6 @@
 """Shared plumbing of explain / audit / predict / embed: a trained model and the data it saw.
 
-``load_model`` rebuilds a :class:`~met_vision.tasks.ClassificationTask` from a checkpoint (no data
+``load_model`` rebuilds a :class:`~met_vision.trainers.classification.ClassificationTask` from a checkpoint (no data
 module needed) with its label manifest, a stable model id and the evaluation transform.
 ``mirror_frame`` lists the mirror's labelled objects the way training saw them (same label space,
 split options and prepared cache), joined with the metadata the audit needs (tags, genders).
@@ -21,11 +21,11 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from met_vision.labels import LabelSpace
+from met_vision.data.labels import LabelSpace
+from met_vision.data.transforms import DataConfig, build_transform, resolve_data_config
 from met_vision.prepare import open_rgb
-from met_vision.transforms import DataConfig, build_transform, resolve_data_config
 
-log = logging.getLogger("met_vision.inference")
+log = logging.getLogger("met_vision.inference.predictor")
 
 
 class InputError(ValueError):
@@ -53,7 +53,7 @@ class LoadedModel:
 
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """Evaluation transform: resize, centre crop, normalise."""
-        return build_transform(self.data_config, train=False)
+        return build_transform(self.data_config, train=False, normalize=True)
 
     def thresholds(self) -> np.ndarray:
         """Per-label decision thresholds (multilabel: tuned F1 thresholds; else 0.5)."""
@@ -86,7 +86,7 @@ def load_model(ckpt: str | Path, device: str = "cpu") -> LoadedModel:
     path = Path(ckpt)
     if not path.is_file():
         raise InputError(f"checkpoint {str(path)!r} does not exist")
-    from met_vision.tasks import ClassificationTask
+    from met_vision.trainers.classification import ClassificationTask
 
     try:
         raw = torch.load(path, map_location="cpu", weights_only=False)
@@ -175,7 +175,7 @@ def predict_paths(
 def datamodule_for(loaded: LoadedModel, data_dir: str | Path) -> Any:
     """A MetDataModule with the checkpoint's data options (label space, split, image size),
     reading ``data_dir`` (which replaces the training machine's path)."""
-    from met_vision.data import MetDataModule
+    from met_vision.data.datamodule import MetDataModule
 
     hp = dict(loaded.datamodule_hparams)
     if not hp and loaded.label_space is not None:
@@ -205,7 +205,7 @@ def mirror_frame(loaded: LoadedModel, data_dir: str | Path) -> pd.DataFrame:
     Columns: object_id, path, split, target_names (list of label names), tags, artist_gender,
     constituent_genders, classification.
     """
-    from met_vision.db import load_records_as_trained
+    from met_vision.data.mirror import load_records_as_trained
 
     dm = datamodule_for(loaded, data_dir)
     with warnings.catch_warnings():

@@ -1,4 +1,8 @@
-"""Image transforms for training and evaluation (PIL in, normalised float tensor out).
+"""Image transforms for training and evaluation (PIL in, uint8 CHW tensor out).
+
+DataLoader workers ship uint8 images (a quarter of the bytes of float32); the model normalises
+them on its device (`normalize_images`, called by `ClassificationTask.on_after_batch_transfer`).
+`build_transform(..., normalize=True)` gives the normalised float tensor directly instead.
 
 Input size, mean, std, interpolation and crop_pct come from the timm model's pretrained config
 (`resolve_data_config`) unless an explicit image size is given.
@@ -79,6 +83,38 @@ class ToNormalizedTensor:
         return "ToNormalizedTensor()"
 
 
+class ToUint8Tensor:
+    """PIL RGB image -> contiguous uint8 CHW tensor (normalisation happens on the device)."""
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        array = np.array(image, dtype=np.uint8)  # a writable HWC copy
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+    def __repr__(self) -> str:
+        return "ToUint8Tensor()"
+
+
+def normalize_images(
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """uint8 ``[B, 3, H, W]`` (or ``[3, H, W]``) -> float32 scaled to [0, 1] and normalised,
+    on the tensor's device; float input is returned unchanged (already normalised)."""
+    if images.dtype != torch.uint8:
+        return images
+    shape = (1, 3, 1, 1) if images.dim() == 4 else (3, 1, 1)
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=images.device).view(shape)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=images.device)
+    memory_format = (
+        torch.channels_last if channels_last and images.dim() == 4 else torch.contiguous_format
+    )
+    out = images.to(dtype=torch.float32, memory_format=memory_format)
+    return out.mul_(scale).add_(shift.view(shape))
+
+
 class Pipeline:
     """Apply steps in order (a minimal Compose: one PIL image in, one tensor out)."""
 
@@ -151,8 +187,9 @@ def build_transform(
     train: bool,
     augment: str = "flip",
     crop_scale: tuple[float, float] = (0.35, 1.0),
+    normalize: bool = False,
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """The transform for one stage.
+    """The transform for one stage: a uint8 ``[3, H, W]`` tensor (see `normalize_images`).
 
     Args:
         config: input size, mean/std, interpolation and crop_pct of the backbone.
@@ -160,11 +197,12 @@ def build_transform(
         augment: 'none' (resize + centre crop even in training), 'flip' (RandomResizedCrop +
             horizontal flip), 'trivial' (+ TrivialAugmentWide) or 'randaugment' (+ RandAugment).
         crop_scale: area range of RandomResizedCrop.
+        normalize: return the normalised float32 tensor instead (for models fed directly).
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augment {augment!r}; use one of {', '.join(AUGMENTATIONS)}")
     size = config.input_size
-    to_tensor = ToNormalizedTensor(config.mean, config.std)
+    to_tensor = ToNormalizedTensor(config.mean, config.std) if normalize else ToUint8Tensor()
     if not train or augment == "none":
         return Pipeline([ResizeCenterCrop(size, config.crop_pct, config.interpolation), to_tensor])
     steps: list[Any] = [RandomResizedCropFlip(size, crop_scale)]

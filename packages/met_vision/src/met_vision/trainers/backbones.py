@@ -11,7 +11,7 @@ import timm
 import torch
 from torch import nn
 
-log = logging.getLogger("met_vision.backbones")
+log = logging.getLogger("met_vision.trainers.backbones")
 
 _STRIP_PREFIXES = ("model.", "module.", "backbone.", "_orig_mod.")
 

@@ -19,9 +19,9 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from met_vision.plots import write_result_plots
+from met_vision.trainers.plots import write_result_plots
 
-log = logging.getLogger("met_vision.callbacks")
+log = logging.getLogger("met_vision.trainers.callbacks")
 
 
 def write_json(path: Path, data: Any) -> None:

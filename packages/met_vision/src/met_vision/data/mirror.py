@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from met_vision.splits import assign_splits
+from met_vision.data.splits import assign_splits
 
 DB_FILENAME = "met.sqlite"
 CATEGORY_COLUMNS: tuple[str, ...] = ("classification", "department", "object_name", "culture")
@@ -147,7 +147,7 @@ def load_records(
         data_dir: the harvester's data dir (holds met.sqlite and images/).
         include_withdrawn: keep objects that left the API listing (default: drop them).
         check_blobs: treat an image whose blob file is missing as no image.
-        split_salt: salt of the split hash (see `met_vision.splits`).
+        split_salt: salt of the split hash (see `met_vision.data.splits`).
         split_fractions: train/val/test fractions.
         group_key: None, 'artist' or 'accession_prefix'.
     """

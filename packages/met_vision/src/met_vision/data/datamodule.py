@@ -8,6 +8,7 @@ raw blobs (with a warning: slower, and every DDP rank reads the database itself)
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from collections.abc import Callable
@@ -22,12 +23,17 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from met_vision.db import load_records
-from met_vision.labels import LabelSpace, LabelSpaceConfig, build_label_space
+from met_vision.data.labels import LabelSpace, LabelSpaceConfig, build_label_space
+from met_vision.data.mirror import load_records
+from met_vision.data.samplers import (
+    ClassBalancedSampler,
+    class_balanced_weights,
+    distributed_context,
+)
+from met_vision.data.shards import SHARDS_DIR, ShardReader, member_address, stage_shards
+from met_vision.data.splits import check_fractions
+from met_vision.data.transforms import DataConfig, build_transform, resolve_data_config
 from met_vision.prepare import dataset_key, open_rgb
-from met_vision.samplers import ClassBalancedSampler, class_balanced_weights, distributed_context
-from met_vision.splits import check_fractions
-from met_vision.transforms import DataConfig, build_transform, resolve_data_config
 
 log = logging.getLogger("met_vision.data")
 Stage = Literal["train", "val", "test", "predict"]
@@ -39,6 +45,9 @@ class BadImageError(RuntimeError):
 
 class MetImageDataset(Dataset):
     """Images with their labels; items are dicts {image, label, object_id}.
+
+    With a `reader`, the images are read from tar shards at the frame's shard/offset/size
+    columns instead of from the files at `path`.
 
     A file that cannot be decoded is skipped (the next one is returned in its place) with a
     warning and counted in `bad_images`; `max_consecutive_bad` failures in a row raise
@@ -54,8 +63,14 @@ class MetImageDataset(Dataset):
         transform: Callable[[Image.Image], torch.Tensor],
         decode_size: int | None = None,
         max_consecutive_bad: int = 20,
+        reader: ShardReader | None = None,
     ) -> None:
         self.paths = np.array(frame["path"].tolist(), dtype=object)
+        self.reader = reader
+        if reader is not None:
+            self.shards = np.array(frame["shard"].tolist(), dtype=object)
+            self.offsets = frame["offset"].to_numpy(dtype=np.int64)
+            self.sizes = frame["size"].to_numpy(dtype=np.int64)
         self.object_ids = frame["object_id"].to_numpy(dtype=np.int64)
         self.targets = list(frame["target"])
         self.task = task
@@ -65,6 +80,7 @@ class MetImageDataset(Dataset):
         self.max_consecutive_bad = max_consecutive_bad
         self.bad_images = 0
         self._bad_in_a_row = 0
+        self.collate: Callable[[list[dict[str, Any]]], Any] | None = None  # None: default
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -78,11 +94,18 @@ class MetImageDataset(Dataset):
             label[torch.as_tensor(np.asarray(target, dtype=np.int64))] = 1.0
         return label
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def _source(self, i: int) -> str | io.BytesIO:
+        if self.reader is None:
+            return str(self.paths[i])
+        return io.BytesIO(
+            self.reader.read(self.shards[i], int(self.offsets[i]), int(self.sizes[i]))
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
         for attempt in range(len(self)):
             i = (index + attempt) % len(self)
             try:
-                image = open_rgb(self.paths[i], min_size=self.decode_size)
+                decoded = self._decode(i)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 self.bad_images += 1
                 self._bad_in_a_row += 1
@@ -96,12 +119,18 @@ class MetImageDataset(Dataset):
                     ) from exc
                 continue
             self._bad_in_a_row = 0
-            return {
-                "image": self.transform(image),
-                "label": self.encode(self.targets[i]),
-                "object_id": torch.tensor(self.object_ids[i], dtype=torch.long),
-            }
+            return self._sample(i, decoded)
         raise BadImageError("no readable image in the dataset")
+
+    def _decode(self, i: int) -> Any:
+        return open_rgb(self._source(i), min_size=self.decode_size)
+
+    def _sample(self, i: int, decoded: Any) -> dict[str, Any]:
+        return {
+            "image": self.transform(decoded),
+            "label": self.encode(self.targets[i]),
+            "object_id": torch.tensor(self.object_ids[i], dtype=torch.long),
+        }
 
 
 class MetDataModule(pl.LightningDataModule):
@@ -122,14 +151,21 @@ class MetDataModule(pl.LightningDataModule):
         crop_scale: RandomResizedCrop area range.
         balanced_sampler: draw training samples class-balanced (with replacement).
         group_balance: 'sampler' draws training samples so that gender groups are balanced
-            (bias mitigation; weights from `met_vision.groups.datamodule_train_weights`).
+            (bias mitigation; weights from `met_vision.fairness.groups.datamodule_train_weights`).
         group_balance_by: 'depicted' (gender tags) or 'artist' (artist/constituent gender).
         group_balance_attribute: None balances each (group, label) cell; 'warm' balances each
             (group, warm background) cell.
-        gender_vocab: tag -> group, e.g. 'Women=female,Men=male' (default: met_vision.groups).
-        split_salt, split_fractions, group_key: see `met_vision.splits`.
+        gender_vocab: tag -> group, e.g. 'Women=female,Men=male' (default: met_vision.fairness.groups).
+        split_salt, split_fractions, group_key: see `met_vision.data.splits`.
         predict_split: which objects predict_dataloader covers: a split or 'all'.
         max_consecutive_bad: unreadable images in a row that make loading fail.
+        data_format: which prepared form to read: 'shards' (tar shards of
+            `prepare --format shards`), 'files' (the per-file cache) or 'auto' (shards when
+            prepared, else files); without either, the raw image store.
+        stage_to: copy the shards to this (node-local) directory first, e.g. `$TMPDIR`.
+        device_decode: workers read the JPEG bytes only; the model decodes, crops and resizes
+            them on its device (nvJPEG on CUDA; see `met_vision.data.device_decode`). For the raw
+            path's multi-MB originals; augment must be 'none' or 'flip'.
         seed: seed of the training shuffle / balanced draw.
     """
 
@@ -164,6 +200,9 @@ class MetDataModule(pl.LightningDataModule):
         group_balance_by: Literal["depicted", "artist"] = "depicted",
         group_balance_attribute: str | None = None,
         gender_vocab: str | None = None,
+        data_format: Literal["auto", "files", "shards"] = "auto",
+        stage_to: str | None = None,
+        device_decode: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -198,9 +237,18 @@ class MetDataModule(pl.LightningDataModule):
         if group_balance not in ("none", "sampler"):
             raise ValueError(f"group_balance must be 'none' or 'sampler', got {group_balance!r}")
         self.group_balance = group_balance
+        if data_format not in ("auto", "files", "shards"):
+            raise ValueError(f"data_format must be auto, files or shards, not {data_format!r}")
+        self.data_format = data_format
+        self.stage_to = stage_to
+        if device_decode and augment not in ("none", "flip"):
+            raise ValueError(f"device_decode supports augment 'none' or 'flip', not {augment!r}")
+        self.device_decode = device_decode
+        self._shard_root: Path | None = None
+        self._resume_epoch = 0
         self._label_space: LabelSpace | None = None
         self._frame: pd.DataFrame | None = None
-        self.source: Literal["cache", "raw"] | None = None
+        self.source: Literal["cache", "shards", "raw"] | None = None
         self.index_path: Path | None = None
         self.datasets: dict[str, MetImageDataset] = {}
 
@@ -232,31 +280,67 @@ class MetDataModule(pl.LightningDataModule):
         return self._frame
 
     def find_index(self) -> Path | None:
-        """The prepared index for this configuration, if any (see `cache_size`)."""
+        """The prepared index for this configuration, if any (see `cache_size` and
+        `data_format`): `.../datasets/<key>/index.parquet` or `.../<key>/shards/index.parquet`."""
         key = dataset_key(self.config, self.split_salt, self.split_fractions, self.group_key)
         cache_root = self.data_dir / "cache"
         if self.cache_size is not None:
             sizes = [self.cache_size]
         else:
             sizes = sorted(int(p.name) for p in cache_root.glob("*") if p.name.isdigit())
-        found = [
-            (size, cache_root / str(size) / "datasets" / key / "index.parquet") for size in sizes
-        ]
-        found = [(size, path) for size, path in found if path.is_file()]
+        names = {
+            "files": ["index.parquet"],
+            "shards": [f"{SHARDS_DIR}/index.parquet"],
+            "auto": [f"{SHARDS_DIR}/index.parquet", "index.parquet"],
+        }[self.data_format]
+        found: list[tuple[int, Path]] = []
+        for size in sizes:
+            paths = [cache_root / str(size) / "datasets" / key / name for name in names]
+            found += [(size, path) for path in paths if path.is_file()][:1]
         if not found:
             return None
         large_enough = [item for item in found if item[0] >= self.data_config.input_size]
         return (large_enough[0] if large_enough else found[-1])[1]
 
-    def _load(self) -> None:
+    def prepare_data(self) -> None:
+        """Stage the shards to `stage_to` (Lightning runs this once per node)."""
+        self._staged_index()
+
+    def _staged_index(self) -> Path | None:
         index_path = self.find_index()
-        if index_path is not None:
+        if index_path is None or index_path.parent.name != SHARDS_DIR or not self.stage_to:
+            return index_path
+        size, key = index_path.parents[3].name, index_path.parents[1].name
+        dest = Path(self.stage_to) / "met_vision-shards" / f"{size}-{key}" / SHARDS_DIR
+        log.info("staging %s to %s", index_path.parent, dest)
+        return stage_shards(index_path.parent, dest) / index_path.name
+
+    def _manifest(self, path: Path) -> LabelSpace:
+        space = LabelSpace.load(path)
+        if space.config.to_dict() != self.config.to_dict():
+            raise ValueError(f"{path} does not match this label space")
+        return space
+
+    def _shard_frame(self, index_path: Path) -> pd.DataFrame:
+        """The frame of a shard index; `path` holds each sample's member address."""
+        root = index_path.parent
+        self._label_space = self._manifest(root / "labels.json")
+        index = pd.read_parquet(index_path)
+        locations = zip(index["shard"], index["offset"], index["size"], strict=True)
+        paths = [member_address(root / shard, offset, size) for shard, offset, size in locations]
+        self.source, self.index_path, self._shard_root = "shards", index_path, root
+        log.info("reading the shards %s (%d objects)", root, len(index))
+        return index.assign(path=paths)[
+            ["object_id", "path", "target", "split", "shard", "offset", "size"]
+        ]
+
+    def _load(self) -> None:
+        index_path = self._staged_index()
+        if index_path is not None and index_path.parent.name == SHARDS_DIR:
+            frame = self._shard_frame(index_path)
+        elif index_path is not None:
             index = pd.read_parquet(index_path)
-            self._label_space = LabelSpace.load(index_path.parent / "labels.json")
-            if self._label_space.config.to_dict() != self.config.to_dict():
-                raise ValueError(
-                    f"{index_path.parent / 'labels.json'} does not match this label space"
-                )
+            self._label_space = self._manifest(index_path.parent / "labels.json")
             paths = [str(self.data_dir / p) for p in index["cache_path"]]
             frame = index.assign(path=paths)[["object_id", "path", "target", "split"]]
             self.source, self.index_path = "cache", index_path
@@ -297,7 +381,7 @@ class MetDataModule(pl.LightningDataModule):
         for split in ("train", "val", "test", "all"):
             part = frame if split == "all" else frame[frame["split"] == split]
             train = split == "train"
-            self.datasets[split] = MetImageDataset(
+            self.datasets[split] = self._dataset_class()(
                 part.reset_index(drop=True),
                 task=self.task,
                 num_classes=space.num_classes,
@@ -306,7 +390,27 @@ class MetDataModule(pl.LightningDataModule):
                 ),
                 decode_size=self.data_config.input_size,
                 max_consecutive_bad=self.max_consecutive_bad,
+                reader=ShardReader(self._shard_root) if self._shard_root is not None else None,
             )
+            if self.device_decode:
+                self.datasets[split].collate = self._encoded_collate(train)
+
+    def _dataset_class(self) -> type[MetImageDataset]:
+        if not self.device_decode:
+            return MetImageDataset
+        from met_vision.data.device_decode import EncodedImageDataset
+
+        return EncodedImageDataset
+
+    def _encoded_collate(self, train: bool) -> Callable[[list[dict[str, Any]]], Any]:
+        from met_vision.data.device_decode import CropSpec, EncodedCollate
+
+        config = self.data_config
+        train = train and self.augment != "none"
+        spec = CropSpec(
+            config.input_size, train, config.crop_pct, config.interpolation, self.crop_scale
+        )
+        return EncodedCollate(spec)
 
     # --- loaders ----------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:
@@ -327,18 +431,20 @@ class MetDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             drop_last=drop_last,
+            collate_fn=dataset.collate,
         )
 
     def train_sampler(
         self, num_replicas: int | None = None, rank: int | None = None
     ) -> Sampler | None:
-        """The training sampler: class-balanced or, under DDP, a shuffling DistributedSampler."""
+        """The training sampler: class-balanced, else a shuffling DistributedSampler (seeded by
+        `seed` and the epoch; one replica when not under DDP)."""
         dataset = self.datasets["train"]
         world, rank = (
             self._world() if num_replicas is None or rank is None else (num_replicas, rank)
         )
         if self.group_balance == "sampler":
-            from met_vision.groups import datamodule_train_weights
+            from met_vision.fairness.groups import datamodule_train_weights
 
             group_weights = torch.as_tensor(datamodule_train_weights(self), dtype=torch.double)
             return ClassBalancedSampler(
@@ -349,11 +455,10 @@ class MetDataModule(pl.LightningDataModule):
             return ClassBalancedSampler(
                 dataset, weights, num_replicas=world, rank=rank, seed=self.seed
             )
-        if world > 1:
-            return DistributedSampler(
-                dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
-            )
-        return None
+        # one process too: each epoch's order is f(seed, epoch), so a resumed run sees the same
+        return DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
+        )
 
     def eval_sampler(
         self, stage: Stage, num_replicas: int | None = None, rank: int | None = None
@@ -375,15 +480,29 @@ class MetDataModule(pl.LightningDataModule):
         self.setup()
         return self.datasets[self.predict_split if stage == "predict" else stage]
 
+    def _epochs_done(self) -> int:
+        trainer = self.trainer
+        return int(trainer.fit_loop.epoch_progress.current.processed) if trainer else 0  # type: ignore[attr-defined]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the epoch whose order the training sampler draws next."""
+        return {"train_epoch": self._epochs_done()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore `state_dict()` (Lightning calls this when resuming)."""
+        self._resume_epoch = int(state_dict.get("train_epoch", 0))
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled (or class-balanced) training batches."""
         dataset = self._dataset("train")
         world, _ = self._world()
+        sampler = self.train_sampler()
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            # Lightning starts the first iterator (workers prefetch at once) before it calls
+            # set_epoch and before it restores its loops: a resumed run would replay epoch 0
+            sampler.set_epoch(max(self._resume_epoch, self._epochs_done()))
         return self._loader(
-            dataset,
-            self.train_sampler(),
-            shuffle=True,
-            drop_last=len(dataset) // world > self.batch_size,
+            dataset, sampler, shuffle=True, drop_last=len(dataset) // world > self.batch_size
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -97,7 +97,7 @@ def artist_membership(
 def membership_from_records(
     records: pd.DataFrame, grouping: Literal["depicted", "artist"], vocab: Mapping[str, str]
 ) -> tuple[NDArray[np.bool_], list[str]]:
-    """Membership for rows of :func:`met_vision.db.load_records` (``tags``, gender columns)."""
+    """Membership for rows of :func:`met_vision.data.mirror.load_records` (``tags``, gender columns)."""
     if grouping == "depicted":
         return depicted_membership(records["tags"], vocab)
     if grouping == "artist":
@@ -261,7 +261,7 @@ def datamodule_train_weights(dm: Any) -> NDArray[np.float64]:
     Reads ``group_balance_by``, ``group_balance_attribute`` and ``gender_vocab`` from the data
     module's hyperparameters; the gender columns come read-only from the mirror.
     """
-    from met_vision.db import load_records_as_trained
+    from met_vision.data.mirror import load_records_as_trained
 
     hp = dm.hparams
     frame = dm.frame

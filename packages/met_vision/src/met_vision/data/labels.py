@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from met_vision.db import CATEGORY_COLUMNS
+from met_vision.data.mirror import CATEGORY_COLUMNS
 
 OTHER = "other"
 MANIFEST_VERSION = 1
@@ -231,7 +231,7 @@ def build_label_space(
     """Derive the label space and the labelled records.
 
     Args:
-        records: output of `met_vision.db.load_records`.
+        records: output of `met_vision.data.mirror.load_records`.
         config: the label space definition.
         require_image: leave out (and count) objects without a stored image.
 

@@ -22,7 +22,7 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-log = logging.getLogger("met_vision.cam")
+log = logging.getLogger("met_vision.explain.cam")
 
 METHODS: dict[str, type[BaseCAM]] = {
     "gradcam": GradCAM,

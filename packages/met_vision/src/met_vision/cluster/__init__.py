@@ -1,0 +1,1 @@
+"""Cluster: SLURM environment checks and preemption handling."""

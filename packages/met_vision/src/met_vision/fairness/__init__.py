@@ -1,0 +1,1 @@
+"""Fairness: groups from tags, bias measures and the audit report."""

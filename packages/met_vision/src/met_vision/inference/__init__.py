@@ -1,0 +1,1 @@
+"""Inference: loading a checkpoint and predicting images with it."""

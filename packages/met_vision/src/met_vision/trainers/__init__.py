@@ -1,0 +1,1 @@
+"""Trainers: the Lightning task, losses, metrics, callbacks, backbones and result plots."""
