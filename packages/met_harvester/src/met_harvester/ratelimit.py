@@ -3,8 +3,9 @@
 Pure: no network, injectable clock and sleep. Three rules decide when a request may start:
 
 * pacing: start times lie on an even grid spaced for ``rate * (1 - headroom)``. A start that
-  comes late by more than half a slot restarts the grid at that moment, so the limiter never
-  catches up with a burst after a stall;
+  comes late by more than one slot restarts the grid at that moment, so the limiter never
+  catches up with a burst after a stall (a busy event loop that wakes it a little late loses
+  nothing, and at most two starts ever come back to back);
 * a hard cap: a log of the last ``ceil(rate) + 1`` start times forbids more than that many
   starts in any window of ``1 + jitter_margin`` seconds, so the ceiling holds in every 1-second
   window even as the server sees it, with up to 20 ms of jitter on the way;
@@ -237,7 +238,7 @@ class AdaptiveRateLimiter:
     def _pacing_wait(self, now: float) -> float:
         interval = 1.0 / (self.current_rate * (1.0 - self.headroom))
         slot = self._anchor + self._slot_index * interval
-        if slot < now - 0.5 * interval:  # late or idle: restart the grid now, no catching up
+        if slot < now - interval:  # late by over a slot, or idle: restart the grid, no catching up
             self._anchor, self._slot_index = now, 0
             slot = now
         return max(0.0, slot - now)
