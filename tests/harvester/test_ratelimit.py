@@ -442,3 +442,23 @@ async def test_settles_below_a_met_like_firewall_from_the_documented_ceiling() -
     late = [g for g in grants if g > clock() - 3600]
     assert len(late) / 3600 >= 0.5 * 3.0
     assert limiter.block_seconds == pytest.approx(60.0, abs=15.0)
+
+
+async def test_a_429_probe_says_nothing_about_a_block_page_and_two_429s_are_a_block() -> None:
+    """Random 429s (with Retry-After) must not turn stray block pages into cuts; a rate
+    limiter that answers 429 twice in a row is a real block."""
+    clock = FakeClock()
+    limiter = make(40, clock, cooldown=2.0)
+    await warm_up(limiter, clock, 3.0)
+    limiter.on_block(started_at=clock() - 0.01)  # a block page
+    probe = await limiter.acquire()
+    limiter.on_block(retry_after=1.0, started_at=probe)  # the probe met a random 429
+    assert limiter.blocks == 0 and limiter.paused
+    probe = await limiter.acquire()
+    limiter.on_success(started_at=probe)
+    assert limiter.strays == 1 and limiter.blocks == 0 and limiter.current_rate == 40
+    await warm_up(limiter, clock, 3.0)
+    limiter.on_block(retry_after=1.0, started_at=clock() - 0.01)  # a 429
+    probe = await limiter.acquire()
+    limiter.on_block(retry_after=1.0, started_at=probe)  # and again: a real block
+    assert limiter.blocks == 1 and limiter.current_rate == pytest.approx(20.0, rel=0.02)

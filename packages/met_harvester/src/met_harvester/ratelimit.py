@@ -82,6 +82,7 @@ class _Incident:
     echoes_blocked: int = 0  # answers to requests sent before it: blocked ...
     echoes_passed: int = 0  # ... and not
     told: bool = False  # the server said when to come back (Retry-After)
+    told_refusals: int = 0  # probes answered with a Retry-After
     passes_before: int | None = None  # answers passed since the last incident (None: first)
 
 
@@ -337,7 +338,7 @@ class AdaptiveRateLimiter:
         started_at = _started(started_at)
         if inc is not None:
             if self._is_probe(inc, started_at):
-                self._probe_blocked(inc, now, retry_after)
+                self._probe_refused(inc, now, retry_after)
                 return
             inc.echoes_blocked += 1
             if retry_after is not None:
@@ -360,6 +361,7 @@ class AdaptiveRateLimiter:
         pause = self.first_probe if retry_after is None else max(0.0, retry_after)
         self._incident = _Incident(now, achieved, reason, now + pause, self.first_probe)
         self._incident.told = retry_after is not None
+        self._incident.told_refusals = int(retry_after is not None)
         if self._resumed_at > -math.inf:
             self._incident.passes_before = self._passes
         log.warning(
@@ -371,6 +373,19 @@ class AdaptiveRateLimiter:
             " (Retry-After)" if retry_after is not None else "",
             extra={"pool": self.name, "pause_s": pause},
         )
+
+    def _probe_refused(self, inc: _Incident, now: float, retry_after: float | None) -> None:
+        """The probe got a block answer. A `Retry-After` answer (a rate limiter's 429) to a
+        probe after a block page proves nothing about the page; after a 429 it takes two in
+        a row to count as a real block. Each waits what it says."""
+        told = retry_after is not None
+        if told:
+            inc.told_refusals += 1
+        if told and (not inc.told or (inc.told_refusals < 2 and not inc.blocked_probes)):
+            inc.probe_started = None
+            inc.probe_at = now + max(retry_after or 0.0, self.first_probe if not inc.told else 0.0)
+            return
+        self._probe_blocked(inc, now, retry_after)
 
     def _probe_blocked(self, inc: _Incident, now: float, retry_after: float | None) -> None:
         inc.probe_started = None
