@@ -183,9 +183,7 @@ async def _run(
     api_state = await limiter_state.load(db, "api")
     try:
         async with MetClient(settings, metrics=metrics, state=api_state, limiter=limiter) as client:
-            if images is not None:
-                await images.start()
-            else:
+            if images is None:
                 await note_images_off(db)
             todo = await plan_ids(
                 db,
@@ -204,6 +202,8 @@ async def _run(
             if limit is not None:
                 todo = todo[:limit]
             counts["to_fetch"] = len(todo)
+            if images is not None:  # after the listing's writes: from here on, writers take turns
+                await images.start()
             log.info(
                 "sync %s: %d listed, %d changed since %s, %d retries due, %d to fetch",
                 mode,

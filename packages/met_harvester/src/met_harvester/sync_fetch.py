@@ -142,6 +142,7 @@ class FetchPipeline:
     ) -> None:
         self.db = db
         self.images = images
+        self.write_lock = images.write_lock if images is not None else asyncio.Lock()
         self.window = WindowCursor(window_ids) if window_ids else None
         self.settings = settings
         self.client = client
@@ -261,7 +262,13 @@ class FetchPipeline:
         return written
 
     async def commit_batch(self, batch: Sequence[Outcome]) -> int:
-        """Store one batch of outcomes in one transaction, with the run's counts and the rate."""
+        """Store one batch of outcomes in one transaction, with the run's counts and the rate.
+        The image pool writes through its own connection: the two take turns (`write_lock`),
+        so neither's transaction reads a snapshot the other then commits over."""
+        async with self.write_lock:
+            return await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: Sequence[Outcome]) -> int:
         db = self.db
         now = utc_now()
         fetched = [o for o in batch if isinstance(o, records.FetchedRecord)]

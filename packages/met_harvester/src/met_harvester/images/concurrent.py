@@ -84,6 +84,8 @@ class ImagesBeside:
         self.store = BlobStore.for_data_dir(settings.data_dir)
         self.allowed = parse_allowlist(settings.image_hosts)
         self.report = ImageSyncReport()
+        self.write_lock = asyncio.Lock()
+        """Taken by each record batch and each image batch: one transaction at a time."""
         self.pool: ImagePool | None = None
         self._db: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -103,6 +105,7 @@ class ImagesBeside:
             metrics=self.metrics,
             progress=self.progress,
             stop_event=self.stop_event,
+            write_lock=self.write_lock,
         )
         self._task = asyncio.create_task(self.pool.run(), name="image-pool")
 

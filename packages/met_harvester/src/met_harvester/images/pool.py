@@ -80,6 +80,8 @@ class ImagePool:
         progress: optional reporter (task "images").
         stop_event: when set, no new downloads start; those in flight finish and are recorded.
         backlog: also take `pending` and due `failed` rows from the database.
+        write_lock: taken around each batch's transaction when another connection (the
+            record pass) writes at the same time.
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class ImagePool:
         progress: ProgressReporter | None = None,
         stop_event: asyncio.Event | None = None,
         backlog: bool = True,
+        write_lock: asyncio.Lock | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -104,6 +107,7 @@ class ImagePool:
         self.progress = progress
         self.stop_event = stop_event
         self.backlog = backlog
+        self.write_lock = write_lock or asyncio.Lock()
         self.limiter: AdaptiveRateLimiter | None = None
         self.first_request_at: float | None = None  # time.monotonic() of the first download
         self._offers: asyncio.Queue[tuple[list[int], frozenset[int], bool]] = asyncio.Queue(
@@ -184,7 +188,9 @@ class ImagePool:
         conditional: Collection[int],
     ) -> None:
         writer = asyncio.create_task(
-            write_results(self.db, results, self.report, self.metrics, self._on_batch)
+            write_results(
+                self.db, results, self.report, self.metrics, self._on_batch, self.write_lock
+            )
         )
         n_workers = WORKERS_PER_SLOT * self.settings.image_concurrency
         workers = [

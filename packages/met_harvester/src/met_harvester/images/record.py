@@ -92,6 +92,7 @@ async def write_results(
     report: ImageSyncReport,
     metrics: HarvesterMetrics | None,
     on_batch: OnBatch,
+    write_lock: asyncio.Lock,
 ) -> None:
     """Record outcomes from `results` until a None arrives; `on_batch(db, batch)` runs inside each
     batch's transaction, before its commit (the pool saves its limiter state there)."""
@@ -118,9 +119,10 @@ async def write_results(
         if batch and (
             done or len(batch) >= WRITE_BATCH or time.monotonic() - last_flush >= WRITE_INTERVAL
         ):
-            await record_batch(db, batch, report, metrics)
-            await on_batch(db, batch)
-            await db.commit()
+            async with write_lock:  # one transaction at a time with the record pass
+                await record_batch(db, batch, report, metrics)
+                await on_batch(db, batch)
+                await db.commit()
             batch = []
             last_flush = time.monotonic()
 
