@@ -70,10 +70,10 @@ def _seconds_text(value: float | None) -> str:
 def _limiter_text(pool: str, known: dict[str, Any] | None) -> str:
     """One line per pool: the rate it runs at, what it learned about blocks."""
     if not known:
-        return f"limiter {pool:<5}never ran"
+        return f"limiter {pool:<7}never ran"
     paused = ", paused by a block when saved" if known.get("paused") else ""
     return (
-        f"limiter {pool:<5}{_rate_text(known.get('current_rate'))} of "
+        f"limiter {pool:<7}{_rate_text(known.get('current_rate'))} of "
         f"{_rate_text(known.get('ceiling'))}, clean {_rate_text(known.get('clean_rate'))}, "
         f"last block at {_rate_text(known.get('block_rate'))} lasting "
         f"{_seconds_text(known.get('block_seconds'))}, climb back-off "
