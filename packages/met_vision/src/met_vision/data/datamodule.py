@@ -497,7 +497,7 @@ class MetDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return 0
-        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)  # type: ignore[attr-defined]
         return done if done < trainer.num_training_batches else 0
 
     def state_dict(self) -> dict[str, Any]:
