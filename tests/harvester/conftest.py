@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from harvester_support import FakeApiFactory
+from harvester_support import MET_SAMPLES, FakeApiFactory
 
 from met_harvester.testing import (
     CollectionConfig,
@@ -50,6 +50,14 @@ async def fake_api_factory() -> AsyncIterator[FakeApiFactory]:
     yield factory
     for api in reversed(started):
         await api.stop()
+
+
+@pytest.fixture
+def fail_without_samples() -> None:
+    """Used by `samples_required` under CI=true when the shared samples are absent."""
+    pytest.fail(
+        f"CI=true but {MET_SAMPLES} is missing: check out the shared met-samples next to the repo"
+    )
 
 
 @pytest.fixture

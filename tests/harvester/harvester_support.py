@@ -6,10 +6,24 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from met_harvester.testing import API_PREFIX, FakeMetAPI
 
 MET_SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "met-samples"
-"""Real API samples, next to the repo and never inside it; tests skip when it is absent."""
+"""Real API samples, next to the repo and never inside it; tests skip when it is absent (and fail
+under CI=true, see `samples_required`)."""
+
+
+def samples_required(path: Path = MET_SAMPLES) -> pytest.MarkDecorator:
+    """Mark a test that reads `path` under the shared samples: skipped when it is absent,
+    except under `CI=true`, where the test fails saying what is missing (CI must have it)."""
+    if path.exists():
+        return pytest.mark.skipif(False, reason=f"{path} is present")
+    if os.environ.get("CI", "").strip().lower() == "true":
+        return pytest.mark.usefixtures("fail_without_samples")
+    return pytest.mark.skip(reason=f"{path} is absent (shared met-samples)")
+
 
 FakeApiFactory = Callable[..., Awaitable[FakeMetAPI]]
 """The type of the `fake_api_factory` fixture."""

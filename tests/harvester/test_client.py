@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from met_harvester.client import ApiError, ListingError, MetClient
+from met_harvester.client import ApiError, Listing, ListingError, MetClient
+from met_harvester.db.withdrawal import judge_listing
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.settings import HarvesterSettings
 
@@ -345,18 +346,22 @@ async def test_listing_params_and_empty_bodies(server: ScriptedServer, tmp_path:
         json_answer({"total": 3, "objectIDs": [5, 1, 5, 3]}),
         json_answer({"total": 0, "objectIDs": []}),
         json_answer({"total": 0, "objectIDs": None}),
+        json_answer({"total": 7, "objectIDs": [2, 4]}),
     )
     metrics = HarvesterMetrics()
     async with MetClient(settings_for(server, tmp_path), metrics=metrics) as client:
-        ids = await client.list_object_ids(metadata_date=dt.date(2024, 3, 9), department_ids=[1, 3])
-        assert ids == [5, 1, 3]
+        listed = await client.list_objects(metadata_date=dt.date(2024, 3, 9), department_ids=[1, 3])
+        assert listed == Listing(ids=[5, 1, 3], total=3)
         assert await client.list_object_ids(department_ids=[999]) == []
         assert await client.list_object_ids() == []
+        short = await client.list_objects()  # a total that disagrees with the ids is kept...
+    assert short == Listing(ids=[2, 4], total=7)
+    assert not judge_listing("full", len(short.ids), short.total, None, 0.02).trusted  # ...and told
     first = server.seen[0]
     assert first.query["metadataDate"] == "2024-03-09"
     assert first.query["departmentIds"] == "1|3"
     assert "metadataDate" not in server.seen[2].query
-    assert requests(metrics, "listing", "200") == 3
+    assert requests(metrics, "listing", "200") == 4
 
 
 async def test_listing_errors_are_one_line(server: ScriptedServer, tmp_path: Path) -> None:

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 from csvgen import met_rows, tag_urls, write_csv, write_met_csv
-from harvester_support import MET_SAMPLES
+from harvester_support import MET_SAMPLES, samples_required
 
 from met_harvester.csvimport import import_csv
 from met_harvester.csvimport.columns import MET_COLUMNS
 from met_harvester.db.connection import connect_sync, db_path
 
 SUBSET = MET_SAMPLES / "csv" / "MetObjects-subset-2000rows.csv"
-needs_subset = pytest.mark.skipif(not SUBSET.is_file(), reason="shared met-samples CSV absent")
+needs_subset = samples_required(SUBSET)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

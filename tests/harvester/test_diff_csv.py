@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from csvgen import met_rows, record_to_csv_row, write_csv
-from harvester_support import MET_SAMPLES
+from harvester_support import MET_SAMPLES, samples_required
 
 from met_harvester.csvimport import import_csv
 from met_harvester.csvimport.diff import CATEGORIES, diff_csv_api
@@ -166,7 +165,7 @@ def test_diff_csv_without_a_mirror_fails_with_one_line(tmp_path: Path) -> None:
 SUBSET = MET_SAMPLES / "csv" / "MetObjects-subset-2000rows.csv"
 
 
-@pytest.mark.skipif(not SUBSET.is_file(), reason="shared met-samples absent")
+@samples_required(SUBSET)
 async def test_real_csv_rows_and_real_api_bodies_agree(tmp_path: Path) -> None:
     """The 4 objects both in the real CSV subset and in the recorded API bodies."""
     data = tmp_path / "data"

@@ -7,7 +7,7 @@ import json
 import socket
 
 import pytest
-from harvester_support import MET_SAMPLES
+from harvester_support import MET_SAMPLES, samples_required
 
 from met_harvester.images.hosts import (
     AllowedHost,
@@ -153,7 +153,7 @@ async def test_guarded_resolver_drops_non_public_answers() -> None:
     assert [r["host"] for r in await local.resolve("localhost", 9000)] == ["127.0.0.1"]
 
 
-@pytest.mark.skipif(not MET_SAMPLES.is_dir(), reason="../shared/met-samples is absent")
+@samples_required(MET_SAMPLES)
 def test_every_image_url_of_the_real_samples_is_allowed_by_default() -> None:
     found: list[object] = []
     for path in sorted(MET_SAMPLES.glob("objects*/*.json")):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harvester_support import MET_SAMPLES
+from harvester_support import MET_SAMPLES, samples_required
 
 from met_harvester.models import (
     Constituent,
@@ -26,9 +26,7 @@ def sample_files() -> list[Path]:
     return [p for folder in FOLDERS for p in sorted((MET_SAMPLES / folder).glob("*.json"))]
 
 
-needs_samples = pytest.mark.skipif(
-    not (MET_SAMPLES / "objects").is_dir(), reason="shared met-samples not present"
-)
+needs_samples = samples_required(MET_SAMPLES / "objects")
 
 
 @needs_samples

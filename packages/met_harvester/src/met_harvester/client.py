@@ -17,15 +17,25 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+import yarl
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from met_harvester.api_answer import (
+    ACCEPT_ENCODING,
+    MAX_REDIRECTS,
+    is_api_not_found,
+    read_capped,
+    redirect_target,
+)
 from met_harvester.ratelimit import AdaptiveRateLimiter
 from met_harvester.retry import (
     AttemptBudget,
     BlockedError,
+    RefusedError,
     RetryPolicy,
     TransientError,
     classify_status,
+    is_retryable,
     looks_like_html,
     parse_retry_after,
 )
@@ -37,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("met_harvester.client")
 
 FetchKind = Literal["ok", "missing", "failed"]
+MAX_OBJECT_ID = 2**63 - 1
+"""Largest id SQLite can store; larger (or non-positive) listed ids are left out."""
 
 
 @dataclass
@@ -61,6 +73,14 @@ class FetchResult:
     data: dict[str, Any] | None
     error: str | None
     attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Listing:
+    """An id listing: the distinct ids in the API's order, and its `total` (None if absent)."""
+
+    ids: list[int]
+    total: int | None
 
 
 class ApiError(Exception):
@@ -159,7 +179,12 @@ class MetClient:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-            headers={"User-Agent": self.settings.user_agent, "Accept": "application/json"},
+            headers={
+                "User-Agent": self.settings.user_agent,
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
+            auto_decompress=False,  # `read_capped` decodes in bounded steps (no gzip bombs)
         )
 
     async def close(self) -> None:
@@ -193,7 +218,7 @@ class MetClient:
             return FetchResult(
                 object_id, "failed", answer.status, answer.body, None, error, answer.attempts
             )
-        if not isinstance(answer.data, dict):
+        if answer.data is not None and not isinstance(answer.data, dict):
             error = f"expected a JSON object, got {type(answer.data).__name__}"
             return FetchResult(
                 object_id, "failed", answer.status, answer.body, None, error, answer.attempts
@@ -213,6 +238,21 @@ class MetClient:
         Raises:
             ListingError: the listing could not be had after retries, or made no sense.
         """
+        return (
+            await self.list_objects(metadata_date=metadata_date, department_ids=department_ids)
+        ).ids
+
+    async def list_objects(
+        self,
+        *,
+        metadata_date: dt.date | None = None,
+        department_ids: Sequence[int] | None = None,
+    ) -> Listing:
+        """Like `list_object_ids`, with the listing's own `total` (to judge its completeness).
+
+        Raises:
+            ListingError: the listing could not be had after retries, or made no sense.
+        """
         params: dict[str, str] = {}
         if metadata_date is not None:
             day = metadata_date.date() if isinstance(metadata_date, dt.datetime) else metadata_date
@@ -227,7 +267,11 @@ class MetClient:
                 status=exc.status,
                 body=exc.body,
             ) from exc
-        return _ids(data, f"{self.base_url}/objects")
+        where = f"{self.base_url}/objects"
+        total = data.get("total") if isinstance(data, dict) else None
+        if isinstance(total, bool) or not isinstance(total, int):
+            total = None
+        return Listing(_ids(data, where), total)
 
     async def search(self, query: str, **params: str | int | bool) -> list[int]:
         """Ids matching ``/search?q=query&...`` (``objectIDs: null`` gives ``[]``)."""
@@ -273,7 +317,7 @@ class MetClient:
         retrying = AsyncRetrying(
             stop=budget,
             wait=self.retry_policy.wait_seconds,
-            retry=retry_if_exception_type(TransientError),
+            retry=retry_if_exception(is_retryable),
             before_sleep=self._count_retry,
             reraise=True,
         )
@@ -309,11 +353,12 @@ class MetClient:
             await self.limiter.acquire()
             started = self.limiter.now()
             try:
-                async with self._session.get(url, params=params) as response:
-                    raw = await response.read()
-                    status = response.status
-                    content_type = response.headers.get("Content-Type", "")
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                status, raw, headers = await self._get(url, params)
+                content_type = headers.get("Content-Type", "")
+                retry_after = parse_retry_after(headers.get("Retry-After"))
+            except RefusedError:
+                self._count_request(endpoint, "refused")
+                raise
             except TimeoutError as exc:
                 self._transport_trouble(endpoint, "timeout")
                 raise TransientError(
@@ -329,6 +374,22 @@ class MetClient:
                 ) from exc
         self._count_request(endpoint, str(status))
         return self._judge(url, status, raw, content_type, retry_after, started)
+
+    async def _get(
+        self, url: str, params: Mapping[str, str] | None
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """GET with the body size cap, following redirects only on the API host."""
+        assert self._session is not None
+        target = yarl.URL(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self._session.get(target, params=params, allow_redirects=False) as response:
+                if response.status in (301, 302, 303, 307, 308):
+                    target = redirect_target(response.url, response.headers.get("Location"))
+                    params = None  # the Location carries the query
+                    continue
+                raw = await read_capped(response, self.settings.max_body_bytes)
+                return response.status, raw, response.headers
+        raise RefusedError("redirect", f"more than {MAX_REDIRECTS} redirects from {url}")
 
     def _judge(
         self,
@@ -372,8 +433,15 @@ class MetClient:
             if not utf8:
                 raise ValueError("body is not UTF-8")
             data = json.loads(body)
+        except RecursionError:
+            if kind != "ok":
+                raise self._not_the_api(url, status, body) from None
+            self.limiter.on_success()  # a hostile record: the fetch pipeline quarantines it
+            return _Answer(status, body, None, 1)
         except ValueError as exc:
-            if kind != "ok":  # a 404/400 without a JSON body is still a final answer
+            if kind == "missing":
+                raise self._not_the_api(url, status, body) from exc
+            if kind != "ok":  # a 400/410 without a JSON body is still a final answer
                 self.limiter.on_success()
                 return _Answer(status, body, None, 1)
             self.limiter.on_server_error()
@@ -383,8 +451,21 @@ class MetClient:
                 status=status,
                 body=body,
             ) from exc
+        if kind == "missing" and not is_api_not_found(status, data):
+            raise self._not_the_api(url, status, body)
         self.limiter.on_success()
         return _Answer(status, body, data, 1)
+
+    def _not_the_api(self, url: str, status: int, body: str) -> TransientError:
+        """A 404 that is not the API's JSON `{"message": ...}` (an IIS HTML page, an empty or
+        other body): it says nothing about the id, so it is retried like a server error."""
+        self.limiter.on_server_error()
+        return TransientError(
+            "not_found_page",
+            f"HTTP {status} from {url} is not the API's answer: {_one_line(body, 80) or '(empty)'}",
+            status=status,
+            body=body,
+        )
 
     def _transport_trouble(self, endpoint: str, label: str) -> None:
         self.limiter.on_server_error()
@@ -414,6 +495,9 @@ def _ids(data: Any, where: str) -> list[int]:
     for value in raw:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ListingError(f"non-integer object id {value!r} from {where}")
+        if not 0 < value <= MAX_OBJECT_ID:
+            log.warning("object id %s from %s is out of range; left out", value, where)
+            continue  # the listing then disagrees with its total: it withdraws nothing
         if value not in seen:
             seen.add(value)
             ids.append(value)

@@ -216,8 +216,9 @@ def canonical_json(data: Any) -> str:
 
 
 def content_sha256(data: Any) -> str:
-    """sha256 (hex) of the canonical JSON of a record: equal content gives equal hashes."""
-    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
+    """sha256 (hex) of the canonical JSON of a record: equal content gives equal hashes.
+    (A lone surrogate from a `\\ud800` escape is hashed as its code point, never an error.)"""
+    return hashlib.sha256(canonical_json(data).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _describe(error: ValidationError) -> str:

@@ -6,7 +6,9 @@
 | 200/403/429 HTML, 403, 429               | block: pause everyone, cut rate   | yes     |
 | 5xx, 408, timeout, dropped connection    | server trouble (a run is a block) | yes     |
 | 200 truncated or invalid JSON            | bad body                          | yes     |
-| 404 ("ObjectID not found", ...)          | missing                           | no      |
+| 404 JSON `{"message": ...}`              | missing                           | no      |
+| 404 HTML page / non-JSON / other JSON    | not the API's answer: transient   | yes     |
+| body over the cap, redirect off the host | refused (`RefusedError`)          | no      |
 | other 4xx (400 "could not parse", 410)   | permanent failure                 | no      |
 """
 
@@ -88,6 +90,17 @@ class TransientError(Exception):
         self.body = body
         self.retry_after = retry_after
         self.attempts = 1
+
+
+class RefusedError(TransientError):
+    """An answer the client will not take (a body over the size cap, a redirect away from the
+    API host, an encoding it cannot decode). Not retried within the request; the id's fetch
+    fails and is retried on a later pass with back-off."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a failed attempt is tried again within the same request."""
+    return isinstance(exc, TransientError) and not isinstance(exc, RefusedError)
 
 
 class BlockedError(TransientError):

@@ -49,6 +49,21 @@ class HarvesterSettings(BaseSettings):
     )
     retry_wait_max: float = Field(30.0, ge=0, description="Longest retry back-off in seconds.")
     batch_size: int = Field(200, ge=1, description="Records written per DB transaction.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Largest API body accepted, decoded (16 MiB)."
+    )
+    listing_margin: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="A full listing smaller than the last trustworthy one by more than this "
+        "fraction is not trusted to withdraw objects.",
+    )
+    keep_versions: int | None = Field(
+        None,
+        ge=0,
+        description="Old versions kept per object (newest first); None keeps all.",
+    )
 
     # --- images (issue 3) ---------------------------------------------------------------
     images: bool = Field(True, description="Download images too (--no-images to skip).")
@@ -63,6 +78,9 @@ class HarvesterSettings(BaseSettings):
         description="Allowed image hosts, as host or host:port.",
     )
     max_image_bytes: int = Field(100_000_000, gt=0, description="Largest image body accepted.")
+    image_timeout: float = Field(
+        120.0, gt=0, description="Total deadline of one image download in seconds."
+    )
     max_image_pixels: int = Field(
         200_000_000, gt=0, description="Largest image (width x height) accepted."
     )

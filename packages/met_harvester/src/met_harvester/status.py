@@ -12,30 +12,33 @@ from typing import Any
 import aiosqlite
 
 from met_harvester.db import counts as mirror
-from met_harvester.db import runs, state
+from met_harvester.db import runs, state, trouble
 from met_harvester.priority import priority_status
 from met_harvester.progress import format_eta
 
 
 async def remaining_records(db: aiosqlite.Connection, counts: dict[str, Any]) -> int | None:
-    """Records still to fetch: listed ids not yet answered (stored, missing or quarantined) plus
-    pending failures; None before any full listing was seen."""
+    """Records still to fetch: listed ids not yet answered (stored, missing or quarantined);
+    a failed id is one of those, counted once. None before any full listing was seen."""
     total = await state.get_state_float(db, state.LISTING_TOTAL_KEY)
     if total is None:
         return None
     answered = counts["objects"] + counts["missing"] + counts["quarantined"]
-    return max(0, int(total) - answered) + counts["failures"]
+    return max(0, int(total) - answered)
 
 
 async def collect_status(db: aiosqlite.Connection) -> dict[str, Any]:
     """The mirror's status as a JSON-ready dict.
 
-    Keys: the integer counts above, `last_sync` ({run_id, start, end, mode, status, counts,
+    Keys: the integer counts above (with `quarantined_due` and `failures_due`: due for a retry
+    now), `quarantine_next_retry_at` / `failures_next_retry_at` (the earliest due time, None when
+    none waits), `last_sync` ({run_id, start, end, mode, status, counts,
     error} or None), `rate` ({current, learned, ceiling} in requests/s, None when unknown),
     `remaining` (records left to fetch, None before the first listing) and `eta_seconds` (the
     remaining records at the learned rate, else the current rate, else the ceiling).
     """
     status: dict[str, Any] = dict(await mirror.mirror_counts(db))
+    status.update(await trouble.next_retries(db))
     status["last_sync"] = await runs.last_run(db)
     rate = {name: await state.get_state_float(db, key) for name, key in state.RATE_KEYS.items()}
     status["rate"] = rate
@@ -48,6 +51,10 @@ async def collect_status(db: aiosqlite.Connection) -> dict[str, Any]:
     return status
 
 
+def _next(when: str | None) -> str:
+    return f", next due {when}" if when else ""
+
+
 def _rate_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}/s"
 
@@ -57,8 +64,11 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [
         f"objects      {status['objects']:>10,}   withdrawn {status['withdrawn']:,}",
         f"tags         {status['tags']:>10,}   constituents {status['constituents']:,}",
-        f"quarantined  {status['quarantined']:>10,}   missing (404) {status['missing']:,}",
-        f"failures     {status['failures']:>10,}   due for retry now {status['failures_due']:,}",
+        f"quarantined  {status['quarantined']:>10,}   due for retry now "
+        f"{status['quarantined_due']:,}{_next(status.get('quarantine_next_retry_at'))}",
+        f"missing      {status['missing']:>10,}   (the API's JSON 404)",
+        f"failures     {status['failures']:>10,}   due for retry now {status['failures_due']:,}"
+        f"{_next(status.get('failures_next_retry_at'))}",
     ]
     run = status.get("last_sync")
     if run:

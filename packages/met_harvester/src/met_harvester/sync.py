@@ -17,9 +17,11 @@ from typing import Any
 
 import aiosqlite
 
+from met_harvester import sync_window
 from met_harvester.client import ListingError, MetClient
 from met_harvester.db import runs, state
 from met_harvester.db.connection import open_db, utc_now
+from met_harvester.db.maintenance import after_pass
 from met_harvester.images.sync import ImageSyncReport, sync_images
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.priority import parse_priority
@@ -44,6 +46,7 @@ COUNT_KEYS = (
     "failed",
     "quarantined",
     "withdrawn",
+    "changed_todo",
 )
 """The counts every pass records (in this order), all starting at 0."""
 
@@ -140,6 +143,7 @@ async def run_sync(
     except OSError as exc:  # e.g. no space left for a blob, a read-only data dir
         raise SyncError(f"cannot write in {settings.data_dir}: {exc}") from exc
     finally:
+        await after_pass(db, keep_versions=settings.keep_versions)
         await db.close()
 
 
@@ -188,6 +192,9 @@ async def _run(
                 object_ids=object_ids,
                 departments=departments,
                 metrics=metrics,
+                run_id=run_id,
+                started_at=started_at,
+                listing_margin=settings.listing_margin,
             )
             if limit is not None:
                 todo = todo[:limit]
@@ -210,6 +217,7 @@ async def _run(
                 metrics=metrics,
                 progress=progress,
                 stop_event=stop_event,
+                window_ids=todo[: counts.get("changed_todo", 0)],
             )
             done = await pipeline.fetch_all(todo) if todo else 0
             await save_rate(db, client, settings)
@@ -238,6 +246,8 @@ async def _run(
         finished_at=finished_at,
         counts=counts,
     )
+    if report.completed and mode in ("full", "incremental"):
+        await sync_window.clear_window(db)  # committed with the run's end
     await runs.finish_run(
         db,
         run_id,

@@ -2,7 +2,8 @@
 
 The pipeline has flat memory: a bounded queue of ids, ``settings.concurrency`` workers calling the
 client, and one writer task that commits ``settings.batch_size`` outcomes per transaction (or
-whatever arrived within `FLUSH_SECONDS`). Every committed batch is final, so a SIGKILL loses at
+whatever arrived within `FLUSH_SECONDS`, or `BATCH_BYTES` of bodies); bodies fetched but not yet
+committed are held to `QUEUED_BYTES` (a worker waits for room). Every committed batch is final, so a SIGKILL loses at
 most the batch in flight, which the next run fetches again because it is still missing (or, for
 changed records, still inside the changed window of the last completed run). Setting
 `stop_event` stops taking work, lets in-flight requests finish (up to ``settings.grace``
@@ -26,11 +27,16 @@ from met_harvester.metrics import HarvesterMetrics
 from met_harvester.models import RecordError, parse_object
 from met_harvester.progress import ProgressReporter, format_eta
 from met_harvester.settings import HarvesterSettings
+from met_harvester.sync_window import WindowCursor
 
 log = logging.getLogger("met_harvester.sync")
 
 FLUSH_SECONDS = 2.0
 """Longest time a fetched outcome waits before it is committed (matters at slow rates)."""
+BATCH_BYTES = 32 * 1024 * 1024
+"""A batch is committed early once its bodies reach this size (memory stays flat with big ones)."""
+QUEUED_BYTES = 64 * 1024 * 1024
+"""Bodies fetched but not yet committed, at most (a worker waits; one body may exceed it alone)."""
 CLEANUP_SECONDS = 5.0
 """How long cancelled pipeline tasks get to end before they are cancelled again."""
 
@@ -54,14 +60,49 @@ def classify(result: FetchResult) -> Outcome:
                 raise RecordError("empty response")
             data = json.loads(body)
         record = parse_object(data, object_id)
-    except (RecordError, ValueError) as exc:
-        raw = body if body is not None else json.dumps(data, ensure_ascii=False)
-        reason = str(exc) if isinstance(exc, RecordError) else f"body is not JSON: {exc}"
+    except (RecordError, ValueError, RecursionError) as exc:
+        raw = body if body is not None else repr(data)[:100_000]
+        reason = _quarantine_reason(exc)
         log.warning("quarantined record: %s", reason, extra={"object_id": object_id})
         return trouble.QuarantinedRecord(object_id, raw, reason, result.status)
     if body is None:
         body = json.dumps(data, ensure_ascii=False)
     return records.FetchedRecord(record=record, data=data, body=body)
+
+
+class ByteBudget:
+    """At most `limit` bytes taken at once; a taker waits for room (alone, it may exceed it)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._room = asyncio.Condition()
+
+    async def take(self, size: int) -> None:
+        """Wait until `size` fits (or nothing is taken), then take it."""
+        async with self._room:
+            await self._room.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+            self.used += size
+
+    async def give(self, size: int) -> None:
+        """Return `size` bytes and wake the waiters."""
+        async with self._room:
+            self.used = max(0, self.used - size)
+            self._room.notify_all()
+
+
+def _body_size(outcome: Outcome) -> int:
+    if isinstance(outcome, records.FetchedRecord):
+        return len(outcome.body)
+    return len(outcome.raw_body) if isinstance(outcome, trouble.QuarantinedRecord) else 0
+
+
+def _quarantine_reason(exc: Exception) -> str:
+    if isinstance(exc, RecordError):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "body is not JSON we can read: nested too deeply"
+    return f"body is not JSON: {exc}"
 
 
 class FetchPipeline:
@@ -76,6 +117,8 @@ class FetchPipeline:
         metrics: counters to update.
         progress: where to report progress (task "records").
         stop_event: set it to stop taking work; `stopping` then becomes True.
+        window_ids: the changed window's ids (ascending, at the head of the work); how far
+            they are committed is stored with each batch (`sync_window`).
     """
 
     def __init__(
@@ -89,8 +132,10 @@ class FetchPipeline:
         metrics: HarvesterMetrics | None = None,
         progress: ProgressReporter | None = None,
         stop_event: asyncio.Event | None = None,
+        window_ids: Sequence[int] = (),
     ) -> None:
         self.db = db
+        self.window = WindowCursor(window_ids) if window_ids else None
         self.settings = settings
         self.client = client
         self.counts = counts
@@ -100,6 +145,7 @@ class FetchPipeline:
         self.stop_event = stop_event
         self.stopping = False
         self._remaining = 0
+        self._queued = ByteBudget(QUEUED_BYTES)
 
     async def fetch_all(self, todo: Sequence[int]) -> int:
         """Fetch `todo` through the pipeline; returns how many outcomes were committed."""
@@ -122,8 +168,9 @@ class FetchPipeline:
                 object_id = await ids_q.get()
                 if object_id is None:
                     return
-                result = await self.client.get_object(object_id)
-                await out_q.put(classify(result))
+                outcome = classify(await self.client.get_object(object_id))
+                await self._queued.take(_body_size(outcome))
+                await out_q.put(outcome)
 
         producer = asyncio.create_task(produce(), name="sync-producer")
         workers = [asyncio.create_task(work(), name=f"sync-worker-{i}") for i in range(workers_n)]
@@ -172,6 +219,7 @@ class FetchPipeline:
 
     async def _write(self, out_q: asyncio.Queue[Outcome | None]) -> int:
         batch: list[Outcome] = []
+        batch_bytes = 0
         written = 0
         deadline: float | None = None
         loop = asyncio.get_running_loop()
@@ -182,19 +230,25 @@ class FetchPipeline:
                 async with asyncio.timeout(timeout):
                     item = await out_q.get()
             except TimeoutError:  # the oldest outcome waited FLUSH_SECONDS: commit what we have
-                written += await self.commit_batch(batch)
-                batch, deadline = [], None
+                written += await self._commit_and_release(batch, batch_bytes)
+                batch, deadline, batch_bytes = [], None, 0
                 continue
             if item is None:  # every worker is done
                 if batch:
-                    written += await self.commit_batch(batch)
+                    written += await self._commit_and_release(batch, batch_bytes)
                 return written
             batch.append(item)
+            batch_bytes += _body_size(item)
             if deadline is None:
                 deadline = loop.time() + FLUSH_SECONDS
-            if len(batch) >= self.settings.batch_size:
-                written += await self.commit_batch(batch)
-                batch, deadline = [], None
+            if len(batch) >= self.settings.batch_size or batch_bytes >= BATCH_BYTES:
+                written += await self._commit_and_release(batch, batch_bytes)
+                batch, deadline, batch_bytes = [], None, 0
+
+    async def _commit_and_release(self, batch: Sequence[Outcome], size: int) -> int:
+        written = await self.commit_batch(batch)
+        await self._queued.give(size)
+        return written
 
     async def commit_batch(self, batch: Sequence[Outcome]) -> int:
         """Store one batch of outcomes in one transaction, with the run's counts and the rate."""
@@ -204,7 +258,8 @@ class FetchPipeline:
         missing = [o for o in batch if isinstance(o, trouble.MissingObject)]
         failed = [o for o in batch if isinstance(o, trouble.FailedFetch)]
         bad = [o for o in batch if isinstance(o, trouble.QuarantinedRecord)]
-        saved = await records.save_objects(db, fetched, now=now)
+        saved, unstorable = await records.save_objects_or_quarantine(db, fetched, now=now)
+        bad += unstorable
         await trouble.save_missing(db, missing, now=now)
         await trouble.save_failures(db, failed, now=now)
         await trouble.save_quarantine(db, bad, now=now)
@@ -217,6 +272,8 @@ class FetchPipeline:
         c["failed"] += len(failed)
         c["quarantined"] += len(bad)
         await runs.update_run_counts(db, self.run_id, c)
+        if self.window is not None:
+            await self.window.save(db, [o.object_id for o in batch])
         await save_rate(db, self.client, self.settings)
         await db.commit()
         self.counts.update(c)  # only once committed: the caller's dict stays true to the DB

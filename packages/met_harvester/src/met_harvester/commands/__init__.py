@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "met_harvester.commands.daemon_cmd",  # daemon (issue 5)
     "met_harvester.commands.csv_cmd",  # import-csv, diff-csv (issue 4)
     "met_harvester.commands.images_cmd",  # verify, gc (issue 3)
+    "met_harvester.commands.retry_cmd",  # retry (issue 14)
 )
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 
 from met_harvester.settings import HarvesterSettings, load_settings
+
+if TYPE_CHECKING:
+    from met_harvester.datadir import DataDirLock
 
 ConfigOpt = Annotated[
     Path | None,
@@ -46,6 +49,22 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print one clear line to stderr and exit with `code`."""
     typer.echo(f"met-harvester: error: {message}", err=True)
     sys.exit(code)
+
+
+def hold_data_dir(data_dir: Path, *, command: str) -> DataDirLock:
+    """Take the data-dir lock for a writer, or exit: 3 when another process holds it, 1 when
+    the data dir cannot be used."""
+    from met_harvester.datadir import DataDirLock, LockHeldError
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock = DataDirLock(data_dir, command=command)
+        lock.acquire()
+    except LockHeldError as exc:
+        fail(str(exc), code=3)  # 3: another sync, import or daemon holds this data dir
+    except OSError as exc:
+        fail(f"cannot use data dir {data_dir}: {exc.strerror or exc}", code=1)
+    return lock
 
 
 def build_settings(config: Path | None, **overrides: Any) -> HarvesterSettings:

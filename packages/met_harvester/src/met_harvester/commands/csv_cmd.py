@@ -2,7 +2,8 @@
 
 Exit codes of `import-csv`: 0 the file was imported (bad rows, if any, were reported with their
 row and line and skipped); 2 the file is not the Met CSV, or a bad option (nothing written);
-1 the database could not be written; 130 interrupted (committed batches are kept). `diff-csv`: 0 with the report, 1 when there is no mirror.
+1 the database could not be written; 3 another process (a sync, the daemon) holds the data-dir
+lock; 130 interrupted (committed batches are kept). `diff-csv`: 0 with the report, 1 when there is no mirror.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from met_harvester.commands.common import ConfigOpt, DataDirOpt, build_settings, fail
+from met_harvester.commands.common import (
+    ConfigOpt,
+    DataDirOpt,
+    build_settings,
+    fail,
+    hold_data_dir,
+)
 from met_harvester.csvimport.reader import CsvIssue, NotMetCsvError
 from met_harvester.db.connection import db_path
 
@@ -86,12 +93,21 @@ def import_csv_cmd(
 
     Re-importing a file changes nothing. A newer file updates rows and keeps history.
 
-    Bad rows are reported with their row and line, and skipped.
+    Bad rows are reported with their row and line, and skipped. Holds the data-dir lock
+    (exit 3 when a sync or the daemon holds it).
     """
+    settings = build_settings(config, data_dir=data_dir)
+    lock = hold_data_dir(settings.data_dir, command="import-csv")  # no sync writes meanwhile
+    try:
+        _import_locked(path, settings.data_dir, batch_size)
+    finally:
+        lock.release()
+
+
+def _import_locked(path: Path, data_dir: Path, batch_size: int) -> None:
     from met_harvester.csvimport.importer import import_csv
     from met_harvester.csvimport.writer import WriterProcessError
 
-    settings = build_settings(config, data_dir=data_dir)
     printer = _IssuePrinter(path)
     console = Console(stderr=True)
     bar: Progress | None = None
@@ -117,7 +133,7 @@ def import_csv_cmd(
 
                 report = import_csv(
                     path,
-                    settings.data_dir,
+                    data_dir,
                     batch_size=batch_size,
                     progress=advance,
                     on_issue=printer,
@@ -125,7 +141,7 @@ def import_csv_cmd(
         else:
             report = import_csv(
                 path,
-                settings.data_dir,
+                data_dir,
                 batch_size=batch_size,
                 progress=_PlainProgress(),
                 on_issue=printer,
@@ -135,7 +151,7 @@ def import_csv_cmd(
     except KeyboardInterrupt:
         fail("import-csv interrupted; the batches written so far are kept (run it again)", 130)
     except (sqlite3.Error, OSError, WriterProcessError) as exc:
-        fail(f"cannot import into {db_path(settings.data_dir)}: {exc}", 1)
+        fail(f"cannot import into {db_path(data_dir)}: {exc}", 1)
     if printer.count > _SHOWN_ISSUES:
         typer.echo(
             f"met-harvester: {printer.count - _SHOWN_ISSUES} more issues not shown "

@@ -38,6 +38,14 @@ def fake_api(
             "with this probability (others 5%). Default: tint on 10% of objects, independent of tags.",
         ),
     ] = None,
+    unmarked_tags: Annotated[
+        str | None,
+        typer.Option(
+            "--unmarked-tags",
+            help="Comma-separated tags drawn without a motif of their own (e.g. Men,Women): "
+            "a model can find them only through what they correlate with, like the --bias tint.",
+        ),
+    ] = None,
     truth_out: Annotated[
         Path | None,
         typer.Option(
@@ -73,6 +81,12 @@ def fake_api(
     p_truncate: Annotated[float, _p("--p-truncate", "API answers cut off half way")] = 0.0,
     p_invalid_json: Annotated[
         float, _p("--p-invalid-json", "API answers with invalid JSON (200)")
+    ] = 0.0,
+    p_html404: Annotated[
+        float, _p("--p-html404", "record requests answered with IIS's HTML 404 page")
+    ] = 0.0,
+    listing_truncate: Annotated[
+        float, _p("--listing-truncate", "ids left out of full listings (total kept)")
     ] = 0.0,
     latency: Annotated[
         float,
@@ -194,6 +208,7 @@ def fake_api(
     fractions = {
         "--p403": p403, "--p429": p429, "--p500": p500, "--p503": p503, "--p-html200": p_html200,
         "--p-drop": p_drop, "--p-truncate": p_truncate, "--p-invalid-json": p_invalid_json,
+        "--p-html404": p_html404, "--listing-truncate": listing_truncate,
         "--p-image-truncate": p_image_truncate, "--p-image-wrong-type": p_image_wrong_type,
         "--p-image-html": p_image_html, "--p-image-bomb": p_image_bomb, "--p-image-slow": p_image_slow,
         "--firewall-html200": firewall_html200, "--bias": 0.0 if bias is None else bias,
@@ -224,14 +239,21 @@ def fake_api(
         )
     faults = FaultConfig(
         p403=p403, p429=p429, p500=p500, p503=p503, p_html200=p_html200, p_drop=p_drop,
-        p_truncate=p_truncate, p_invalid_json=p_invalid_json, latency=latency,
+        p_truncate=p_truncate, p_invalid_json=p_invalid_json, p_html404=p_html404,
+        listing_truncate=listing_truncate, latency=latency,
         latency_jitter=latency_jitter, retry_after=retry_after, listing_faults=listing_faults,
         p_image_truncate=p_image_truncate, p_image_wrong_type=p_image_wrong_type,
         p_image_html=p_image_html, p_image_bomb=p_image_bomb, p_image_slow=p_image_slow,
         image_slow_rate=image_slow_rate, image_latency=image_latency, seed=fault_seed,
     )  # fmt: skip
     collection = SyntheticCollection(
-        CollectionConfig(n_objects=objects, seed=seed, bias=bias, large_image=large_image)
+        CollectionConfig(
+            n_objects=objects,
+            seed=seed,
+            bias=bias,
+            large_image=large_image,
+            unmarked_tags=tuple(t.strip() for t in (unmarked_tags or "").split(",") if t.strip()),
+        )
     )
     if truth_out is not None:
         try:

@@ -9,20 +9,21 @@ from typing import Annotated
 
 import typer
 
-from met_harvester.commands.common import ConfigOpt, DataDirOpt, build_settings, fail
+from met_harvester.commands.common import (
+    ConfigOpt,
+    DataDirOpt,
+    build_settings,
+    fail,
+    hold_data_dir,
+)
 from met_harvester.db.connection import db_path
 
 
 @contextlib.contextmanager
 def _data_dir_lock(data_dir: Path, command: str) -> Iterator[None]:
-    """Hold the data-dir lock while changing the store, so no sync runs meanwhile."""
-    from met_harvester.datadir import DataDirLock, LockHeldError
-
-    lock = DataDirLock(data_dir, command=command)
-    try:
-        lock.acquire()
-    except LockHeldError as exc:
-        fail(str(exc), code=3)  # 3, as for `sync`: another process holds the data dir
+    """Hold the data-dir lock while changing the store, so no sync runs meanwhile (exit 3, as
+    for `sync`, when another process holds it)."""
+    lock = hold_data_dir(data_dir, command=command)
     try:
         yield
     finally:

@@ -30,6 +30,7 @@ from met_harvester.commands.common import (
     UserAgentOpt,
     build_settings,
     fail,
+    hold_data_dir,
 )
 from met_harvester.db.connection import db_path
 from met_harvester.settings import HarvesterSettings
@@ -81,6 +82,26 @@ ImageHostsOpt = Annotated[
 MaxImageBytesOpt = Annotated[
     int | None,
     typer.Option("--max-image-bytes", help="Largest image body accepted (default 100000000)."),
+]
+ImageTimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--image-timeout", help="Total deadline of one image download, s (default 120)."),
+]
+MaxBodyBytesOpt = Annotated[
+    int | None,
+    typer.Option("--max-body-bytes", help="Largest API body accepted (default 16 MiB)."),
+]
+ListingMarginOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--listing-margin",
+        help="A full listing smaller than the last trustworthy one by more than this fraction "
+        "withdraws nothing (default 0.02).",
+    ),
+]
+KeepVersionsOpt = Annotated[
+    int | None,
+    typer.Option("--keep-versions", help="Old versions kept per object (default: all)."),
 ]
 PriorityOpt = Annotated[
     str | None,
@@ -226,6 +247,10 @@ def sync(
     image_concurrency: ImageConcurrencyOpt = None,
     image_hosts: ImageHostsOpt = None,
     max_image_bytes: MaxImageBytesOpt = None,
+    image_timeout: ImageTimeoutOpt = None,
+    max_body_bytes: MaxBodyBytesOpt = None,
+    listing_margin: ListingMarginOpt = None,
+    keep_versions: KeepVersionsOpt = None,
     priority: PriorityOpt = None,
     batch_size: BatchSizeOpt = None,
     max_attempts: MaxAttemptsOpt = None,
@@ -235,7 +260,7 @@ def sync(
     """One sync pass: list ids, fetch new and changed records (then images), store them.
 
     The first run is full; later runs fetch new ids, ids changed since the last completed run
-    (minus a day of overlap) and failed ids due for retry. Every option can also come from env
+    (minus two days of overlap) and failed or quarantined ids due for retry. Every option can also come from env
     MET_HARVESTER_<NAME> or from --config. Exit 0 when the pass completed, 1 on a fatal error,
     2 on a bad option, 3 when the data dir is locked by another process, 130/143 when stopped
     by SIGINT/SIGTERM (work done so far is kept).
@@ -255,6 +280,10 @@ def sync(
         image_concurrency=image_concurrency,
         image_hosts=image_hosts,
         max_image_bytes=max_image_bytes,
+        image_timeout=image_timeout,
+        max_body_bytes=max_body_bytes,
+        listing_margin=listing_margin,
+        keep_versions=keep_versions,
         priority=priority,
         batch_size=batch_size,
         max_attempts=max_attempts,
@@ -263,26 +292,30 @@ def sync(
     )
     ids = parse_id_list(object_ids, "--object-ids")
     department_ids = parse_id_list(departments, "--departments")
+    run_pass(settings, full=full, limit=limit, object_ids=ids, departments=department_ids)
+
+
+def run_pass(
+    settings: HarvesterSettings,
+    *,
+    full: bool = False,
+    limit: int | None = None,
+    object_ids: list[int] | None = None,
+    departments: list[int] | None = None,
+    command: str = "sync",
+) -> None:
+    """Run one pass under the data-dir lock, print its summary and exit with its code."""
     _check_priority(settings.priority)
     _configure_logging(settings)
-    from met_harvester.datadir import DataDirLock, LockHeldError
-
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        lock = DataDirLock(settings.data_dir, command="sync")
-        lock.acquire()
-    except LockHeldError as exc:
-        fail(str(exc), code=3)  # 3: another sync or daemon holds this data dir
-    except OSError as exc:
-        fail(f"cannot use data dir {settings.data_dir}: {exc.strerror or exc}", code=1)
+    lock = hold_data_dir(settings.data_dir, command=command)
     try:
         code, error, report = asyncio.run(
             _sync_main(
                 settings,
                 full=full,
                 limit=limit,
-                object_ids=ids,
-                departments=department_ids,
+                object_ids=object_ids,
+                departments=departments,
             )
         )
     finally:

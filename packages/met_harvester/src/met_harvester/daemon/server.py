@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -107,8 +108,8 @@ def make_app(state: DaemonState, metrics: HarvesterMetrics) -> web.Application:
         return web.json_response(body, status=200 if reason is None else 503)
 
     async def metrics_view(_: web.Request) -> web.Response:
-        if path.exists():
-            db_gauges.refresh(path)
+        if path.exists():  # its own read-only connection, off the loop the limiter runs on
+            await asyncio.to_thread(db_gauges.refresh, path)
         resp = web.Response(body=generate_latest(metrics.registry))
         resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return resp

@@ -17,6 +17,7 @@ _PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=30000",
     "PRAGMA foreign_keys=OFF",
+    "PRAGMA journal_size_limit=67108864",  # a checkpointed WAL shrinks back to 64 MiB at most
 )
 
 _MIGRATIONS_TABLE = """

@@ -3,7 +3,8 @@
 Each count is one SQL query with a fixed meaning:
 
 - `objects`: stored records not withdrawn; `withdrawn`: stored records marked withdrawn;
-- `quarantined`: ids whose last body could not be stored; `missing`: ids the API answered 404;
+- `quarantined`: ids whose last body could not be stored; `quarantined_due`: those due for a
+  retry now; `missing`: ids the API answered with its JSON 404;
 - `failures`: ids whose fetch failed and waits for a retry; `failures_due`: those due now;
 - `images`: distinct blobs referenced by a current `ok` image row; `image_failures`: current
   rows failed and waiting for a retry; `images_pending`, `images_refused`: current rows so marked.
@@ -26,6 +27,8 @@ MIRROR_COUNTS: dict[str, str] = {
     "failures": "SELECT COUNT(*) FROM fetch_failures",
     "failures_due": "SELECT COUNT(*) FROM fetch_failures "
     "WHERE next_retry_at <= strftime('%Y-%m-%dT%H:%M:%fZ')",
+    "quarantined_due": "SELECT COUNT(*) FROM quarantine "
+    "WHERE COALESCE(next_retry_at, received_at) <= strftime('%Y-%m-%dT%H:%M:%fZ')",
     "missing": "SELECT COUNT(*) FROM missing_objects",
     "tags": "SELECT COUNT(*) FROM tags",
     "constituents": "SELECT COUNT(*) FROM constituents",
@@ -52,6 +55,11 @@ async def _run_counts(db: aiosqlite.Connection, queries: dict[str, str]) -> dict
             row = await cursor.fetchone()
         counts[key] = int(row[0]) if row and row[0] is not None else 0
     return counts
+
+
+async def count(db: aiosqlite.Connection, key: str) -> int:
+    """One count of `ALL_COUNTS` by its key."""
+    return (await _run_counts(db, {key: ALL_COUNTS[key]}))[key]
 
 
 async def mirror_counts(db: aiosqlite.Connection) -> dict[str, int]:

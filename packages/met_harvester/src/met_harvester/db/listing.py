@@ -1,7 +1,6 @@
 """Planning a pass: the id listing as a temp table, diffed against the mirror; withdrawal.
 
-`load_listing` commits; the rest only read, except `mark_withdrawn`, which leaves the
-transaction open.
+`load_listing` commits; the rest only read. Withdrawal itself is `db.withdrawal`.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from collections.abc import Iterable, Sequence
 
 import aiosqlite
 
-from met_harvester.db.connection import utc_now
 from met_harvester.db.sql import json_ids, select_ids
 
 
@@ -36,7 +34,8 @@ async def unfetched_listed_ids(
     db: aiosqlite.Connection, *, now: str, missing_recheck_before: str
 ) -> list[int]:
     """Listed ids the mirror lacks (or holds as withdrawn), ascending, leaving out ids that are
-    missing (404) since after `missing_recheck_before`, quarantined, or failed and not yet due."""
+    missing (404) since after `missing_recheck_before`, quarantined (their due retries come
+    from `due_quarantine_ids`), or failed and not yet due."""
     return await select_ids(
         db,
         """
@@ -65,6 +64,19 @@ async def due_failure_ids(
     )
 
 
+async def due_quarantine_ids(
+    db: aiosqlite.Connection, *, now: str, listed_only: bool = True
+) -> list[int]:
+    """Quarantined ids whose next retry time has come (only those still listed, by default)."""
+    where = "AND object_id IN (SELECT object_id FROM temp.listing)" if listed_only else ""
+    return await select_ids(
+        db,
+        "SELECT object_id FROM quarantine WHERE COALESCE(next_retry_at, received_at) <= ? "
+        f"{where} ORDER BY object_id",
+        (now,),
+    )
+
+
 async def vanished_ids(db: aiosqlite.Connection) -> list[int]:
     """Stored, not yet withdrawn objects that are absent from the loaded listing."""
     return await select_ids(
@@ -86,18 +98,3 @@ async def csv_only_ids(db: aiosqlite.Connection, ids: Sequence[int]) -> set[int]
         (json_ids(ids),),
     )
     return set(found)
-
-
-async def mark_withdrawn(
-    db: aiosqlite.Connection, ids: Sequence[int], *, now: str | None = None
-) -> int:
-    """Set `withdrawn_at` on stored objects that left the listing (rows are never deleted).
-    Returns how many were newly marked. Does not commit."""
-    if not ids:
-        return 0
-    cursor = await db.execute(
-        "UPDATE objects SET withdrawn_at = ? WHERE withdrawn_at IS NULL "
-        "AND object_id IN (SELECT value FROM json_each(?))",
-        (now or utc_now(), json_ids(ids)),
-    )
-    return cursor.rowcount

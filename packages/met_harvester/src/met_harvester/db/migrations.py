@@ -218,8 +218,46 @@ CREATE TABLE csv_imports (
 );
 """
 
+M0004_TRUTH = """
+ALTER TABLE objects ADD COLUMN typed_issues TEXT;    -- JSON list: why a typed column is NULL
+ALTER TABLE quarantine ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE quarantine ADD COLUMN first_received_at TEXT;
+ALTER TABLE quarantine ADD COLUMN next_retry_at TEXT;  -- NULL: due now
+ALTER TABLE sync_runs ADD COLUMN changes_from TEXT;   -- changes after this are in the mirror
+ALTER TABLE object_versions ADD COLUMN raw_json_zlib BLOB;  -- set: raw_json is '' (compressed)
+
+CREATE TABLE listing_checks (                    -- every id listing a pass used, judged
+    check_id          INTEGER PRIMARY KEY,
+    run_id            INTEGER,
+    checked_at        TEXT NOT NULL,
+    kind              TEXT NOT NULL,             -- full | changed
+    ids               INTEGER NOT NULL,          -- distinct ids in objectIDs
+    total             INTEGER,                   -- the listing's own `total`
+    previous_trusted  INTEGER,                   -- ids of the last trustworthy full listing
+    trusted           INTEGER NOT NULL,          -- 1: complete and not shrunk past the margin
+    reason            TEXT                       -- why not trusted
+);
+
+CREATE TABLE withdrawal_candidates (             -- absent from the last trustworthy listing
+    object_id        INTEGER PRIMARY KEY,
+    first_absent_at  TEXT NOT NULL,
+    check_id         INTEGER NOT NULL
+);
+
+CREATE TABLE withdrawal_events (                 -- when and why an object was (un)withdrawn
+    event_id   INTEGER PRIMARY KEY,
+    object_id  INTEGER NOT NULL,
+    at         TEXT NOT NULL,
+    action     TEXT NOT NULL CHECK (action IN ('withdrawn', 'restored')),
+    reason     TEXT NOT NULL,
+    run_id     INTEGER
+);
+CREATE INDEX withdrawal_events_object ON withdrawal_events(object_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "objects", M0001_OBJECTS),
     Migration(2, "images", M0002_IMAGES),
     Migration(3, "csv", M0003_CSV),
+    Migration(4, "truth", M0004_TRUTH),
 )

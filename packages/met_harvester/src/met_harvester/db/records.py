@@ -8,8 +8,11 @@ are ISO-8601 UTC strings (`utc_now()`), which sort as text.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -17,9 +20,26 @@ from typing import Any
 import aiosqlite
 
 from met_harvester.db.connection import utc_now
-from met_harvester.db.sql import json_ids
-from met_harvester.db.trouble import forget_trouble
+from met_harvester.db.sql import rows_of_ids
+from met_harvester.db.trouble import QuarantinedRecord, forget_trouble
+from met_harvester.db.typed import TypedValues
+from met_harvester.db.versions import save_versions
+from met_harvester.db.withdrawal import RESTORED_REASON, record_events
 from met_harvester.models import MetObject, content_sha256
+
+log = logging.getLogger("met_harvester.db")
+
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    OverflowError,
+    ValueError,  # UnicodeEncodeError too
+    TypeError,
+    RecursionError,
+    sqlite3.InterfaceError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.ProgrammingError,
+)
+"""What one record's content can make a save raise (not disk, lock or I/O trouble)."""
 
 
 @dataclass(frozen=True)
@@ -50,40 +70,44 @@ class SaveCounts:
     unchanged: int = 0
 
 
-def _blank_to_none(value: str | None) -> str | None:
-    return value if value else None
+def _key(field: str) -> str:
+    """The JSON key of a `MetObject` field (its alias)."""
+    return MetObject.model_fields[field].alias or field
 
 
-def _bool_to_int(value: bool | None) -> int | None:
-    return None if value is None else int(value)
+_TEXT_FIELDS = ("department", "classification", "object_name", "title", "culture", "period")
+_MORE_TEXT_FIELDS = ("artist_display_name", "artist_gender")
+_IMAGE_FIELDS = ("primary_image", "primary_image_small")
+_ACCESSION_FIELDS = ("accession_year", "accession_number")
 
 
 def _object_row(item: FetchedRecord, now: str) -> tuple[Any, ...]:
+    """The `objects` row of a record; typed values a column cannot hold become NULL with the
+    reason in `typed_issues` (see `db.typed`)."""
     r = item.record
+    typed = TypedValues(item.data)
+
+    def texts(fields: Sequence[str]) -> list[str | None]:
+        return [typed.text(_key(f), getattr(r, f)) for f in fields]
+
+    additional = [u for u in r.additional_images if typed.check_text("additionalImages", u)]
     return (
         r.object_id,
         item.body,
         item.sha256,
-        r.metadata_date,
+        typed.text("metadataDate", r.metadata_date) if r.metadata_date else r.metadata_date,
         now,
         now,
-        _blank_to_none(r.department),
-        _blank_to_none(r.classification),
-        _blank_to_none(r.object_name),
-        _blank_to_none(r.title),
-        _blank_to_none(r.culture),
-        _blank_to_none(r.period),
-        _bool_to_int(r.is_public_domain),
-        _bool_to_int(r.is_highlight),
-        _blank_to_none(r.artist_display_name),
-        _blank_to_none(r.artist_gender),
-        r.object_begin_date,
-        r.object_end_date,
-        _blank_to_none(r.primary_image),
-        _blank_to_none(r.primary_image_small),
-        json.dumps(r.additional_images, ensure_ascii=False),
-        _blank_to_none(r.accession_year),
-        _blank_to_none(r.accession_number),
+        *texts(_TEXT_FIELDS),
+        typed.flag("isPublicDomain", r.is_public_domain),
+        typed.flag("isHighlight", r.is_highlight),
+        *texts(_MORE_TEXT_FIELDS),
+        typed.integer("objectBeginDate", r.object_begin_date),
+        typed.integer("objectEndDate", r.object_end_date),
+        *texts(_IMAGE_FIELDS),
+        json.dumps(additional, ensure_ascii=False),
+        *texts(_ACCESSION_FIELDS),
+        typed.issues_json(),
     )
 
 
@@ -92,8 +116,9 @@ INSERT INTO objects (
     object_id, raw_json, content_sha256, metadata_date, first_seen_at, fetched_at,
     department, classification, object_name, title, culture, period, is_public_domain,
     is_highlight, artist_display_name, artist_gender, object_begin_date, object_end_date,
-    primary_image, primary_image_small, additional_images, accession_year, accession_number
-) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+    primary_image, primary_image_small, additional_images, accession_year, accession_number,
+    typed_issues
+) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT(object_id) DO UPDATE SET
     raw_json = excluded.raw_json, content_sha256 = excluded.content_sha256,
     metadata_date = excluded.metadata_date, fetched_at = excluded.fetched_at, withdrawn_at = NULL,
@@ -105,14 +130,7 @@ ON CONFLICT(object_id) DO UPDATE SET
     object_end_date = excluded.object_end_date, primary_image = excluded.primary_image,
     primary_image_small = excluded.primary_image_small,
     additional_images = excluded.additional_images, accession_year = excluded.accession_year,
-    accession_number = excluded.accession_number
-"""
-
-_SAVE_VERSION = """
-INSERT INTO object_versions
-    (object_id, raw_json, content_sha256, metadata_date, fetched_at, replaced_at, source)
-SELECT object_id, raw_json, content_sha256, metadata_date, fetched_at, ?, 'api'
-FROM objects WHERE object_id = ?
+    accession_number = excluded.accession_number, typed_issues = excluded.typed_issues
 """
 
 _UPSERT_TAG = """
@@ -139,8 +157,9 @@ async def save_objects(
     """Upsert a batch of fetched records with their tags and constituents.
 
     New ids are inserted; a changed record (other `content_sha256`) first moves its previous
-    raw JSON to `object_versions`; an unchanged one only gets `fetched_at`. Every saved id is
-    un-withdrawn and leaves `fetch_failures`, `missing_objects` and `quarantine`.
+    raw JSON to `object_versions` (compressed); an unchanged one only gets `fetched_at`. Every
+    saved id is un-withdrawn (recorded in `withdrawal_events`) and leaves `fetch_failures`,
+    `missing_objects` and `quarantine`.
     `first_seen_at` is never overwritten. Does not commit.
     """
     counts = SaveCounts()
@@ -149,12 +168,9 @@ async def save_objects(
     now = now or utc_now()
     latest: dict[int, FetchedRecord] = {item.object_id: item for item in items}
     ids = list(latest)
-    async with db.execute(
-        "SELECT object_id, content_sha256 FROM objects "
-        "WHERE object_id IN (SELECT value FROM json_each(?))",
-        (json_ids(ids),),
-    ) as cursor:
-        stored = {row[0]: row[1] async for row in cursor}
+    rows = await rows_of_ids(db, "object_id, content_sha256, withdrawn_at", "objects", ids)
+    stored = {row[0]: row[1] for row in rows}
+    restored = [row[0] for row in rows if row[2] is not None]
 
     written: list[FetchedRecord] = []
     changed_ids: list[int] = []
@@ -171,8 +187,8 @@ async def save_objects(
             counts.unchanged += 1
             same_ids.append(object_id)
 
-    if changed_ids:
-        await db.executemany(_SAVE_VERSION, [(now, i) for i in changed_ids])
+    await save_versions(db, changed_ids, now=now)
+    await record_events(db, restored, "restored", RESTORED_REASON, now=now)
     if written:
         await db.executemany(_UPSERT_OBJECT, [_object_row(item, now) for item in written])
         await _replace_tags(db, written)
@@ -186,6 +202,51 @@ async def save_objects(
     return counts
 
 
+async def save_objects_or_quarantine(
+    db: aiosqlite.Connection, items: Sequence[FetchedRecord], *, now: str | None = None
+) -> tuple[SaveCounts, list[QuarantinedRecord]]:
+    """`save_objects`, except that a record which cannot be stored at all is left out and
+    returned as a `QuarantinedRecord` (its body and the error); the rest of the batch is stored.
+
+    The batch is tried whole inside a savepoint; if it fails on a record's content
+    (`STORE_ERRORS`), each record is tried on its own. Does not commit.
+    """
+    try:
+        return await _in_savepoint(db, functools.partial(save_objects, db, items, now=now)), []
+    except STORE_ERRORS:
+        pass
+    counts = SaveCounts()
+    unstorable: list[QuarantinedRecord] = []
+    for item in items:
+        try:
+            one = await _in_savepoint(db, functools.partial(save_objects, db, [item], now=now))
+        except STORE_ERRORS as exc:
+            reason = f"cannot store the record: {type(exc).__name__}: {exc}"[:500]
+            log.warning("quarantined record: %s", reason, extra={"object_id": item.object_id})
+            unstorable.append(QuarantinedRecord(item.object_id, item.body, reason, 200))
+            continue
+        counts.new += one.new
+        counts.updated += one.updated
+        counts.unchanged += one.unchanged
+    return counts, unstorable
+
+
+async def _in_savepoint(
+    db: aiosqlite.Connection, work: Callable[[], Awaitable[SaveCounts]]
+) -> SaveCounts:
+    if not db.in_transaction:  # else RELEASE of an outermost savepoint would COMMIT the batch
+        await db.execute("BEGIN")
+    await db.execute("SAVEPOINT save_records")
+    try:
+        result = await work()
+    except BaseException:
+        await db.execute("ROLLBACK TO save_records")
+        await db.execute("RELEASE save_records")
+        raise
+    await db.execute("RELEASE save_records")
+    return result
+
+
 async def _replace_tags(db: aiosqlite.Connection, items: Sequence[FetchedRecord]) -> None:
     tags_by_term: dict[str, tuple[str | None, str | None]] = {}
     per_object: list[tuple[int, list[str]]] = []
@@ -193,8 +254,10 @@ async def _replace_tags(db: aiosqlite.Connection, items: Sequence[FetchedRecord]
         terms = []
         for tag in item.record.tag_list():
             term = tag.term.strip()
+            if TypedValues(None).check_text("tags.term", term) is None:
+                continue  # the raw JSON keeps it; a term no column can hold is no label
             terms.append(term)
-            tags_by_term[term] = (_blank_to_none(tag.aat_url), _blank_to_none(tag.wikidata_url))
+            tags_by_term[term] = (_clean_text(tag.aat_url), _clean_text(tag.wikidata_url))
         per_object.append((item.object_id, terms))
     await db.executemany(
         "DELETE FROM object_tags WHERE object_id = ? AND source = 'api'",
@@ -216,20 +279,25 @@ async def _replace_tags(db: aiosqlite.Connection, items: Sequence[FetchedRecord]
     )
 
 
+def _clean_text(value: str | None) -> str | None:
+    """A constituent's text if a column can hold it, else NULL (the raw JSON keeps it)."""
+    return TypedValues(None).check_text("constituents", value) if value else None
+
+
 async def _replace_constituents(db: aiosqlite.Connection, items: Sequence[FetchedRecord]) -> None:
     people: dict[int, tuple[Any, ...]] = {}
     links: list[tuple[int, int, str, int]] = []
     for item in items:
         for position, person in enumerate(item.record.constituent_list()):
             person_id = person.stable_id()
+            if TypedValues(None).check_int("constituentID", person_id) is None:
+                continue  # the raw JSON keeps it; an id SQLite cannot hold links nothing
             people[person_id] = (
                 person_id,
-                _blank_to_none(person.name),
-                _blank_to_none(person.ulan_url),
-                _blank_to_none(person.wikidata_url),
-                _blank_to_none(person.gender),
+                *(_clean_text(v) for v in (person.name, person.ulan_url, person.wikidata_url)),
+                _clean_text(person.gender),
             )
-            links.append((item.object_id, person_id, person.role or "", position))
+            links.append((item.object_id, person_id, _clean_text(person.role) or "", position))
     await db.executemany(
         "DELETE FROM object_constituents WHERE object_id = ?", [(i.object_id,) for i in items]
     )

@@ -65,13 +65,15 @@ async def changes_since(
 ) -> str | None:
     """Start time from which server-side changes may be missing from the mirror.
 
-    That is the start of the last completed full or incremental run; when none completed yet,
-    the start of the earliest run (records fetched by unfinished runs are fresh from then on).
+    That is the `changes_from` of the last completed full or incremental run (the start of the
+    run that began its changed window; by default its own start); when none completed yet, the
+    start of the earliest run (records fetched by unfinished runs are fresh from then on).
     None when no run ever started (nothing stored from the API: a first full pass).
     """
     marks = ",".join("?" for _ in complete_modes)
     async with db.execute(
-        f"SELECT MAX(started_at) FROM sync_runs WHERE status = 'completed' AND mode IN ({marks})",
+        f"SELECT COALESCE(changes_from, started_at) FROM sync_runs WHERE status = 'completed' "
+        f"AND mode IN ({marks}) ORDER BY run_id DESC LIMIT 1",
         tuple(complete_modes),
     ) as cursor:
         row = await cursor.fetchone()
@@ -80,6 +82,13 @@ async def changes_since(
     async with db.execute("SELECT MIN(started_at) FROM sync_runs") as cursor:
         row = await cursor.fetchone()
     return str(row[0]) if row and row[0] else None
+
+
+async def set_changes_from(db: aiosqlite.Connection, run_id: int, changes_from: str) -> None:
+    """Record from when this run, once completed, vouches for the changes. No commit."""
+    await db.execute(
+        "UPDATE sync_runs SET changes_from = ? WHERE run_id = ?", (changes_from, run_id)
+    )
 
 
 async def last_run(db: aiosqlite.Connection) -> dict[str, Any] | None:

@@ -37,3 +37,8 @@ async def get_state_float(db: aiosqlite.Connection, key: str) -> float | None:
         return None if value is None else float(value)
     except ValueError:
         return None
+
+
+async def delete_state(db: aiosqlite.Connection, key: str) -> None:
+    """Forget `key`. Does not commit."""
+    await db.execute("DELETE FROM harvester_state WHERE key = ?", (key,))

@@ -87,6 +87,11 @@ class PermanentFetchError(Exception):
         self.status = status
 
 
+class DeadlineExceeded(PermanentFetchError):
+    """The download did not complete within `--image-timeout`: not retried in this pass (a
+    later pass tries again after the back-off), so a trickling server holds a slot only once."""
+
+
 @dataclass(frozen=True)
 class _Body:
     """A body received and validated, waiting in its temp file for the commit."""
@@ -281,10 +286,12 @@ class ImageFetcher:
                         first = attempt.retry_state.attempt_number == 1
                         if first and stop_event is not None and stop_event.is_set():
                             return None  # not started yet: leave it for the next run
-                        got = await self._attempt(target, etag, last_modified)
+                        got = await self._attempt_within_deadline(target, etag, last_modified)
         except UrlRefused as exc:
             return FetchOutcome("refused", url, error=exc.reason, permanent=True)
         except TransientFetchError as exc:
+            return FetchOutcome("failed", url, status=exc.status, error=exc.reason)
+        except DeadlineExceeded as exc:  # the server may be fine tomorrow: a transient back-off
             return FetchOutcome("failed", url, status=exc.status, error=exc.reason)
         except PermanentFetchError as exc:
             return FetchOutcome("failed", url, status=exc.status, error=exc.reason, permanent=True)
@@ -315,6 +322,23 @@ class ImageFetcher:
     def _count(self, status: int | str) -> None:
         if self.metrics is not None:
             self.metrics.requests.labels("image", str(status)).inc()
+
+    async def _attempt_within_deadline(
+        self, target: yarl.URL, etag: str | None, last_modified: str | None
+    ) -> FetchOutcome | _Body:
+        """One attempt under the total deadline `settings.image_timeout` (a server trickling
+        bytes slower than the read timeout notices still ends here); not retried in this pass."""
+        deadline = self.settings.image_timeout
+        try:
+            async with asyncio.timeout(deadline):
+                return await self._attempt(target, etag, last_modified)
+        except TimeoutError:
+            if self.metrics is not None:
+                self.metrics.requests.labels("image", "deadline").inc()
+            self.limiter.on_server_error()
+            raise DeadlineExceeded(
+                f"download not complete within --image-timeout {deadline:g}s"
+            ) from None
 
     async def _attempt(
         self, target: yarl.URL, etag: str | None, last_modified: str | None

@@ -8,7 +8,9 @@ cap *before* any decoding (decompression bombs), and then completeness is proven
   data stuffs every FF byte, so no FF D9 can occur inside it: a body cut anywhere lacks it.
   Found with `rfind` on a read-only mmap, so a 100 MB file costs a few pages, not a decode.
 - PNG: `verify()` checks every chunk's CRC, and the file must end with the IEND chunk.
-- GIF, WebP, TIFF: `verify()` and a full decode (rare on the Met's image host).
+- GIF, WebP, TIFF: `verify()` and a decode of the first frame only (rare on the Met's image
+  host), within limits: at most `MAX_FRAMES` frames, a decoded frame of at most
+  `MAX_DECODE_BYTES`, and at most `DECODE_SLOTS` such decodes at once in the process.
 
 Nothing is decoded for JPEG and PNG, so memory and CPU do not grow with the pixel count. Pillow's own
 decompression-bomb guard (an error above 2 x `Image.MAX_IMAGE_PIXELS`) still applies on top of
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -37,6 +40,13 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF")
 _PLUGINS = (JpegImagePlugin, PngImagePlugin, GifImagePlugin, WebPImagePlugin, TiffImagePlugin)
 MAX_SIDE = 1 << 16
 PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+MAX_FRAMES = 1_000
+"""Most frames (animation, pages) a GIF / WebP / TIFF may declare."""
+MAX_DECODE_BYTES = 128 * 1024 * 1024
+"""Largest decoded frame (width x height x bytes per pixel) of a format that is decoded."""
+DECODE_SLOTS = 2
+"""Full decodes running at once, whatever the download concurrency (bounds peak memory)."""
+_DECODES = threading.BoundedSemaphore(DECODE_SLOTS)
 _MARKUP_STARTS = (b"<", b"{", b"[")
 
 
@@ -110,10 +120,34 @@ def _check(fh: BinaryIO, max_pixels: int) -> ImageInfo:
     elif info.format == "PNG":
         _check_png_end(fh)
     else:
-        fh.seek(0)
-        with Image.open(fh, formats=ALLOWED_FORMATS) as img:
-            img.load()
+        _decode_first_frame(fh, info)
     return info
+
+
+def _frame_bytes(mode: str, width: int, height: int) -> int:
+    try:
+        bands = Image.getmodebands(mode)
+    except (KeyError, ValueError):
+        bands = 4
+    depth = 4 if mode in ("I", "F") else 2 if "16" in mode else 1
+    return width * height * bands * depth
+
+
+def _decode_first_frame(fh: BinaryIO, info: ImageInfo) -> None:
+    """Decode frame 0 of a GIF / WebP / TIFF within the frame, memory and concurrency limits."""
+    needed = _frame_bytes(info.mode, info.width, info.height)
+    if needed > MAX_DECODE_BYTES:
+        raise InvalidImage(
+            f"decoding {info.width}x{info.height} {info.mode} needs {needed:,} bytes, over the "
+            f"{MAX_DECODE_BYTES:,}-byte decode limit"
+        )
+    fh.seek(0)
+    with _DECODES, Image.open(fh, formats=ALLOWED_FORMATS) as img:
+        frames = getattr(img, "n_frames", 1)
+        if frames > MAX_FRAMES:
+            raise InvalidImage(f"{frames} frames, over the limit of {MAX_FRAMES}")
+        img.seek(0)
+        img.load()
 
 
 def _check_jpeg_end(fd: int, scan_start: int) -> None:

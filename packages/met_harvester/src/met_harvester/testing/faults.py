@@ -65,6 +65,10 @@ class FaultConfig:
         p_drop: The connection is closed without an answer.
         p_truncate: JSON body cut in half (Content-Length of the whole, then the connection closes).
         p_invalid_json: 200 with a body that is not valid JSON.
+        p_html404: 404 with IIS's HTML "File or directory not found" page (record requests
+            only): not the API's JSON 404, so it says nothing about the object.
+        listing_truncate: Fraction of ids left out of every full `/objects` listing (drawn
+            per listing) while its `total` still gives the full count.
         latency: Seconds added to every API answer.
         latency_jitter: Up to this many seconds more, uniformly at random.
         retry_after: Retry-After value for 429 answers.
@@ -88,6 +92,8 @@ class FaultConfig:
     p_drop: float = 0.0
     p_truncate: float = 0.0
     p_invalid_json: float = 0.0
+    p_html404: float = 0.0
+    listing_truncate: float = 0.0
     latency: float = 0.0
     latency_jitter: float = 0.0
     retry_after: float = 1.0
@@ -110,6 +116,7 @@ class FaultConfig:
         "p_drop",
         "p_truncate",
         "p_invalid_json",
+        "p_html404",
     )
     IMAGE_FAULTS: ClassVar[tuple[str, ...]] = (
         "p_image_truncate",

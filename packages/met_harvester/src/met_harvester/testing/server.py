@@ -320,6 +320,10 @@ class FakeMetAPI:
             return _html(incapsula_page(self._rng), 200, _BLOCK_HEADERS), fault
         if fault == "p_drop":
             raise _Drop(fault)
+        if fault == "p_html404":
+            if is_record:
+                return _html(IMAGE_NOT_FOUND_PAGE, 404), fault
+            return await handler(request), None
         response = await handler(request)
         if (
             not isinstance(response, web.Response)
@@ -394,10 +398,14 @@ class FakeMetAPI:
             except ValueError:
                 return _html(BAD_GATEWAY_PAGE, 502)
         ids = self.collection.list_ids(since, depts)
+        total = len(ids)
+        if since is None and self.faults.listing_truncate > 0 and total:
+            keep = self._rng_np().random(total) >= self.faults.listing_truncate
+            ids = ids[keep]  # an incident: ids left out, `total` still the full count
         if self.shuffle_listing and len(ids) > 1:
             ids = ids[self._rng_np().permutation(len(ids))]
         id_list = ",".join(map(str, ids.tolist()))
-        body = f'{{"total":{len(ids)},"objectIDs":[{id_list}]}}\n'
+        body = f'{{"total":{total},"objectIDs":[{id_list}]}}\n'
         return _json_body(body)
 
     def _rng_np(self) -> Any:
