@@ -226,9 +226,15 @@ class MetObject(BaseModel):
         return list(self.constituents or [])
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False
+)
+"""Made once: `json.dumps` with options builds an encoder per call (decoded JSON has no cycles)."""
+
+
 def canonical_json(data: Any) -> str:
     """Key-sorted, compact JSON: the text `content_sha256` is computed over."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(data)
 
 
 def content_sha256(data: Any) -> str:

@@ -75,6 +75,9 @@ def _keyed(*fields: str) -> tuple[tuple[str, str], ...]:
     return tuple((f, MetObject.model_fields[f].alias or f) for f in fields)
 
 
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
+"""`json.dumps(value, ensure_ascii=False)` without building an encoder for each row."""
+
 _TEXT_FIELDS = _keyed("department", "classification", "object_name", "title", "culture", "period")
 _MORE_TEXT_FIELDS = _keyed("artist_display_name", "artist_gender")
 _IMAGE_FIELDS = _keyed("primary_image", "primary_image_small")
@@ -105,7 +108,7 @@ def _object_row(item: FetchedRecord, now: str) -> tuple[Any, ...]:
         typed.integer("objectBeginDate", r.object_begin_date),
         typed.integer("objectEndDate", r.object_end_date),
         *texts(_IMAGE_FIELDS),
-        json.dumps(additional, ensure_ascii=False),
+        _to_json(additional),
         *texts(_ACCESSION_FIELDS),
         typed.issues_json(),
     )
