@@ -10,12 +10,12 @@ DEMO_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): packages/met_harvester/pyproject.toml packages/met_vision/pyproject.toml pyproject.toml
+$(STAMP): packages/met_harvester/pyproject.toml packages/met_vision/pyproject.toml pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# torch/torchvision pinned to the releases this machine serves from disk
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e packages/met_harvester -e packages/met_vision -e '.[dev]'
+	# torch, torchvision, timm, lightning, torchmetrics: the versions of constraints.txt (the images use it too)
+	$(PIP) install -q -c constraints.txt torch torchvision
+	$(PIP) install -q -c constraints.txt -e packages/met_harvester -e packages/met_vision -e '.[dev]'
 	touch $(STAMP)
 
 test: venv

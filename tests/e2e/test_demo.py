@@ -25,7 +25,7 @@ def test_demo_end_to_end_and_incremental(tmp_path: Path) -> None:
         "## Training",
         "### Test metrics",
         "## Grad-CAM",
-        "## Bias audit",
+        "## The planted bias, flagged and mitigated",
     ):
         assert heading in report
     # Every picture the report shows is there, beside it.
@@ -37,8 +37,12 @@ def test_demo_end_to_end_and_incremental(tmp_path: Path) -> None:
     objects = db.execute("SELECT count(*) FROM objects").fetchone()[0]
     images = db.execute("SELECT count(*) FROM images WHERE status = 'ok'").fetchone()[0]
     assert objects == 400 and images > 0
+    # the baseline and the group-balanced run, side by side in the report
     runs = sorted((out / "runs").glob("**/metrics.json"))
-    assert len(runs) == 1
+    assert [r.parent.name for r in runs] == ["demo-mitigated", "demo-multilabel"]
+    assert "| | baseline | group-balanced |" in report
+    assert (out / "audit" / "audit.json").is_file()
+    assert (out / "audit-mitigated" / "audit.json").is_file()
 
     # Re-running is incremental: the finished training run is reused, no new run appears,
     # and the second sync is a completed incremental pass.

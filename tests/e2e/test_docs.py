@@ -14,7 +14,9 @@ import typer
 from met_harvester.cli import _register_commands, app
 
 ROOT = Path(__file__).resolve().parents[2]
-VISION_MODULES = ("prepare", "fit", "compare", "explain", "audit", "predict", "embed", "demo")
+VISION_MODULES = (
+    "prepare", "fit", "compare", "explain", "audit", "predict", "embed", "demo", "weights", "snapshot",
+)  # fmt: skip
 # LightningCLI adds hundreds of trainer/optimizer options; docs cover the project's own ones.
 FIT_OWN_PREFIXES = (
     "--model.",

@@ -30,10 +30,15 @@ def test_readme_library_example_runs(tmp_path: Path, capsys: pytest.CaptureFixtu
     spec.loader.exec_module(make_mirror)
     mirror = tmp_path / "data"
     make_mirror.make_mirror(mirror, n_objects=120, seed=3, specials=False)
+    from met_vision.data.mirror import load_records
+
+    with_image = load_records(mirror).query("has_image")["object_id"].astype(int).tolist()
+    two_ids = [with_image[0], with_image[-1]]
 
     code = _readme_python_block()
     # Only sizes change: the same calls, on a tiny mirror with a tiny random backbone, offline.
     replacements = {
+        "[436535, 45734]": str(two_ids),
         'data_dir="data"': f'data_dir="{mirror}"',
         "min_count=20": "min_count=1",
         '"resnet50"': '"test_resnet"',
@@ -58,3 +63,11 @@ def test_readme_library_example_runs(tmp_path: Path, capsys: pytest.CaptureFixtu
     tagger, data = namespace["tagger"], namespace["data"]
     assert tagger.label_names == data.label_names  # type: ignore[attr-defined]
     assert str(data.label_names) in capsys.readouterr().out  # type: ignore[attr-defined]
+    # the checkpoint's own preprocessing (image_size=64 here, not the backbone's default)
+    assert tagger.data_config.input_size == 64  # type: ignore[attr-defined]
+    predictions = namespace["predictions"]
+    assert predictions["object_id"].tolist() == two_ids  # type: ignore[index]
+    for labels, scores in zip(predictions["labels"], predictions["scores"], strict=True):  # type: ignore[index]
+        assert set(scores) == set(data.label_names)  # type: ignore[attr-defined]
+        thresholds = dict(zip(tagger.label_names, tagger.thresholds(), strict=True))  # type: ignore[attr-defined]
+        assert labels == [n for n in tagger.label_names if scores[n] >= thresholds[n]]  # type: ignore[attr-defined]

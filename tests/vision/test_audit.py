@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from xai_support import (  # noqa: F401
-    CAM_LAYER,
     TrainedModel,
     biased_model,
-    control_model,
     quick_model,
+    unmarked_control_model,
 )
 
 from met_vision import audit
@@ -89,18 +88,31 @@ def test_audit_bad_input(quick_model: TrainedModel, tmp_path: Path, capsys) -> N
 
 
 @pytest.mark.slow
-def test_planted_bias_is_flagged(biased_model: TrainedModel, tmp_path: Path) -> None:  # noqa: F811
-    report = _run(biased_model, tmp_path / "biased", "--target-layer", CAM_LAYER)
+def test_planted_bias_without_a_motif_is_flagged(
+    biased_model: TrainedModel,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    report = _run(biased_model, tmp_path / "biased")
     flagged = {(f["analysis"], f["group"], f["label"]): f for f in report["flags"]}
-    assert PLANTED in flagged, report["analyses"]["background"]["bias_amplification"]
+    assert PLANTED in flagged, report["analyses"]["background"]["tests"]
     flag = flagged[PLANTED]
-    assert flag["bias_amplification"] > 0 and flag["ci"][0] > 0
-    # the truth itself ties Women to warm backgrounds; the model ties them tighter
+    assert flag["bias_amplification"] > 0 and flag["bh_rejected"]
+    # the training truth ties Women to warm backgrounds; the model ties them tighter
     assert flag["predicted_bias"] > flag["truth_bias"] > 0.5
+    stats = report["statistics"]
+    assert stats["reference"] == "training split" and stats["pairs_tested"] >= 10
+    assert report["split"] == "heldout" and "validation + test" in stats["audited_split"]
+    assert 0 < stats["minimum_detectable_ba"]["min"] <= flag["bias_amplification"]
+    text = (tmp_path / "biased" / "report.md").read_text()
+    assert f"{stats['pairs_tested']} pairs were tested" in text
 
 
 @pytest.mark.slow
-def test_unbiased_control_flags_nothing(control_model: TrainedModel, tmp_path: Path) -> None:  # noqa: F811
-    report = _run(control_model, tmp_path / "control", "--target-layer", CAM_LAYER)
-    assert report["flags"] == []
+def test_unlearnable_attribute_in_the_control_is_not_flagged(
+    unmarked_control_model: TrainedModel,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    report = _run(unmarked_control_model, tmp_path / "control")
+    assert report["flags"] == [], report["flags"]
+    assert report["statistics"]["pairs_tested"] >= 10
     assert "No (group, label) pair is flagged." in (tmp_path / "control" / "report.md").read_text()

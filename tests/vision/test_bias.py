@@ -137,3 +137,49 @@ def test_pointing_and_energy_in_box() -> None:
     cam[9, 9] = 3.0
     assert bias.energy_in_box(cam, box) == pytest.approx(3.0 / 6.0)
     assert bias.energy_in_box(np.zeros((4, 4)), box) == 0.0
+
+
+def test_pointing_tolerance_and_image_blind_baselines() -> None:
+    from met_vision.explain import pointing
+
+    assert pointing.scaled_tolerance(224) == 15
+    assert pointing.scaled_tolerance(96) == 6
+    centre_box = (0.4, 0.4, 0.6, 0.6)
+    corner_box = (0.0, 0.0, 0.2, 0.2)
+    assert pointing.centre_hit(96, 96, centre_box, 0)
+    assert not pointing.centre_hit(96, 96, corner_box, 6)
+    # the random map's hit rate is the grown box's share of the image
+    rate = pointing.random_hit_rate(100, 100, corner_box, 5)
+    assert rate == pytest.approx((25 * 25) / (100 * 100))
+    cam = np.zeros((100, 100))
+    cam[10, 10] = 1.0
+    scores = pointing.score(cam, corner_box, 5)
+    assert scores["hit"] and not scores["centre_hit"] and scores["energy"] == 1.0
+
+
+def test_benjamini_hochberg_and_fixed_pair_tests() -> None:
+    from met_vision.fairness import stats as audit_stats
+
+    p = np.array([0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, np.nan])
+    rejected = audit_stats.benjamini_hochberg(p, 0.05)
+    # BH's step-up: 0.008 <= 2 * 0.05 / 8, 0.039 > 3 * 0.05 / 8: two discoveries of eight tests
+    assert rejected.tolist() == [True, True] + [False] * 7
+    assert audit_stats.benjamini_hochberg(np.array([0.02] * 10), 0.05).all()
+    # Fisher: 40 of 40 predicted in the group against 90 of 100 in the reference
+    strong = audit_stats.fisher_greater(40, 40, 90, 100)
+    assert strong < 0.05
+    assert audit_stats.fisher_greater(9, 10, 90, 100) > 0.3
+    # candidate pairs come from the reference alone and need audited support
+    ref = np.array([[0.9, 0.3], [0.1, 0.7]])
+    support = np.array([[20.0, 20.0], [2.0, 5.0]])
+    assert audit_stats.candidate_pairs(ref, support, 10).tolist() == [[True, False], [False, False]]
+    # a reference with every object in the group leaves nothing to amplify: not a candidate
+    full = np.array([[1.0, 0.5], [0.0, 0.5]])
+    assert not audit_stats.candidate_pairs(full, support, 10)[0, 0]
+    mde = audit_stats.minimum_detectable(ref, np.array([500.0, 500.0]), np.array([5e3, 5e3]), 0.01)
+    assert 0 < mde[0, 0] < 0.1
+    larger = audit_stats.minimum_detectable(ref, np.array([5000.0, 5000.0]), None, 0.01)
+    assert larger[0, 0] < mde[0, 0]
+    # 50 audited objects cannot show +0.1 at b_ref = 0.9 (at most 1 - 0.9 is possible)
+    small = audit_stats.minimum_detectable(ref, np.array([50.0, 50.0]), np.array([500.0] * 2), 0.01)
+    assert np.isnan(small[0, 0])

@@ -39,6 +39,24 @@ def test_resolves_family_layer_and_computes_cams(name: str, family: str, layer: 
     assert not model.training
 
 
+@pytest.mark.parametrize(
+    ("name", "size", "layer"),
+    [
+        ("test_resnet", 64, "layer2.0"),  # layer3 is 4x4 there
+        ("test_resnet", 96, "layer3.0"),  # 6x6; layer4 is 3x3
+        ("test_resnet", 224, "layer4.0"),  # 7x7
+        ("test_convnext", 96, "stages.2"),
+        ("test_convnext", 224, "stages.3"),
+    ],
+)
+def test_default_layer_is_the_deepest_at_least_6x6(name: str, size: int, layer: str) -> None:
+    model = timm.create_model(name, pretrained=False, num_classes=3)
+    target = cam.resolve_target_layer(model, input_size=size)
+    assert target.name == layer
+    grid = cam.activation_grids(model, [target.name], (size, size))[target.name]
+    assert min(grid) >= cam.MIN_CAM_GRID
+
+
 def test_inception_resnet_v2_layer_by_name_without_weights() -> None:
     with torch.device("meta"):
         model = timm.create_model("inception_resnet_v2", pretrained=False, num_classes=4)

@@ -111,7 +111,10 @@ def test_crop_box_maps_into_the_centre_crop() -> None:
 
 
 @pytest.mark.slow
-def test_trained_model_points_at_the_motifs(control_model: TrainedModel, tmp_path: Path) -> None:  # noqa: F811
+def test_default_target_layer_points_at_the_motifs_at_96px(
+    control_model: TrainedModel,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     out = tmp_path / "eval"
     code = explain.main(
         [
@@ -125,8 +128,6 @@ def test_trained_model_points_at_the_motifs(control_model: TrainedModel, tmp_pat
             "truth",
             "--evaluate",
             str(control_model.truth_path),
-            "--target-layer",
-            CAM_LAYER,
             "--out",
             str(out),
         ]
@@ -139,4 +140,9 @@ def test_trained_model_points_at_the_motifs(control_model: TrainedModel, tmp_pat
     # CAM energy is concentrated on the motif: far above the box's share of the image
     assert overall["energy_in_box"] >= 0.3
     assert set(evaluation["per_label"]) >= {"Women", "Men", "Flowers"}
-    assert evaluation["target_layer"] == CAM_LAYER
+    # the default layer at 96 px is the 6x6 stage, and the tolerance 15 px * 96 / 224
+    assert evaluation["target_layer"].split(".")[0] == CAM_LAYER
+    assert evaluation["tolerance_px"] == 6
+    # localisation, not centre bias: well above both image-blind baselines
+    assert overall["pointing"] > overall["pointing_centre_baseline"] + 0.2
+    assert overall["pointing"] > overall["pointing_random_baseline"] + 0.2

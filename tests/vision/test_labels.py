@@ -47,7 +47,9 @@ def test_records_take_api_first_then_csv(records: pd.DataFrame, truth: dict[str,
 def test_multiclass_classification_matches_truth(
     records: pd.DataFrame, truth: dict[str, Any]
 ) -> None:
-    space, kept = build_label_space(records, LabelSpaceConfig(task="multiclass"))
+    space, kept = build_label_space(
+        records, LabelSpaceConfig(task="multiclass"), vocabulary_split=None
+    )
     expected = _with_image(truth)
     assert space.names == sorted({o["classification"] for o in expected.values()})
     assert space.counts == dict(Counter(o["classification"] for o in expected.values()))
@@ -65,6 +67,7 @@ def test_multiclass_classification_matches_truth(
 
 
 def test_top_k_with_and_without_other(records: pd.DataFrame) -> None:
+    records = records.assign(split="train")  # the vocabulary split is every object here
     full, _ = build_label_space(records, LabelSpaceConfig(task="multiclass"))
     top3 = sorted(full.names, key=lambda n: (-full.counts[n], n))[:3]
     dropped = sum(n for name, n in full.counts.items() if name not in top3)
@@ -109,7 +112,7 @@ def test_multilabel_multi_hot_top_k_include_exclude(
     expected = _with_image(truth)
     frequency = Counter(t for o in expected.values() for t in o["tags"])
     config = LabelSpaceConfig(task="multilabel", top_k=5, exclude=["Men"])
-    space, kept = build_label_space(records, config)
+    space, kept = build_label_space(records, config, vocabulary_split=None)
     ranked = sorted((t for t in frequency if t != "Men"), key=lambda t: (-frequency[t], t))
     assert space.names == sorted(ranked[:5])
     assert space.exclusions["no_label"] == sum(1 for o in expected.values() if not o["tags"])
@@ -118,7 +121,9 @@ def test_multilabel_multi_hot_top_k_include_exclude(
             set(expected[oid]["tags"]) & set(space.names)
         )
     only, _ = build_label_space(
-        records, LabelSpaceConfig(task="multilabel", include=["Birds", "Boats"])
+        records,
+        LabelSpaceConfig(task="multilabel", include=["Birds", "Boats"]),
+        vocabulary_split=None,
     )
     assert only.names == ["Birds", "Boats"]
     assert only.counts == {"Birds": frequency["Birds"], "Boats": frequency["Boats"]}
@@ -179,3 +184,20 @@ def test_manifest_round_trip_and_hash(records: pd.DataFrame, tmp_path: Path) -> 
 def test_bad_config_is_a_clear_error(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LabelSpaceConfig(**options)
+
+
+def test_vocabulary_and_counts_come_from_the_training_split(records: pd.DataFrame) -> None:
+    train = records["split"] == "train"
+    # a tag seen only in held-out objects must not enter the vocabulary
+    held_out_only = records.copy()
+    first_test = held_out_only.index[
+        (held_out_only["split"] == "test") & held_out_only["has_image"]
+    ]
+    held_out_only.at[first_test[0], "tags"] = [*held_out_only.at[first_test[0], "tags"], "Unseen"]
+    space, kept = build_label_space(held_out_only, LabelSpaceConfig(task="multilabel"))
+    assert "Unseen" not in space.names
+    assert first_test[0] in set(held_out_only.index)  # the object itself stays, without the tag
+    usable = records[train & records["has_image"] & ~records["withdrawn"]]
+    expected = Counter(t for tags in usable["tags"] for t in set(tags))
+    assert space.counts == {name: expected[name] for name in space.names}
+    assert len(kept[kept["split"] != "train"]) > 0

@@ -84,11 +84,23 @@ def test_write_db_upserts_and_leaves_harvested_tables_alone(
     assert predict.main([*args, "--write-db", "--top-k", "4"]) == 0
     assert predict.main([*args, "--write-db", "--top-k", "4"]) == 0  # idempotent upsert
     assert _fingerprint(db) == before
-    conn = sqlite3.connect(db)
+    mirror = sqlite3.connect(db)
+    assert not mirror.execute(  # the harvester's database gets no table of ours
+        "SELECT name FROM sqlite_master WHERE name = 'predictions'"
+    ).fetchall()
+    mirror.close()
+    conn = sqlite3.connect(data / "vision.sqlite")
     rows = conn.execute(
         "SELECT object_id, model_id, top_k, predicted, task FROM predictions ORDER BY 1"
     ).fetchall()
+    # the documented join (docs/schema.md): predictions beside the objects they describe
+    conn.execute("ATTACH DATABASE ? AS met", (str(db),))
+    joined = conn.execute(
+        "SELECT o.object_id, p.predicted FROM predictions AS p "
+        "JOIN met.objects AS o ON o.object_id = p.object_id ORDER BY 1"
+    ).fetchall()
     conn.close()
+    assert [r[0] for r in joined] == sorted(ids)
     assert [r[0] for r in rows] == sorted(ids)
     assert len({r[1] for r in rows}) == 1
     top = json.loads(rows[0][2])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import tarfile
@@ -12,11 +13,12 @@ import lightning.pytorch as pl
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from met_vision.data import MetDataModule
 from met_vision.data.labels import LabelSpaceConfig
 from met_vision.data.shards import ShardReader, scan_shard
-from met_vision.prepare import main, prepare, usable_cpus
+from met_vision.prepare import main, open_rgb, prepare, usable_cpus
 from met_vision.trainers.classification import ClassificationTask
 
 SIZE = 64
@@ -163,6 +165,12 @@ def test_stage_to_copies_the_shards_and_workers_open_each_shard_once(
     assert dataset.reader is not None
     train_shards = {s for s in staged.frame["shard"][staged.frame["split"] == "train"]}
     assert dataset.reader.opened == len(train_shards)  # one open per shard, not per image
+    # the frame's `path` of a shard sample is a member address that open_rgb reads (for the
+    # tools that take paths: predict, audit, explain)
+    first = staged.frame.iloc[0]
+    assert open_rgb(first["path"]).size == Image.open(io.BytesIO(
+        ShardReader(staged.index_path.parent).read(first["shard"], first["offset"], first["size"])
+    )).size  # fmt: skip
 
 
 def test_prepare_shards_is_incremental(fresh_mirror: Path) -> None:

@@ -1,21 +1,13 @@
-"""SLURM environment handling with simulated variables, and a real SIGUSR1 requeue in a subprocess."""
+"""SLURM environment handling with simulated variables (the real job: test_slurm_job.py)."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
 from met_vision.cluster import slurm
-
-REPO = Path(__file__).resolve().parents[2]
-CONF = REPO / "tests" / "vision" / "conf"
 
 JOB = {
     "SLURM_JOB_ID": "4242",
@@ -78,7 +70,7 @@ def test_cluster_plugin_gives_lightning_the_ranks(monkeypatch):
     monkeypatch.delenv("MASTER_ADDR")
     (plugin,) = slurm.cluster_plugins()
     assert isinstance(plugin, SLURMEnvironment)
-    assert plugin.auto_requeue and plugin.requeue_signal == signal.SIGUSR1
+    assert not plugin.auto_requeue  # the batch shell requeues, on the host
     assert (plugin.world_size(), plugin.global_rank(), plugin.local_rank(), plugin.node_rank()) == (
         8,
         5,
@@ -88,72 +80,3 @@ def test_cluster_plugin_gives_lightning_the_ranks(monkeypatch):
     assert plugin.main_address == "gpu07"
     monkeypatch.setenv("SLURM_JOB_NAME", "interactive")
     assert slurm.cluster_plugins() == []
-
-
-SIGNAL_CALLBACK = '''
-import os, signal
-from lightning.pytorch.callbacks import Callback
-
-class SignalAt(Callback):
-    """Send SIGUSR1 to this process after a given training batch (as SLURM would)."""
-    def __init__(self, batch: int = 1) -> None:
-        self.batch = batch
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.current_epoch == 0 and batch_idx == self.batch:
-            os.kill(os.getpid(), signal.SIGUSR1)
-'''
-
-
-@pytest.mark.slow
-def test_sigusr1_checkpoints_and_requeues_then_resumes(tiny_mirror, tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "scontrol-calls.txt"
-    scontrol = bin_dir / "scontrol"
-    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    scontrol.chmod(0o755)
-    (tmp_path / "slurm_signal_helper.py").write_text(SIGNAL_CALLBACK)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MET_VISION_"))}
-    env.update(
-        {
-            "SLURM_JOB_ID": "777",
-            "SLURM_JOB_NAME": "met-train",
-            "SLURM_NTASKS": "1",
-            "SLURM_PROCID": "0",
-            "SLURM_LOCALID": "0",
-            "SLURM_NODEID": "0",
-            "SLURM_JOB_NODELIST": "localhost",
-            "PATH": f"{bin_dir}:{env['PATH']}",
-            "PYTHONPATH": f"{tmp_path}:{env.get('PYTHONPATH', '')}",
-            "MASTER_PORT": "0",
-        }
-    )
-    runs = tmp_path / "runs"
-    args = [
-        sys.executable, "-m", "met_vision.fit",
-        "--config", str(CONF / "multiclass.yaml"),
-        "--data.data_dir", str(tiny_mirror),
-        "--runs_root", str(runs), "--name", "requeue",
-        "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "4",
-        "--trainer.limit_val_batches", "1",
-        "--trainer.limit_test_batches", "1",
-        "--test", "false",
-    ]  # fmt: skip
-    first = subprocess.run(
-        [*args, "--trainer.callbacks+=slurm_signal_helper.SignalAt"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert first.returncode == 0, first.stderr[-3000:]
-    run_dir = runs / "requeue" / "slurm-777"  # the job id names the run: the same after a requeue
-    assert (run_dir / "hpc_ckpt_1.ckpt").is_file()
-    assert calls.read_text().split() == ["requeue", "777"]
-
-    second = subprocess.run(
-        args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
-    assert second.returncode == 0, second.stderr[-3000:]
-    out = second.stdout + second.stderr
-    assert "Restoring states from the checkpoint path at" in out
-    assert "hpc_ckpt_1.ckpt" in out
-    assert json.loads((run_dir / "labels.json").read_text())["task"] == "multiclass"

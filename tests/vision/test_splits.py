@@ -12,7 +12,7 @@ import pytest
 
 from met_vision.data.labels import LabelSpaceConfig, build_label_space
 from met_vision.data.mirror import load_records
-from met_vision.data.splits import assign_splits, split_of, split_report
+from met_vision.data.splits import accession_prefix, assign_splits, split_of, split_report
 
 
 def test_split_of_is_deterministic_and_follows_fractions() -> None:
@@ -53,7 +53,7 @@ def test_group_key_keeps_groups_on_one_side(tiny_mirror: Path, group_key: str) -
     if group_key == "artist":
         groups = records["artist_display_name"].str.casefold()
     else:
-        groups = records["accession_number"].str.split(".").str[0]
+        groups = records["accession_number"].map(accession_prefix)
     grouped = records.assign(group=groups)[groups != ""]
     per_group = grouped.groupby("group")["split"].nunique()
     assert (per_group == 1).all()
@@ -73,9 +73,106 @@ def test_split_report_counts_classes_per_split(tiny_mirror: Path) -> None:
     space, kept = build_label_space(records, LabelSpaceConfig(task="multilabel"))
     report = split_report(kept, space.names, space.task)
     assert sum(part["objects"] for part in report.values()) == len(kept)
-    for name in space.names:
-        assert sum(part["class_counts"][name] for part in report.values()) == space.counts[name]
+    for name in space.names:  # the manifest counts the training split (vocabulary, weights)
+        assert report["train"]["class_counts"][name] == space.counts[name]
     truth = json.loads((tiny_mirror / "truth.json").read_text())
     val_ids = set(kept.loc[kept["split"] == "val", "object_id"])
     women = sum("Women" in truth["objects"][str(oid)]["tags"] for oid in val_ids)
     assert report["val"]["class_counts"]["Women"] == women
+
+
+@pytest.mark.parametrize(
+    ("number", "lot"),
+    [  # real accession numbers from ../shared/met-samples
+        ("29.100.5", "29.100"),
+        ("1975.1.1341", "1975.1"),
+        ("2011.604.1.6084", "2011.604.1"),
+        ("14.40.448a, b", "14.40"),
+        ("12.75", "12.75"),
+        ("CP54", "CP54"),
+    ],
+)
+def test_accession_prefix_is_the_accession_lot(number: str, lot: str) -> None:
+    assert accession_prefix(number) == lot
+
+
+def share_images(data_dir: Path, groups: int = 8, per_group: int = 6) -> list[list[int]]:
+    """Reuse `groups` photographs across `per_group` objects each (as the Met does), in SQLite."""
+    conn = sqlite3.connect(data_dir / "met.sqlite")
+    with conn:
+        rows = conn.execute(
+            "SELECT object_id, sha256 FROM images WHERE status = 'ok' AND role = 'primary' "
+            "AND is_current = 1 AND sha256 IS NOT NULL ORDER BY object_id"
+        ).fetchall()
+        by_object = dict(rows)
+        ids = sorted(by_object)
+        sets = [ids[g::groups][:per_group] for g in range(groups)]
+        for members in sets:
+            shared = by_object[members[0]]
+            for oid in members[1:]:
+                conn.execute(
+                    "UPDATE images SET sha256 = ? WHERE object_id = ? AND role = 'primary'",
+                    (shared, oid),
+                )
+    conn.close()
+    return sets
+
+
+def test_objects_sharing_an_image_never_straddle_splits(fresh_mirror: Path) -> None:
+    sets = share_images(fresh_mirror)
+    records = load_records(fresh_mirror).set_index("object_id")
+    for members in sets:
+        assert records.loc[members, "split"].nunique() == 1, members
+    # without the image links the same objects would straddle: the check has teeth
+    unlinked = assign_splits(records.reset_index(), link_images=False)
+    spread = records.reset_index().assign(split=unlinked).set_index("object_id")
+    assert any(spread.loc[m, "split"].nunique() > 1 for m in sets)
+    # the prepared index says so in report.json
+    from met_vision.prepare import prepare
+
+    report = prepare(fresh_mirror, 32, LabelSpaceConfig(task="multilabel"))
+    checks = report["leakage"]["checks"]
+    assert report["leakage"]["passed"] and all(c["straddling"] == 0 for c in checks)
+    assert checks[0]["shared_values"] >= 1
+
+
+def test_near_duplicate_photographs_are_grouped(fresh_mirror: Path) -> None:
+    """A re-photographed object (resized, re-encoded copy) joins its twin's split."""
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    from met_vision.data.mirror import blob_path
+    from met_vision.data.near_duplicates import hamming, phash
+    from met_vision.prepare import prepare
+
+    records = load_records(fresh_mirror)
+    usable = records[records["has_image"] & (records["tags"].map(len) > 0)]
+    train = usable[usable["split"] == "train"].iloc[0]
+    test = usable[usable["split"] == "test"].iloc[0]
+    with Image.open(train["image_path"]) as source:
+        copy = source.convert("RGB").resize((source.width * 9 // 10, source.height * 9 // 10))
+    buffer = io.BytesIO()
+    copy.save(buffer, "JPEG", quality=70)
+    data = buffer.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    blob_path(fresh_mirror, sha).parent.mkdir(parents=True, exist_ok=True)
+    blob_path(fresh_mirror, sha).write_bytes(data)
+    assert hamming(phash(train["image_path"]), phash(blob_path(fresh_mirror, sha))) <= 3
+    conn = sqlite3.connect(fresh_mirror / "met.sqlite")
+    with conn:
+        conn.execute(
+            "UPDATE images SET sha256 = ? WHERE object_id = ? AND role = 'primary'",
+            (sha, int(test["object_id"])),
+        )
+    conn.close()
+    report = prepare(
+        fresh_mirror, 96, LabelSpaceConfig(task="multilabel"), near_duplicate_distance=6
+    )
+    index = pd.read_parquet(fresh_mirror / report["index"]).set_index("object_id")
+    pair = [int(train["object_id"]), int(test["object_id"])]
+    assert index.loc[pair, "split"].nunique() == 1
+    near = report["leakage"]["near_duplicates"]
+    assert pair in near["examples"] or near["pairs"] >= 1
+    assert near["straddling_pairs"] == 0 and near["max_hamming_distance"] == 6

@@ -41,8 +41,9 @@ class RandomImages(Dataset):
         return {"image": self.images[i], "label": self.labels[i], "object_id": torch.tensor(i)}
 
 
-def _trainer(tmp_path: Path, epochs: int = 1) -> pl.Trainer:
+def _trainer(tmp_path: Path, epochs: int = 1, callbacks: list[Any] | None = None) -> pl.Trainer:
     return pl.Trainer(
+        callbacks=callbacks,
         accelerator="cpu",
         max_epochs=epochs,
         logger=False,
@@ -151,3 +152,54 @@ def test_frozen_backbone_epochs_train_only_the_head(tmp_path):
     after = model.model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"fc.weight", "fc.bias"}
+
+
+class _LearningRates(pl.Callback):
+    """Records (epoch, head lr, backbone lr) before every optimiser step."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, float, float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        groups = trainer.optimizers[0].param_groups
+        head = next(g["lr"] for g in groups if g["is_head"])
+        backbone = next(g["lr"] for g in groups if not g["is_head"])
+        self.rows.append((trainer.current_epoch, head, backbone))
+
+
+def test_backbone_warms_up_again_when_it_unfreezes(tmp_path):
+    lr, mult = 1e-2, 0.1
+    model = ClassificationTask(
+        backbone="test_resnet",
+        num_classes=3,
+        lr=lr,
+        freeze_backbone_epochs=1,
+        warmup_epochs=1,
+        backbone_lr_mult=mult,
+        min_lr_ratio=1.0,  # no decay: the ramps alone
+    )
+    recorder = _LearningRates()
+    trainer = _trainer(tmp_path, epochs=2, callbacks=[recorder])
+    trainer.fit(model, DataLoader(RandomImages("multiclass", n=32), batch_size=8))
+    per_epoch = 4
+    frozen = [b for e, _, b in recorder.rows if e == 0]
+    after = [b for e, _, b in recorder.rows if e == 1]
+    assert frozen == [0.0] * per_epoch
+    # the head warmed up in epoch 0; the backbone warms up from 0 in epoch 1, up to lr * mult
+    assert [h for e, h, _ in recorder.rows if e == 0] == pytest.approx(
+        [lr * (i + 1) / per_epoch for i in range(per_epoch)]
+    )
+    assert after == pytest.approx([lr * mult * (i + 1) / per_epoch for i in range(per_epoch)])
+
+
+def test_backbone_lr_mult_default_and_score_metric() -> None:
+    fresh = ClassificationTask(backbone="test_resnet", num_classes=3)
+    assert fresh.backbone_lr_mult == 1.0 and fresh.score_metric == "f1_macro"
+    tagger = ClassificationTask(task="multilabel", backbone="test_resnet", num_classes=3)
+    assert tagger.score_metric == "map_macro"
+    balanced = ClassificationTask(
+        backbone="test_resnet", num_classes=3, score_metric="acc_balanced"
+    )
+    assert balanced.score_metric == "acc_balanced"
+    with pytest.raises(ValueError, match="score_metric"):
+        ClassificationTask(backbone="test_resnet", num_classes=3, score_metric="map_macro")

@@ -197,6 +197,7 @@ def make_mirror(
     size: str = "small",
     specials: bool = True,
     csv_only_rate: float = 0.08,
+    unmarked_tags: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Write a mirror of `n_objects` synthetic objects to `out_dir`; returns the truth dict.
 
@@ -209,11 +210,14 @@ def make_mirror(
         specials: replace a few images with the special inputs (CMYK, gray, palette+alpha,
             huge, truncated, missing blob, pending) and withdraw one object.
         csv_only_rate: share of objects known only from the CSV.
+        unmarked_tags: tags without a motif of their own (see CollectionConfig.unmarked_tags).
     """
     out_dir = Path(out_dir)
     if (out_dir / "met.sqlite").exists():
         raise FileExistsError(f"{out_dir / 'met.sqlite'} exists; choose an empty directory")
-    collection = SyntheticCollection(CollectionConfig(n_objects=n_objects, seed=seed, bias=bias))
+    collection = SyntheticCollection(
+        CollectionConfig(n_objects=n_objects, seed=seed, bias=bias, unmarked_tags=unmarked_tags)
+    )
     rng = random.Random(f"mirror:{seed}")
     ids = list(collection.object_ids)
     public = [oid for oid in ids if collection.is_public_domain(oid)]
@@ -224,7 +228,13 @@ def make_mirror(
     conn = connect_sync(out_dir)
     tag_cache: dict[str, int] = {}
     truth: dict[str, Any] = {
-        "config": {"n_objects": n_objects, "seed": seed, "bias": bias, "size": size},
+        "config": {
+            "n_objects": n_objects,
+            "seed": seed,
+            "bias": bias,
+            "size": size,
+            "unmarked_tags": list(unmarked_tags),
+        },
         "objects": {},
         "specials": {kind: oid for oid, kind in special_of.items()},
         "csv_only": [],

@@ -13,11 +13,14 @@ Three analyses, each of groups against labels, on the objects of one split:
 
 For each: group sizes, label and image distributions, precision/recall/F1 per group and label
 with the gaps (difference, ratio), label co-occurrence per group in the truth and in the
-predictions, bias amplification (Zhao et al. 2017) with a paired bootstrap interval, directional
-bias amplification (Wang & Russakovsky 2021), and Grad-CAM border-against-centre saliency.
-A (group, label) pair is *flagged* when its bias amplification exceeds ``--ba-threshold``, its
-one-sided 95% bootstrap lower bound is above zero, and the truth has at least ``--min-support``
-objects of the pair. Writes ``report.md``, PNG plots and ``audit.json`` (every number shown).
+predictions, bias amplification (Zhao et al. 2017; the reference bias from the training split by
+default) with a bootstrap interval, directional bias amplification (Wang & Russakovsky 2021), and
+Grad-CAM border-against-centre saliency. The audited objects are the held-out ones (validation +
+test) by default. The pairs tested are fixed from the reference before any resampling, each gets
+a one-sided test, and a pair is *flagged* when Benjamini-Hochberg over every pair tested
+(``--fdr``, q = 0.05) rejects it and its BA exceeds ``--ba-threshold`` (see
+:mod:`met_vision.fairness.stats`). Writes ``report.md``, PNG plots and ``audit.json`` (every number
+shown).
 
 This module computes the figures and holds the command line; :mod:`met_vision.fairness.report`
 renders them (its ``write_report`` and ``plot_*`` are re-exported here).
@@ -36,13 +39,16 @@ import numpy as np
 import pandas as pd
 
 from met_vision.fairness import bias, groups
+from met_vision.fairness import stats as audit_stats
 from met_vision.fairness.report import plot_analysis, plot_comparison, plot_saliency, write_report
+from met_vision.fairness.stats import table
+from met_vision.inference.mirror import mirror_frame
+from met_vision.inference.options import add_inference_options
 from met_vision.inference.predictor import (
     InputError,
     LoadedModel,
     decisions,
     load_model,
-    mirror_frame,
     predict_paths,
     targets_matrix,
 )
@@ -71,12 +77,15 @@ PROG = "met_vision.audit"
 class AuditOptions:
     """Knobs of the audit (see the command-line help)."""
 
-    split: str = "test"
+    split: str = "heldout"
+    reference: str = "train"  # where the reference bias comes from: "train" or "audited"
     vocab: tuple[tuple[str, str], ...] = tuple(groups.DEFAULT_GENDER_VOCAB.items())
     ba_threshold: float = 0.02
     min_support: int = 10
-    n_boot: int = 300
-    alpha: float = 0.05  # one-sided: the flag needs the alpha-quantile of the bootstrap > 0
+    n_boot: int = 1000
+    alpha: float = 0.05  # of the two-sided bootstrap interval shown beside each BA
+    fdr_q: float = 0.05  # Benjamini-Hochberg false-discovery rate over every pair tested
+    reference_max: int = 20000  # training objects sampled for the reference (image statistics)
     warm_threshold: float = groups.WARM_THRESHOLD
     cam_samples: int = 120
     cam_method: str = "gradcam"
@@ -98,14 +107,17 @@ class AuditData:
     brightness: np.ndarray  # (n,)
 
 
-def collect(loaded: LoadedModel, data_dir: str | Path, split: str) -> AuditData:
-    """Predictions, truth and image statistics of one split (``heldout`` = val + test)."""
-    frame = mirror_frame(loaded, data_dir)
+def _in_split(frame: pd.DataFrame, split: str) -> pd.DataFrame:
     if split == "heldout":
         frame = frame[frame["split"].isin(["val", "test"])]
     elif split != "all":
         frame = frame[frame["split"] == split]
-    frame = frame.reset_index(drop=True)
+    return frame.reset_index(drop=True)
+
+
+def collect(loaded: LoadedModel, data_dir: str | Path, split: str) -> AuditData:
+    """Predictions, truth and image statistics of one split (``heldout`` = val + test)."""
+    frame = _in_split(mirror_frame(loaded, data_dir), split)
     if frame.empty:
         raise InputError(f"no labelled objects with images in split {split!r} of {data_dir}")
     ok, probs, _errors = predict_paths(loaded, list(frame["path"]))
@@ -120,6 +132,29 @@ def collect(loaded: LoadedModel, data_dir: str | Path, split: str) -> AuditData:
         warmth=np.array([s["warmth"] for s in stats]),
         brightness=np.array([s["brightness"] for s in stats]),
     )
+
+
+@dataclass
+class Reference:
+    """The labelled objects the reference bias is counted on (Zhao et al.: the training set)."""
+
+    frame: pd.DataFrame
+    truth: np.ndarray  # (n, C) bool
+    warmth: np.ndarray  # (n,)
+
+
+def collect_reference(
+    loaded: LoadedModel, data_dir: str | Path, options: AuditOptions
+) -> Reference:
+    """The training split's truth and image statistics (a seeded sample above reference_max)."""
+    frame = _in_split(mirror_frame(loaded, data_dir), "train")
+    if frame.empty:
+        raise InputError(f"no labelled training objects in {data_dir} for the reference bias")
+    if len(frame) > options.reference_max:
+        frame = frame.sample(options.reference_max, random_state=options.seed)
+        frame = frame.reset_index(drop=True)
+    warmth = np.array([groups.image_stats(str(p))["warmth"] for p in frame["path"]])
+    return Reference(frame, targets_matrix(frame["target_names"], loaded.names), warmth)
 
 
 def overall_metrics(data: AuditData) -> dict[str, float]:
@@ -148,9 +183,16 @@ def analyse(
     data: AuditData,
     options: AuditOptions,
     description: str,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Every figure of one (groups x labels) analysis, and its flags."""
+    """Every figure of one (groups x labels) analysis and its pair tests (flags: `decide_flags`).
+
+    ``reference``: (truth over every label, group membership) of the reference objects (the
+    training split); None takes the reference bias from the audited truth.
+    """
     labels = [data.names[i] for i in label_idx]
+    if reference is not None:
+        reference = (reference[0][:, label_idx], reference[1])
     y = data.truth[:, label_idx]
     p = data.preds[:, label_idx]
     g = membership
@@ -166,8 +208,8 @@ def analyse(
         result.update(skipped="no labels or no group members", flags=[])
         return result
     # distributions
-    result["label_counts_truth"] = _table(bias.cooccurrence(y, g), group_names, labels)
-    result["label_counts_predicted"] = _table(bias.cooccurrence(p, g), group_names, labels)
+    result["label_counts_truth"] = table(bias.cooccurrence(y, g), group_names, labels)
+    result["label_counts_predicted"] = table(bias.cooccurrence(p, g), group_names, labels)
     result["image_stats"] = {
         gname: {
             "warmth_mean": float(data.warmth[g[:, j]].mean()) if g[:, j].any() else None,
@@ -181,9 +223,9 @@ def analyse(
     # performance by group
     metrics = bias.group_metrics(y, p, g)
     result["by_group"] = {
-        m: _table(getattr(metrics, m), group_names, labels) for m in ("precision", "recall", "f1")
+        m: table(getattr(metrics, m), group_names, labels) for m in ("precision", "recall", "f1")
     }
-    result["support"] = _table(metrics.support, group_names, labels)
+    result["support"] = table(metrics.support, group_names, labels)
     result["difference"] = {
         m: dict(zip(labels, metrics.difference(m).tolist(), strict=True))
         for m in ("precision", "recall", "f1")
@@ -193,63 +235,27 @@ def analyse(
         for m in ("precision", "recall", "f1")
     }
     # co-occurrence: P(label | group)
-    result["cooccurrence_truth"] = _table(bias.conditional_rates(y, g), group_names, labels)
-    result["cooccurrence_predicted"] = _table(bias.conditional_rates(p, g), group_names, labels)
-    # bias amplification with a paired bootstrap
-    ba = bias.bias_amplification(y, g, p, g)
-
-    def ba_of(idx: np.ndarray) -> np.ndarray:
-        return bias.bias_amplification(y[idx], g[idx], p[idx], g[idx]).per_pair
-
-    low, high = bias.bootstrap_ci(
-        ba_of, len(y), n_boot=options.n_boot, alpha=2 * options.alpha, seed=options.seed
+    result["cooccurrence_truth"] = table(bias.conditional_rates(y, g), group_names, labels)
+    result["cooccurrence_predicted"] = table(bias.conditional_rates(p, g), group_names, labels)
+    result.update(
+        audit_stats.amplification_tests(
+            y,
+            p,
+            g,
+            reference,
+            min_support=options.min_support,
+            n_boot=options.n_boot,
+            alpha=options.alpha,
+            seed=options.seed,
+            group_names=group_names,
+            labels=labels,
+        )
     )
     dba = bias.directional_bias_amplification(g, y, p, "A->T")
-    result["bias_amplification"] = {
-        "value": ba.value,
-        "per_pair": _table(ba.per_pair, group_names, labels),
-        "ci_low": _table(low, group_names, labels),
-        "ci_high": _table(high, group_names, labels),
-        "reference_bias": _table(ba.reference_bias, group_names, labels),
-        "predicted_bias": _table(ba.predicted_bias, group_names, labels),
-    }
     result["directional_bias_amplification"] = {
-        "A->T": {"value": dba.value, "per_pair": _table(dba.per_pair, group_names, labels)},
+        "A->T": {"value": dba.value, "per_pair": table(dba.per_pair, group_names, labels)},
     }
-    counts = bias.cooccurrence(y, g)
-    flags = []
-    for j, gname in enumerate(group_names):
-        for c, label in enumerate(labels):
-            value = ba.per_pair[j, c]
-            if (
-                np.isfinite(value)
-                and value > options.ba_threshold
-                and np.isfinite(low[j, c])
-                and low[j, c] > 0
-                and counts[j, c] >= options.min_support
-            ):
-                flags.append(
-                    {
-                        "analysis": name,
-                        "group": gname,
-                        "label": label,
-                        "bias_amplification": float(value),
-                        "ci": [float(low[j, c]), float(high[j, c])],
-                        "truth_bias": float(ba.reference_bias[j, c]),
-                        "predicted_bias": float(ba.predicted_bias[j, c]),
-                        "support": int(counts[j, c]),
-                    }
-                )
-    result["flags"] = flags
     return result
-
-
-def _table(
-    matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    return {
-        r: dict(zip(cols, np.asarray(matrix[i]).tolist(), strict=True)) for i, r in enumerate(rows)
-    }
 
 
 def saliency(
@@ -265,7 +271,9 @@ def saliency(
     rng = np.random.default_rng(options.seed)
     n = len(data.frame)
     chosen = np.sort(rng.choice(n, size=min(n, options.cam_samples), replace=False))
-    layer = resolve_target_layer(loaded.network, options.target_layer)
+    layer = resolve_target_layer(
+        loaded.network, options.target_layer, input_size=loaded.data_config.input_size
+    )
     shares = np.full(n, np.nan)
     ratios = np.full(n, np.nan)
     paths = [str(data.frame["path"][i]) for i in chosen]
@@ -307,57 +315,86 @@ def saliency(
     return out
 
 
+def memberships(
+    frame: pd.DataFrame, warmth: np.ndarray, vocab: dict[str, str], options: AuditOptions
+) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Group membership of every analysis for the objects of ``frame``."""
+    return {
+        "depicted": groups.depicted_membership(frame["tags"], vocab),
+        "artist": groups.artist_membership(
+            frame["artist_gender"].fillna(""), frame["constituent_genders"]
+        ),
+        "background": groups.warm_membership(warmth, options.warm_threshold),
+    }
+
+
+def _specs(
+    names: list[str], audited: dict[str, tuple[np.ndarray, list[str]]], vocab: dict[str, str]
+) -> list[tuple[str, np.ndarray, list[str], list[int], str]]:
+    gender = [i for i, n in enumerate(names) if n in vocab]
+    other = [i for i, n in enumerate(names) if n not in vocab]
+    labels = {"depicted": other, "artist": list(range(len(names))), "background": gender}
+    words = {
+        "depicted": "gender groups from tags x the other labels",
+        "artist": "artist/constituent gender x every label",
+        "background": "warm background (border pixels) x the gender labels",
+    }
+    return [(n, *audited[n], labels[n], words[n]) for n in ("depicted", "artist", "background")]
+
+
+def _t_to_a(data: AuditData, depicted: np.ndarray, names: list[str], vocab: dict[str, str]) -> Any:
+    """T->A directional BA: the model's own gender labels as predicted attributes."""
+    other = [i for i, n in enumerate(data.names) if n not in vocab]
+    if not other or not any(n in vocab for n in data.names):
+        return None
+    predicted_terms = [[data.names[i] for i in np.flatnonzero(row)] for row in data.preds]
+    predicted_groups, _ = groups.depicted_membership(predicted_terms, vocab)
+    dba = bias.directional_bias_amplification(
+        depicted, data.truth[:, other], predicted_groups, "T->A"
+    )
+    return {
+        "value": dba.value,
+        "per_pair": table(dba.per_pair, names, [data.names[i] for i in other]),
+    }
+
+
 def run_audit(loaded: LoadedModel, data_dir: str | Path, options: AuditOptions) -> dict[str, Any]:
     """The whole audit of one model as a JSON-ready dict (plus ``_data`` for plotting)."""
+    if options.reference not in ("train", "audited"):
+        raise InputError(f"--reference must be train or audited, not {options.reference!r}")
     vocab = dict(options.vocab)
     data = collect(loaded, data_dir, options.split)
-    frame = data.frame
-    gender_terms = set(vocab)
-    gender_labels = [i for i, n in enumerate(data.names) if n in gender_terms]
-    other_labels = [i for i, n in enumerate(data.names) if n not in gender_terms]
-    depicted, depicted_names = groups.depicted_membership(frame["tags"], vocab)
-    artist, artist_names = groups.artist_membership(
-        frame["artist_gender"].fillna(""), frame["constituent_genders"]
-    )
-    warm, warm_names = groups.warm_membership(data.warmth, options.warm_threshold)
-    specs = [
-        (
-            "depicted",
-            depicted,
-            depicted_names,
-            other_labels,
-            "gender groups from tags x the other labels",
-        ),
-        (
-            "artist",
-            artist,
-            artist_names,
-            list(range(len(data.names))),
-            "artist/constituent gender x every label",
-        ),
-        (
-            "background",
-            warm,
-            warm_names,
-            gender_labels,
-            "warm background (border pixels) x the gender labels",
-        ),
+    audited = memberships(data.frame, data.warmth, vocab, options)
+    ref_groups: dict[str, tuple[np.ndarray, list[str]]] = {}
+    ref_truth = None
+    if options.reference == "train":
+        ref = collect_reference(loaded, data_dir, options)
+        ref_truth, ref_groups = ref.truth, memberships(ref.frame, ref.warmth, vocab, options)
+    specs = _specs(data.names, audited, vocab)
+    analyses = [
+        analyse(
+            n,
+            m,
+            gn,
+            li,
+            data,
+            options,
+            d,
+            None if ref_truth is None else (ref_truth, ref_groups[n][0]),
+        )
+        for n, m, gn, li, d in specs
     ]
-    analyses = [analyse(n, m, gn, li, data, options, d) for n, m, gn, li, d in specs]
-    if gender_labels:
-        # T->A: the model's own gender labels as predicted attributes (depicted groups)
-        predicted_terms = [[data.names[i] for i in np.flatnonzero(row)] for row in data.preds]
-        predicted_groups, _ = groups.depicted_membership(predicted_terms, vocab)
-        if other_labels:
-            dba = bias.directional_bias_amplification(
-                depicted, data.truth[:, other_labels], predicted_groups, "T->A"
-            )
-            analyses[0].setdefault("directional_bias_amplification", {})["T->A"] = {
-                "value": dba.value,
-                "per_pair": _table(
-                    dba.per_pair, depicted_names, [data.names[i] for i in other_labels]
-                ),
-            }
+    t_to_a = _t_to_a(data, audited["depicted"][0], audited["depicted"][1], vocab)
+    if t_to_a is not None:
+        analyses[0].setdefault("directional_bias_amplification", {})["T->A"] = t_to_a
+    statistics = audit_stats.decide_flags(
+        analyses,
+        fdr_q=options.fdr_q,
+        ba_threshold=options.ba_threshold,
+        reference=options.reference,
+        split=options.split,
+        n_boot=options.n_boot,
+    )
     sal = saliency(loaded, data, [(n, m, gn) for n, m, gn, _, _ in specs], options)
     per_image = sal.pop("_per_image")
     report = {
@@ -365,7 +402,9 @@ def run_audit(loaded: LoadedModel, data_dir: str | Path, options: AuditOptions) 
         "label_manifest_hash": loaded.manifest_hash,
         "checkpoint": str(loaded.ckpt_path),
         "split": options.split,
-        "objects": len(frame),
+        "objects": len(data.frame),
+        "reference_objects": len(ref_truth) if ref_truth is not None else len(data.frame),
+        "statistics": statistics,
         "options": {k: v for k, v in options.__dict__.items() if k != "vocab"}
         | {"gender_vocab": vocab},
         "accuracy": overall_metrics(data),
@@ -421,7 +460,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument(
-        "--split", default="test", choices=("train", "val", "test", "heldout", "all")
+        "--split",
+        default=AuditOptions.split,
+        choices=("train", "val", "test", "heldout", "all"),
+        help="the audited objects (default heldout: validation + test)",
+    )
+    parser.add_argument(
+        "--reference",
+        default=AuditOptions.reference,
+        choices=("train", "audited"),
+        help="reference bias from the training split (Zhao et al.) or the audited truth",
+    )
+    parser.add_argument(
+        "--fdr", type=float, default=AuditOptions.fdr_q, help="Benjamini-Hochberg q"
     )
     parser.add_argument("--baseline", help="another checkpoint to compare side by side")
     parser.add_argument(
@@ -435,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cam-method", default="gradcam")
     parser.add_argument("--target-layer", help="CAM layer (default: per backbone)")
     parser.add_argument("--seed", type=int, default=0)
+    add_inference_options(parser)
     return parser
 
 
@@ -445,6 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         vocab = groups.parse_gender_vocab(args.gender_vocab)
         options = AuditOptions(
             split=args.split,
+            reference=args.reference,
+            fdr_q=args.fdr,
             vocab=tuple(vocab.items()),
             ba_threshold=args.ba_threshold,
             min_support=args.min_support,
@@ -455,20 +509,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             target_layer=args.target_layer,
             seed=args.seed,
         )
-        report = run_audit(load_model(args.ckpt), args.data_dir, options)
+        device = {"device": args.device, "num_workers": args.num_workers}
+        report = run_audit(load_model(args.ckpt, **device), args.data_dir, options)
         baseline = None
         if args.baseline:
-            baseline = run_audit(load_model(args.baseline), args.data_dir, options)
+            baseline = run_audit(load_model(args.baseline, **device), args.data_dir, options)
             report["comparison"] = comparison(report, baseline)
         path = write_report(report, args.out, baseline)
     except (InputError, FileNotFoundError, ValueError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(report['flags'])} flagged pair(s); report in {path}")
+    stats = report["statistics"]
+    print(
+        f"{len(report['flags'])} flagged pair(s) of {stats['pairs_tested']} tested "
+        f"({stats['fdr']}); report in {path}"
+    )
     for flag in report["flags"]:
         print(
             f"FLAG {flag['analysis']}: {flag['group']} / {flag['label']}: "
-            f"BA {flag['bias_amplification']:+.3f} (CI {flag['ci'][0]:+.3f} .. {flag['ci'][1]:+.3f})"
+            f"BA {flag['bias_amplification']:+.3f} (CI {flag['ci'][0]:+.3f} .. "
+            f"{flag['ci'][1]:+.3f}), p {flag['p_value']:.2g}"
         )
     return 0
 

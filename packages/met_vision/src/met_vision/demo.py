@@ -1,12 +1,14 @@
 """`python -m met_vision.demo` (what `make demo` runs): the whole pipeline, offline, on CPU.
 
-1. start the fake Met API with a synthetic learnable collection (a planted bias: "Women" tends to
-   come with a warm background tint);
+1. start the fake Met API with a synthetic learnable collection with a planted bias its model
+   picks up: `Men` and `Women` have no motif of their own, and "Women" tends to come with a warm
+   background tint (see `met_vision.demo_story`);
 2. `met-harvester sync` against it (rate-limited, progress bar), then `status`;
 3. `python -m met_vision.prepare`, then `python -m met_vision.fit` of a small multilabel model;
 4. `explain --evaluate` on a handful of test objects, and `audit`;
-5. `demo-output/REPORT.md` with the harvest figures, the training curve, the test metrics, a
-   Grad-CAM grid and the audit summary, the pictures beside it.
+5. the same fit with group-balanced sampling (the mitigation), and its `audit`;
+6. `demo-output/REPORT.md` with the harvest figures, the training curve, the test metrics, a
+   Grad-CAM grid, and side by side the flag, the mitigation, the audit after it and its cost.
 
 Every stage is the real command a user would type, run as a subprocess. Re-running is
 incremental: the sync only fetches what changed, `prepare` skips cached images, and a finished
@@ -25,6 +27,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from met_vision import demo_story
 
 PY = sys.executable
 
@@ -56,7 +60,14 @@ def _run(stage: str, cmd: list[str], log: Path, *, capture: bool = False) -> str
 class FakeApiProcess:
     """The fake Met API as a subprocess on 127.0.0.1 (an ephemeral port)."""
 
-    def __init__(self, objects: int, seed: int, bias: float | None, truth_out: Path) -> None:
+    def __init__(
+        self,
+        objects: int,
+        seed: int,
+        bias: float | None,
+        truth_out: Path,
+        unmarked_tags: Sequence[str] = (),
+    ) -> None:
         cmd = [
             PY,
             "-m",
@@ -75,6 +86,8 @@ class FakeApiProcess:
         ]
         if bias is not None:
             cmd += ["--bias", str(bias)]
+        if unmarked_tags:
+            cmd += ["--unmarked-tags", ",".join(unmarked_tags)]
         print(f"\n== fake API: {' '.join(cmd)}", flush=True)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
@@ -96,9 +109,53 @@ class FakeApiProcess:
                 self.proc.kill()
 
 
-def _latest_run(runs_root: Path) -> Path | None:
-    done = sorted(runs_root.glob("**/metrics.json"), key=lambda p: p.stat().st_mtime)
-    return done[-1].parent if done else None
+def _fit(
+    stage: str,
+    run_dir: Path,
+    log: Path,
+    *,
+    retrain: bool,
+    config: Path,
+    data_dir: Path,
+    size: int,
+    max_epochs: int,
+    fit_args: Sequence[str],
+) -> None:
+    """Train one model into `run_dir`, or reuse the finished run there (unless `retrain`)."""
+    if not retrain and (run_dir / "metrics.json").exists():
+        print(f"\n== {stage}: reusing the finished run {run_dir} (--retrain to train again)")
+        return
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    _run(
+        stage,
+        [
+            PY,
+            "-m",
+            "met_vision.fit",
+            "--config",
+            str(config),
+            "--data.data_dir",
+            str(data_dir),
+            "--data.image_size",
+            str(size),
+            "--data.cache_size",
+            str(size),
+            "--trainer.max_epochs",
+            str(max_epochs),
+            "--run_dir",
+            str(run_dir),
+            *fit_args,
+        ],
+        log,
+    )
+
+
+def _audit(stage: str, ckpt: Path, data_dir: Path, out: Path, log: Path) -> Path:
+    """Run the audit of one checkpoint; returns its audit.json."""
+    cmd = [PY, "-m", "met_vision.audit", "--ckpt", str(ckpt), "--data-dir", str(data_dir)]
+    _run(stage, [*cmd, "--out", str(out)], log)
+    return out / "audit.json"
 
 
 def _best_ckpt(run_dir: Path) -> Path:
@@ -113,7 +170,7 @@ def _test_ids(data_dir: Path, n: int) -> list[int]:
     """A handful of test-split objects that have an image, via the vision library."""
     from met_vision.data.mirror import load_records
 
-    frame = load_records(data_dir)
+    frame = load_records(data_dir, split_fractions=demo_story.SPLIT_FRACTIONS)
     usable = frame[(frame["split"] == "test") & frame["has_image"] & (frame["tags"].map(len) > 0)]
     return [int(i) for i in usable["object_id"].head(n)]
 
@@ -206,34 +263,25 @@ def _write_report(out: Path, facts: dict[str, Any]) -> Path:
         for key, value in overall.items():
             if isinstance(value, int | float):
                 lines.append(f"| {key} | {_fmt(value)} |")
-    lines += ["", "## Bias audit", ""]
+    lines += ["", *facts.get("story", [])]
     if facts.get("audit_md"):
-        lines.append(f"Full report: [{facts['audit_md']}]({facts['audit_md']}).")
-    for flag in facts.get("audit_flags", []):
-        lines.append(f"- flagged: {flag}")
-    if not facts.get("audit_flags"):
-        lines.append("- nothing flagged")
+        lines.append(
+            f"Full reports: [{facts['audit_md']}]({facts['audit_md']}) (baseline), "
+            "[audit-mitigated/report.md](audit-mitigated/report.md) (group-balanced)."
+        )
     lines.append("")
     report = out / "REPORT.md"
     report.write_text("\n".join(lines))
     return report
 
 
-def _audit_flags(audit_json: Path) -> list[str]:
-    if not audit_json.exists():
-        return []
-    data = json.loads(audit_json.read_text())
-    flags = data.get("flags", [])
-    return [json.dumps(f) if not isinstance(f, str) else f for f in flags]
-
-
 def run_demo(
     out: Path,
     *,
-    objects: int = 2000,
+    objects: int = demo_story.OBJECTS,
     seed: int = 0,
     bias: float | None = 0.9,
-    size: int = 96,
+    size: int = demo_story.SIZE,
     max_epochs: int = 10,
     explain_n: int = 8,
     retrain: bool = False,
@@ -250,7 +298,7 @@ def run_demo(
     runs_root = out / "runs"
     facts: dict[str, Any] = {"objects": objects, "bias": bias}
 
-    api = FakeApiProcess(objects, seed, bias, truth)
+    api = FakeApiProcess(objects, seed, bias, truth, demo_story.UNMARKED_TAGS)
     try:
         started = time.time()
         _run(
@@ -291,7 +339,7 @@ def run_demo(
     facts["status"] = json.loads(status_text)
     print(json.dumps({k: v for k, v in facts["status"].items() if isinstance(v, int)}, indent=1))
 
-    label_opts = ["--task", "multilabel", "--min-count", "5"]
+    label_opts = ["--task", "multilabel", "--min-count", "5", *demo_story.PREPARE_SPLIT_ARGS]
     _run(
         "prepare",
         [
@@ -309,35 +357,16 @@ def run_demo(
         log,
     )
 
-    run_dir = None if retrain else _latest_run(runs_root)
-    if run_dir is None:
-        run_dir = runs_root / "demo-multilabel"
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        _run(
-            "fit",
-            [
-                PY,
-                "-m",
-                "met_vision.fit",
-                "--config",
-                str(config),
-                "--data.data_dir",
-                str(data_dir),
-                "--data.image_size",
-                str(size),
-                "--data.cache_size",
-                str(size),
-                "--trainer.max_epochs",
-                str(max_epochs),
-                "--run_dir",
-                str(run_dir),
-                *fit_args,
-            ],
-            log,
-        )
-    else:
-        print(f"\n== fit: reusing the finished run {run_dir} (--retrain to train again)")
+    fit: dict[str, Any] = {
+        "retrain": retrain,
+        "config": config,
+        "data_dir": data_dir,
+        "size": size,
+        "max_epochs": max_epochs,
+    }
+    fit_args = [*demo_story.FIT_SPLIT_ARGS, *fit_args]
+    run_dir = runs_root / "demo-multilabel"
+    _fit("fit", run_dir, log, fit_args=fit_args, **fit)
     facts["run_dir"] = str(run_dir.relative_to(out))
     facts["metrics"] = json.loads((run_dir / "metrics.json").read_text())
     curve = _plot_training_curve(run_dir, out / "training_curve.png")
@@ -366,9 +395,6 @@ def run_demo(
             str(truth),
             "--out",
             str(explain_dir),
-            # test_resnet's last stage is 3x3 at 96 px: one stage earlier localises motifs.
-            "--target-layer",
-            "layer3",
         ],
         log,
     )
@@ -378,25 +404,22 @@ def run_demo(
     facts["cam_eval"] = json.loads(evals[0].read_text()) if evals else {}
 
     audit_dir = out / "audit"
-    _run(
-        "audit",
-        [
-            PY,
-            "-m",
-            "met_vision.audit",
-            "--ckpt",
-            str(ckpt),
-            "--data-dir",
-            str(data_dir),
-            "--out",
-            str(audit_dir),
-        ],
-        log,
+    baseline_json = _audit("audit", ckpt, data_dir, audit_dir, log)
+    facts["audit_md"] = "audit/report.md"
+
+    mitigated_dir = runs_root / "demo-mitigated"
+    mitigated_args = [*fit_args, *demo_story.MITIGATION_ARGS]
+    _fit("fit (group-balanced)", mitigated_dir, log, fit_args=mitigated_args, **fit)
+    mitigated_json = _audit(
+        "audit (group-balanced)", _best_ckpt(mitigated_dir), data_dir, out / "audit-mitigated", log
     )
-    mds = sorted(audit_dir.glob("*.md"))
-    facts["audit_md"] = str(mds[0].relative_to(out)) if mds else None
-    jsons = sorted(audit_dir.glob("*.json"))
-    facts["audit_flags"] = _audit_flags(jsons[0]) if jsons else []
+    mitigated_metrics = json.loads((mitigated_dir / "metrics.json").read_text())
+    facts["story"] = demo_story.story_lines(
+        demo_story.audit_summary(baseline_json),
+        demo_story.audit_summary(mitigated_json),
+        facts["metrics"].get("test", facts["metrics"]),
+        mitigated_metrics.get("test", mitigated_metrics),
+    )
 
     report = _write_report(out, facts)
     print(f"\n== report: {report}")
@@ -409,12 +432,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m met_vision.demo", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="output directory")
-    parser.add_argument("--objects", type=int, default=2000, help="synthetic objects served")
+    parser.add_argument(
+        "--objects", type=int, default=demo_story.OBJECTS, help="synthetic objects served"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic collection")
     parser.add_argument(
         "--bias", type=float, default=0.9, help="planted Women→warm-tint rate; <0 for none"
     )
-    parser.add_argument("--size", type=int, default=96, help="image size for cache and training")
+    parser.add_argument(
+        "--size", type=int, default=demo_story.SIZE, help="image size for cache and training"
+    )
     parser.add_argument("--max-epochs", type=int, default=10, help="training epochs")
     parser.add_argument("--explain", type=int, default=8, help="test objects to explain")
     parser.add_argument("--rate", type=float, default=200.0, help="API and image requests/s")

@@ -7,13 +7,16 @@ The first writes ``embeddings.npy`` (float32, one L2-normalised row per object: 
 pooled features before the classifier), ``index.parquet`` (row -> object_id, image, split,
 cluster), ``meta.json`` and, with ``--clusters K``, ``clusters.json`` and one
 ``montages/cluster_<k>.png`` per cluster (the images nearest its centre). The second prints the
-nearest neighbours of an object by cosine similarity.
+nearest neighbours of an object by cosine similarity. Images are decoded by ``--num-workers``
+DataLoader workers and embedded on ``--device`` (``--devices N``: one process per device),
+chunk by chunk into ``<out>/parts/``, so a killed run resumes when started again.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,23 +24,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
-from met_vision.inference.predictor import InputError, LoadedModel, iter_batches, load_model
+from met_vision.inference import runner
+from met_vision.inference.options import add_inference_options
+from met_vision.inference.predictor import InputError, Predictor, load_model
 
 PROG = "met_vision.embed"
 MONTAGE_MAX = 16
 THUMB = 96
-
-
-@torch.no_grad()
-def embed_batch(loaded: LoadedModel, images: torch.Tensor) -> np.ndarray:
-    """Pooled pre-logits features ``(N, D)`` of a normalised batch."""
-    net: Any = loaded.network
-    features = net.forward_features(images.to(next(net.parameters()).device))
-    pooled = net.forward_head(features, pre_logits=True)
-    return pooled.reshape(len(images), -1).float().cpu().numpy()
 
 
 def normalize_rows(matrix: np.ndarray) -> np.ndarray:
@@ -47,19 +42,16 @@ def normalize_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def compute_embeddings(
-    loaded: LoadedModel, paths: Sequence[str], batch_size: int = 64
+    loaded: Predictor,
+    paths: Sequence[str],
+    parts: Path,
+    spec: runner.RunSpec | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``(ok_mask, embeddings of the readable images, errors)``."""
-    ok = np.zeros(len(paths), dtype=bool)
-    chunks: list[np.ndarray] = []
-    errors: list[str] = []
-    for positions, batch, errs in iter_batches(paths, loaded, batch_size):
-        errors.extend(errs)
-        if positions:
-            chunks.append(embed_batch(loaded, batch))
-            ok[positions] = True
-    dim = int(chunks[0].shape[1]) if chunks else 0
-    matrix = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
+    """``(ok_mask, L2-normalised embeddings of the readable images, errors)``, computed chunk
+    by chunk into ``parts`` (a killed run resumes there) on the spec's device(s)."""
+    spec = spec or runner.RunSpec(ckpt=str(loaded.ckpt_path), output="features")
+    one = spec.devices == 1
+    ok, matrix, errors, _ = runner.run(spec, loaded.model_id, paths, parts, loaded if one else None)
     return ok, normalize_rows(matrix), errors
 
 
@@ -94,19 +86,19 @@ def montage(paths: Sequence[str], out: Path, title: str, thumb: int = THUMB) -> 
 
 
 def write_index(
-    loaded: LoadedModel,
+    loaded: Predictor,
     out: Path,
     object_ids: Sequence[int],
     paths: Sequence[str],
     splits: Sequence[str],
     *,
     clusters: int | None = None,
-    batch_size: int = 64,
+    spec: runner.RunSpec | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Embed the images and write the index directory; returns meta.json's content."""
     out.mkdir(parents=True, exist_ok=True)
-    ok, embeddings, errors = compute_embeddings(loaded, paths, batch_size)
+    ok, embeddings, errors = compute_embeddings(loaded, paths, out / "parts", spec)
     keep = np.flatnonzero(ok)
     index = pd.DataFrame(
         {
@@ -153,6 +145,7 @@ def write_index(
         meta["clusters"] = len(centres)
     index.to_parquet(out / "index.parquet", index=False)
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(out / "parts", ignore_errors=True)
     return meta
 
 
@@ -215,14 +208,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clusters", type=int, help="k-means with K clusters and montages")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    add_inference_options(parser, multi_device=True)
     args = parser.parse_args(argv)
     if args.clusters is not None and args.clusters < 1:
         parser.error("--clusters must be at least 1")
     try:
-        from met_vision.inference.predictor import mirror_frame
+        from met_vision.inference.mirror import mirror_frame
 
-        loaded = load_model(args.ckpt)
+        one = args.devices <= 1
+        loaded = load_model(args.ckpt, args.device if one else "cpu")
         frame = mirror_frame(loaded, args.data_dir)
+        spec = runner.RunSpec(
+            ckpt=str(args.ckpt),
+            output="features",
+            device=args.device,
+            devices=max(1, args.devices),
+            num_workers=args.num_workers,
+            batch_size=args.batch_size,
+            chunk_size=max(1, args.chunk_size),
+        )
         if args.split != "all":
             frame = frame[frame["split"] == args.split]
         meta = write_index(
@@ -232,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             [str(p) for p in frame["path"]],
             [str(s) for s in frame["split"]],
             clusters=args.clusters,
-            batch_size=args.batch_size,
+            spec=spec,
             seed=args.seed,
         )
     except (InputError, FileNotFoundError, ValueError) as exc:

@@ -33,7 +33,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from met_vision.cluster import slurm
+from met_vision.cluster import resume, slurm
 from met_vision.data.datamodule import MetDataModule
 from met_vision.trainers.backbones import check_backbone_name
 from met_vision.trainers.callbacks import RunDirCallback
@@ -149,15 +149,16 @@ class MetCLI(LightningCLI):
             ]
         if trainer_cfg.get("default_root_dir") is None:
             kwargs["default_root_dir"] = str(self.run_dir)
+        callbacks = list(trainer_cfg.get("callbacks") or [])
         if trainer_cfg.get("plugins") is None:
             plugins = slurm.cluster_plugins()
             if plugins:
                 kwargs["plugins"] = plugins
+                callbacks.append(resume.RequeueCheckpoint(self.run_dir))
         checkpoint = self._get(self.config_init, "checkpoint")
         if checkpoint is not None and checkpoint.dirpath is None:
             checkpoint.dirpath = str(self.run_dir / "checkpoints")
         config_yaml = self.parser.dump(self.config, skip_unset=False)
-        callbacks = list(trainer_cfg.get("callbacks") or [])
         # Lightning's save_last only refreshes last.ckpt when a new best is saved; this one
         # rewrites it after every epoch, so --ckpt_path .../last.ckpt resumes where training was
         self.last_checkpoint = ModelCheckpoint(
@@ -172,21 +173,41 @@ class MetCLI(LightningCLI):
             RunDirCallback(self.run_dir, config_yaml, self.config.name, self.started_at)
         )
         kwargs["callbacks"] = callbacks
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        # last.ckpt after best.ckpt, so that last.ckpt holds this epoch's best score to resume with
+        ordered: list[Any] = trainer.callbacks  # type: ignore[attr-defined]
+        ordered.remove(self.last_checkpoint)
+        ordered.append(self.last_checkpoint)
+        return trainer
 
-    def fit_and_test(self) -> None:
-        """Train (resuming from ``--ckpt_path`` if given), then test with the chosen weights."""
+    def fit_and_test(self) -> int:
+        """Train, then test with the chosen weights; the exit status (`resume.EXIT_REQUEUE` when
+        stopped by the requeue signal).
+
+        Training resumes from ``--ckpt_path``, else from the run directory's newest checkpoint
+        (`met_vision.cluster.resume.resume_checkpoint`), so a requeued or restarted run goes on.
+        """
         cfg = self.config
         os.environ[RUN_DIR_ENV] = str(self.run_dir)
         try:
             if cfg.fit:
-                self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=cfg.ckpt_path)
+                ckpt_path = cfg.ckpt_path or resume.resume_checkpoint(self.run_dir)
+                if ckpt_path is not None and cfg.ckpt_path is None:
+                    print(f"{PROG}: resuming from {ckpt_path}", file=sys.stderr, flush=True)
+                    if self.trainer.is_global_zero:
+                        resume.keep_csv_history(self.run_dir)
+                try:
+                    self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+                except resume.RequeueRequested as stop:
+                    print(f"{PROG}: {stop}; exiting {resume.EXIT_REQUEUE}", file=sys.stderr)
+                    return resume.EXIT_REQUEUE
             if cfg.test:
                 self.trainer.test(
                     self.model, datamodule=self.datamodule, ckpt_path=self._test_ckpt()
                 )
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
+        return 0
 
     def _test_ckpt(self) -> str | None:
         cfg = self.config
@@ -259,8 +280,9 @@ def main(args: list[str] | None = None) -> int:
             raise
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    cli.fit_and_test()
-    return 0
+    with warnings.catch_warnings():  # the task's batch hook (normalising on the device) is meant
+        warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
+        return cli.fit_and_test()
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ from typing import IO, Any, Literal
 import pandas as pd
 from PIL import Image, ImageOps
 
-from met_vision.data.labels import LabelSpaceConfig, build_label_space
+from met_vision.data import near_duplicates
+from met_vision.data.labels import LabelSpace, LabelSpaceConfig, build_label_space
+from met_vision.data.leakage import leakage_report, near_duplicate_links, regroup
 from met_vision.data.mirror import load_records
 from met_vision.data.shards import DEFAULT_SHARD_BYTES, SHARDS_DIR, read_member
 from met_vision.data.shards import INDEX_FILE as SHARD_INDEX
@@ -144,17 +146,27 @@ def usable_cpus() -> int:
     return max(1, cpus)
 
 
+# Bumped when the split rule changes, so an index made under an older (leakier) rule is not reused.
+SPLIT_RULE_VERSION = 2
+
+
 def dataset_key(
     config: LabelSpaceConfig | None,
     split_salt: str,
     split_fractions: Sequence[float],
     group_key: str | None,
+    near_duplicates: int | None = None,
 ) -> str:
     """The directory name of a dataset index: a hash of label-space and split options."""
-    payload = {
-        "labels": config.to_dict() if config is not None else "all",
-        "split": {"salt": split_salt, "fractions": list(split_fractions), "group": group_key},
+    split: dict[str, Any] = {
+        "salt": split_salt,
+        "fractions": list(split_fractions),
+        "group": group_key,
+        "rule": SPLIT_RULE_VERSION,
     }
+    if near_duplicates is not None:
+        split["near_duplicates"] = int(near_duplicates)
+    payload = {"labels": config.to_dict() if config is not None else "all", "split": split}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -219,6 +231,39 @@ def _cache_files(
     return failures, counts
 
 
+def _label(
+    records: pd.DataFrame, config: LabelSpaceConfig | None
+) -> tuple[LabelSpace | None, pd.DataFrame]:
+    """The label space (vocabulary from the training split) and its objects, or every image."""
+    if config is not None:
+        return build_label_space(records, config)
+    kept = records[records["has_image"] & ~records["withdrawn"]].reset_index(drop=True)
+    return None, kept.assign(target=None)
+
+
+def _pack_shards(
+    kept: pd.DataFrame,
+    known_failures: dict[str, str],
+    shard_dir: Path,
+    cache_dir: Path,
+    size: int,
+    names: list[str] | None,
+    workers: int,
+    shard_bytes: int,
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Write or top up the dataset's shards; (sha256 -> new error, counts)."""
+    from met_vision.data.shard_prepare import build_shards
+
+    rows = kept[~kept["image_sha256"].isin(list(known_failures))].rename(
+        columns={"image_sha256": "sha256"}
+    )[["object_id", "sha256", "image_path", "target", "split"]]
+    _, failures, counts = build_shards(
+        rows, shard_dir, cache_dir, size, names=names, workers=workers, max_bytes=shard_bytes
+    )
+    work = {"resized": counts.pop("resized"), "already_cached": counts.pop("reused")}
+    return failures, {**work, **counts}
+
+
 def prepare(
     data_dir: Path | str,
     size: int,
@@ -228,6 +273,7 @@ def prepare(
     split_salt: str = "met",
     split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
     group_key: str | None = None,
+    near_duplicate_distance: int | None = None,
     progress: bool = False,
     output: Literal["files", "shards"] = "files",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
@@ -241,6 +287,8 @@ def prepare(
             image (index without targets).
         workers: worker processes (<= 1: in this process).
         split_salt, split_fractions, group_key: the split options (see `met_vision.data.splits`).
+        near_duplicate_distance: also keep objects whose images are near-duplicates (pHash
+            within this many bits, see `met_vision.data.near_duplicates`) in one split; None: off.
         progress: show a rich progress bar.
         output: 'files' (one JPEG per image, `index.parquet`) or 'shards' (WebDataset tar
             shards under `shards/`, see `met_vision.data.shards`).
@@ -262,37 +310,27 @@ def prepare(
         split_fractions=fractions,
         group_key=group_key,
     )
-    if config is not None:
-        space, kept = build_label_space(records, config)
-    else:
-        space, kept = (
-            None,
-            records[records["has_image"] & ~records["withdrawn"]].reset_index(drop=True),
-        )
-        kept = kept.assign(target=None)
-
     cache_dir = data_dir / "cache" / str(size)
     cache_dir.mkdir(parents=True, exist_ok=True)
     failed_file = cache_dir / "failed.json"
     known_failures: dict[str, str] = (
         json.loads(failed_file.read_text()) if failed_file.exists() else {}
     )
-    key = dataset_key(config, split_salt, fractions, group_key)
+    space, kept = _label(records, config)
+    links: list[tuple[int, int, int]] | None = None
+    hashed = 0
+    if near_duplicate_distance is not None:  # hashes of the source images, before any caching
+        links, hashed = near_duplicate_links(kept, known_failures, near_duplicate_distance)
+        records = regroup(records, links, split_salt, fractions, group_key)
+        space, kept = _label(records, config)  # the vocabulary of the new training split
+    key = dataset_key(config, split_salt, fractions, group_key, near_duplicate_distance)
     out_dir = cache_dir / "datasets" / key
     out_dir.mkdir(parents=True, exist_ok=True)
     if output == "shards":
-        from met_vision.data.shard_prepare import build_shards
-
-        rows = kept[~kept["image_sha256"].isin(list(known_failures))].rename(
-            columns={"image_sha256": "sha256"}
-        )[["object_id", "sha256", "image_path", "target", "split"]]
         names = space.names if space is not None else None
-        _, new_failures, counts = build_shards(
-            rows, out_dir / SHARDS_DIR, cache_dir, size,
-            names=names, workers=workers, max_bytes=shard_bytes,
-        )  # fmt: skip
-        work = {"resized": counts.pop("resized"), "already_cached": counts.pop("reused")}
-        work.update(counts)
+        new_failures, work = _pack_shards(
+            kept, known_failures, out_dir / SHARDS_DIR, cache_dir, size, names, workers, shard_bytes
+        )
     else:
         new_failures, work = _cache_files(kept, cache_dir, known_failures, size, workers, progress)
     known_failures.update(new_failures)
@@ -339,9 +377,10 @@ def prepare(
                 failed_objects["object_id"], failed_objects["image_sha256"], strict=True
             )
         ],
+        "leakage": leakage_report(records, index, links, near_duplicate_distance, hashed),
     }
     if space is not None:
-        space.extra = {"undecodable_images": len(failed_objects)}
+        space.extra = {"undecodable_images": len(failed_objects), "vocabulary_split": "train"}
         space.save(out_dir / "labels.json")
         if output == "shards":
             space.save(out_dir / SHARDS_DIR / "labels.json")
@@ -368,6 +407,16 @@ def add_label_space_arguments(parser: argparse.ArgumentParser) -> None:
     splits.add_argument("--split-salt", default="met")
     splits.add_argument("--split-fractions", default="0.8,0.1,0.1", help="train,val,test")
     splits.add_argument("--group-key", choices=GROUP_KEYS, default=None)
+    splits.add_argument(
+        "--near-duplicates",
+        type=int,
+        nargs="?",
+        const=near_duplicates.DEFAULT_MAX_DISTANCE,
+        default=None,
+        metavar="BITS",
+        help="also keep near-duplicate images in one split: pHash within BITS "
+        f"(default {near_duplicates.DEFAULT_MAX_DISTANCE}) of each other",
+    )
 
 
 def _csv_list(value: str | None) -> list[str] | None:
@@ -423,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             split_salt=args.split_salt,
             split_fractions=fractions,
             group_key=args.group_key,
+            near_duplicate_distance=args.near_duplicates,
             progress=not args.no_progress and sys.stderr.isatty(),
             output=args.format,
             shard_bytes=max(1, int(args.shard_mb * 2**20)),

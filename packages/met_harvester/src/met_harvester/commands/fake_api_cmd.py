@@ -38,6 +38,14 @@ def fake_api(
             "with this probability (others 5%). Default: tint on 10% of objects, independent of tags.",
         ),
     ] = None,
+    unmarked_tags: Annotated[
+        str | None,
+        typer.Option(
+            "--unmarked-tags",
+            help="Comma-separated tags drawn without a motif of their own (e.g. Men,Women): "
+            "a model can find them only through what they correlate with, like the --bias tint.",
+        ),
+    ] = None,
     truth_out: Annotated[
         Path | None,
         typer.Option(
@@ -239,7 +247,13 @@ def fake_api(
         image_slow_rate=image_slow_rate, image_latency=image_latency, seed=fault_seed,
     )  # fmt: skip
     collection = SyntheticCollection(
-        CollectionConfig(n_objects=objects, seed=seed, bias=bias, large_image=large_image)
+        CollectionConfig(
+            n_objects=objects,
+            seed=seed,
+            bias=bias,
+            large_image=large_image,
+            unmarked_tags=tuple(t.strip() for t in (unmarked_tags or "").split(",") if t.strip()),
+        )
     )
     if truth_out is not None:
         try:

@@ -55,6 +55,9 @@ class CollectionConfig:
         additional_images_rate: Share of public-domain objects with 1–3 additional images.
         id_spread: Ids are drawn without replacement from 1..n_objects*id_spread.
         large_image: Include LARGE_IMAGE_OBJECT_ID with its very large original image.
+        unmarked_tags: Tags drawn and served like any other but without a motif of their own in
+            the image (e.g. ("Men", "Women")): a model can find them only through what they
+            correlate with, such as the planted tint.
     """
 
     n_objects: int = 5000
@@ -67,6 +70,7 @@ class CollectionConfig:
     additional_images_rate: float = 0.2
     id_spread: float = 1.8
     large_image: bool = True
+    unmarked_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -365,7 +369,7 @@ class SyntheticCollection:
         key = "primary" if variant in VARIANTS else variant
         rng = random.Random(f"scene:{self.config.seed}:{object_id}:{version}:{key}")
         spec = self.image_spec(object_id)
-        tags = self.tags_of(object_id) or []
+        tags = [t for t in self.tags_of(object_id) or [] if t not in self.config.unmarked_tags]
         return make_scene(
             rng, CLASSIFICATIONS[int(self._cls[i])], tags, bool(self._tint[i]), *spec.small
         )

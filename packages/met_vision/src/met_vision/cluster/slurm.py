@@ -1,12 +1,12 @@
-"""SLURM support: reading the job's environment, the requeue plugin and a stable run id.
+"""SLURM support: reading the job's environment, the cluster plugin and a stable run id.
 
 Under ``srun`` every task is one training process. Lightning's ``SLURMEnvironment`` reads the
 ranks from ``SLURM_PROCID``/``SLURM_LOCALID``/``SLURM_NODEID`` and the world size from
-``SLURM_NTASKS``; with ``auto_requeue=True`` it handles ``SIGUSR1`` (sent by
-``#SBATCH --signal=SIGUSR1@90`` before the time limit or on preemption) by saving
-``hpc_ckpt_<n>.ckpt`` in the run directory and calling ``scontrol requeue $SLURM_JOB_ID``. The
-requeued job keeps its job id, so ``run_id()`` gives it the same run directory, where Lightning
-finds the ``hpc_ckpt`` and resumes from it.
+``SLURM_NTASKS``. Its own requeue (``auto_requeue``) is off: it would run ``scontrol requeue``
+from rank zero, inside the container, where there is no Slurm client. The batch shell requeues
+instead, on the host (``docker/slurm/*.sbatch``), after `met_vision.cluster.resume.RequeueCheckpoint`
+has checkpointed the step. The requeued job keeps its job id, so ``run_id()`` gives it the same
+run directory, where `met_vision.cluster.resume.resume_checkpoint` finds the newest checkpoint.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def check_layout(info: SlurmInfo, devices: Any, num_nodes: int) -> None:
 
 
 def cluster_plugins(env: Mapping[str, str] | None = None) -> list[Any]:
-    """``[SLURMEnvironment(auto_requeue=True, requeue_signal=SIGUSR1)]`` inside a SLURM job step.
+    """``[SLURMEnvironment(auto_requeue=False)]`` inside a SLURM job step (requeue: the batch shell).
 
     Outside SLURM (or in an interactive allocation) the list is empty and Lightning picks its
     default environment.
@@ -145,7 +145,7 @@ def cluster_plugins(env: Mapping[str, str] | None = None) -> list[Any]:
         return []
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    return [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)]
+    return [SLURMEnvironment(auto_requeue=False, requeue_signal=signal.SIGUSR1)]
 
 
 def run_id(env: Mapping[str, str] | None = None) -> str | None:

@@ -19,7 +19,6 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -157,6 +156,8 @@ class MetDataModule(pl.LightningDataModule):
             (group, warm background) cell.
         gender_vocab: tag -> group, e.g. 'Women=female,Men=male' (default: met_vision.fairness.groups).
         split_salt, split_fractions, group_key: see `met_vision.data.splits`.
+        near_duplicates: the `prepare --near-duplicates` distance the index was built with
+            (None: off); part of the index key.
         predict_split: which objects predict_dataloader covers: a split or 'all'.
         max_consecutive_bad: unreadable images in a row that make loading fail.
         data_format: which prepared form to read: 'shards' (tar shards of
@@ -203,6 +204,7 @@ class MetDataModule(pl.LightningDataModule):
         data_format: Literal["auto", "files", "shards"] = "auto",
         stage_to: str | None = None,
         device_decode: bool = False,
+        near_duplicates: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -229,6 +231,7 @@ class MetDataModule(pl.LightningDataModule):
         self.balanced_sampler = balanced_sampler
         self.split_salt = split_salt
         self.group_key = group_key
+        self.near_duplicates = near_duplicates
         self.predict_split = predict_split
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers
@@ -282,7 +285,9 @@ class MetDataModule(pl.LightningDataModule):
     def find_index(self) -> Path | None:
         """The prepared index for this configuration, if any (see `cache_size` and
         `data_format`): `.../datasets/<key>/index.parquet` or `.../<key>/shards/index.parquet`."""
-        key = dataset_key(self.config, self.split_salt, self.split_fractions, self.group_key)
+        key = dataset_key(
+            self.config, self.split_salt, self.split_fractions, self.group_key, self.near_duplicates
+        )
         cache_root = self.data_dir / "cache"
         if self.cache_size is not None:
             sizes = [self.cache_size]
@@ -347,6 +352,12 @@ class MetDataModule(pl.LightningDataModule):
             log.info("reading the prepared cache %s (%d objects)", index_path.parent, len(frame))
         else:
             size_hint = self.cache_size or 384
+            if self.near_duplicates is not None:
+                raise ValueError(
+                    "near-duplicate grouping needs the prepared index: run `python -m "
+                    f"met_vision.prepare --data-dir {self.data_dir} --near-duplicates "
+                    f"{self.near_duplicates}` with the same label options"
+                )
             message = (
                 f"no prepared image cache for this label space under {self.data_dir / 'cache'}; "
                 "reading the raw image store (slower). Run `python -m met_vision.prepare "
@@ -463,18 +474,13 @@ class MetDataModule(pl.LightningDataModule):
     def eval_sampler(
         self, stage: Stage, num_replicas: int | None = None, rank: int | None = None
     ) -> Sampler | None:
-        """Under DDP: a sharding sampler (predict: without padding duplicates)."""
-        dataset = self._dataset(stage)
+        """Under DDP: every sample on exactly one rank (`met_vision.data.eval_sharding`), no padding."""
+        from met_vision.data.eval_sharding import exact_eval_sampler
+
         world, rank = (
             self._world() if num_replicas is None or rank is None else (num_replicas, rank)
         )
-        if world <= 1:
-            return None
-        if stage == "predict":
-            return UnrepeatedDistributedSampler(
-                dataset, num_replicas=world, rank=rank, shuffle=False
-            )
-        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+        return exact_eval_sampler(self._dataset(stage), stage, world, rank)
 
     def _dataset(self, stage: Stage) -> MetImageDataset:
         self.setup()

@@ -225,8 +225,19 @@ def _multiclass_values(records: pd.DataFrame, config: LabelSpaceConfig) -> list[
     return values
 
 
+def _counted(records: pd.DataFrame, vocabulary_split: str | None) -> list[bool]:
+    """Which rows the vocabulary (min_count, top_k) and the manifest counts are taken from."""
+    if vocabulary_split is None or "split" not in records:
+        return [True] * len(records)
+    return list(records["split"] == vocabulary_split)
+
+
 def build_label_space(
-    records: pd.DataFrame, config: LabelSpaceConfig, *, require_image: bool = True
+    records: pd.DataFrame,
+    config: LabelSpaceConfig,
+    *,
+    require_image: bool = True,
+    vocabulary_split: str | None = "train",
 ) -> tuple[LabelSpace, pd.DataFrame]:
     """Derive the label space and the labelled records.
 
@@ -234,6 +245,10 @@ def build_label_space(
         records: output of `met_vision.data.mirror.load_records`.
         config: the label space definition.
         require_image: leave out (and count) objects without a stored image.
+        vocabulary_split: which labels exist (min_count, top_k) and the manifest's `counts`
+            (which balanced class weights come from) are counted on this split alone, so that
+            nothing about the held-out objects leaks into training; None counts every split.
+            Objects of the other splits keep only labels of that vocabulary.
 
     Returns:
         The label space and the kept records with a `target` column (class index for
@@ -247,15 +262,19 @@ def build_label_space(
         exclusions["no_image"] = int((~records["has_image"]).sum())
         records = records[records["has_image"]]
     records = records.reset_index(drop=True)
+    counted = _counted(records, vocabulary_split)
 
     if config.task == "multiclass":
         values = _multiclass_values(records, config)
         exclusions["no_label"] = sum(v is None for v in values)
         exclusions["ambiguous"] = sum(v == "\x00" for v in values)
-        counter = Counter(v for v in values if v is not None and v != "\x00")
+        counter = Counter(
+            v for v, c in zip(values, counted, strict=True) if c and v is not None and v != "\x00"
+        )
         names = _keep_names(counter, config)
         kept_set = set(names)
-        if config.other and any(v not in kept_set for v in counter):
+        seen = {v for v in values if v is not None and v != "\x00"}
+        if config.other and any(v not in kept_set for v in seen):
             names = [*names, OTHER] if OTHER not in kept_set else names
         lookup = {name: i for i, name in enumerate(names)}
         targets: list[Any] = []
@@ -272,7 +291,9 @@ def build_label_space(
         )
     else:
         tag_lists = [[t for t in tags if _allowed(t, config)] for tags in records["tags"]]
-        counter = Counter(t for tags in tag_lists for t in set(tags))
+        counter = Counter(
+            t for tags, c in zip(tag_lists, counted, strict=True) if c for t in set(tags)
+        )
         names = _keep_names(counter, config)
         lookup = {name: i for i, name in enumerate(names)}
         targets = []
@@ -287,7 +308,10 @@ def build_label_space(
 
     counts = dict.fromkeys(names, 0)
     sources: dict[str, dict[str, int]] = {name: {"api": 0, "csv": 0} for name in names}
-    for target, source in zip(kept["target"], kept["source"], strict=True):
+    kept_counted = _counted(kept, vocabulary_split)
+    for target, source, c in zip(kept["target"], kept["source"], kept_counted, strict=True):
+        if not c:
+            continue
         for index in [target] if config.task == "multiclass" else target:
             counts[names[index]] += 1
             sources[names[index]][source] = sources[names[index]].get(source, 0) + 1

@@ -1,7 +1,8 @@
 """Read-only access to a met_harvester mirror: one row per object with its metadata and image.
 
-The harvester's SQLite file (`<data-dir>/met.sqlite`) is opened with `mode=ro`, so nothing here can
-alter harvested data. Metadata comes from the API mirror (`objects`, `object_tags` source 'api')
+The harvester's SQLite file (`<data-dir>/met.sqlite`) is opened read-only (`mode=ro`, or
+`immutable=1` on a read-only mount: `met_vision.data.readonly`), so nothing here can alter harvested
+data. Metadata comes from the API mirror (`objects`, `object_tags` source 'api')
 where an object has been fetched, and from the imported Open Access CSV (`csv_objects`,
 `object_tags` source 'csv') otherwise; the `source` column says which.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from met_vision.data.readonly import connect_readonly
 from met_vision.data.splits import assign_splits
 
 DB_FILENAME = "met.sqlite"
@@ -37,7 +39,7 @@ _VARIANT_PREFERENCE = {"original": 0, "small": 1}
 
 
 def connect_ro(data_dir: Path | str) -> sqlite3.Connection:
-    """Open `<data-dir>/met.sqlite` read-only.
+    """Open `<data-dir>/met.sqlite` read-only, also on a read-only mount (`met_vision.data.readonly`).
 
     Raises:
         FileNotFoundError: when the data dir holds no mirror.
@@ -47,9 +49,7 @@ def connect_ro(data_dir: Path | str) -> sqlite3.Connection:
         raise FileNotFoundError(
             f"no mirror database at {path}; run `met-harvester sync --data-dir {data_dir}` first"
         )
-    conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
+    return connect_readonly(path)
 
 
 def blob_path(data_dir: Path | str, sha256: str) -> Path:
@@ -127,6 +127,15 @@ def _read_images(conn: sqlite3.Connection) -> dict[int, tuple[str, str]]:
     return {oid: (sha, variant) for oid, (_, sha, variant) in best.items()}
 
 
+def _read_all_image_shas(conn: sqlite3.Connection) -> dict[int, list[str]]:
+    """object_id -> every stored image sha256 of the object (any role or variant), for leak checks."""
+    shas: dict[int, set[str]] = defaultdict(set)
+    query = "SELECT object_id, sha256 FROM images WHERE status = 'ok' AND sha256 IS NOT NULL"
+    for object_id, sha in conn.execute(query):
+        shas[object_id].add(sha)
+    return {oid: sorted(values) for oid, values in shas.items()}
+
+
 def load_records(
     data_dir: Path | str,
     *,
@@ -141,7 +150,9 @@ def load_records(
     Columns: object_id, source ('api' | 'csv'), department, classification, object_name, culture,
     artist_display_name, artist_gender, accession_number, withdrawn, tags (list of terms),
     constituent_genders (list, one per constituent, '' when unknown), image_sha256, image_variant,
-    image_path (absolute path of the blob, None without one), has_image, split.
+    image_path (absolute path of the blob, None without one), has_image, image_sha256s (every
+    stored image of the object), split (objects sharing any image land in one split, see
+    `met_vision.data.splits`).
 
     Args:
         data_dir: the harvester's data dir (holds met.sqlite and images/).
@@ -157,6 +168,7 @@ def load_records(
         tags = _read_tags(conn)
         genders = _read_constituent_genders(conn)
         images = _read_images(conn)
+        all_shas = _read_all_image_shas(conn)
     finally:
         conn.close()
 
@@ -186,6 +198,7 @@ def load_records(
     frame["image_variant"] = variants
     frame["image_path"] = paths
     frame["has_image"] = frame["image_path"].notna()
+    frame["image_sha256s"] = [all_shas.get(oid, []) for oid in frame["object_id"]]
     frame["split"] = assign_splits(
         frame, salt=split_salt, fractions=split_fractions, group_key=group_key
     )

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,87 @@ def _next_numbers(old: pd.DataFrame | None, shard_dir: Path) -> dict[str, int]:
     return numbers
 
 
+def _kept_locations(
+    old: pd.DataFrame | None, rows: pd.DataFrame, shard_dir: Path
+) -> dict[int, Location]:
+    """object_id -> location of the samples in the old shards that are kept."""
+    if old is None:
+        return {}
+    kept = _kept_shards(old, _signature(rows), shard_dir)
+    columns = old[["object_id", *LOCATION_COLUMNS]].itertuples(index=False)
+    return {
+        int(oid): Location(shard, int(offset), int(length))
+        for oid, shard, offset, length in columns
+        if shard in kept
+    }
+
+
+def _chunk_bytes(
+    chunk: pd.DataFrame, source: _ByteSource, pool: Any, size: int, failures: dict[str, str]
+) -> tuple[dict[str, bytes], int]:
+    """sha256 -> JPEG bytes of a chunk's images (stored, else resized in `pool`), and how many
+    were resized; undecodable ones go into `failures`."""
+    data: dict[str, bytes] = {}
+    todo: dict[str, str] = {}
+    for sha, image_path in zip(chunk["sha256"], chunk["image_path"], strict=True):
+        if sha in data or sha in todo:
+            continue
+        stored = source.stored(sha)
+        if stored is None:
+            todo[sha] = image_path
+        else:
+            data[sha] = stored
+    mapper = pool.map if pool is not None else map
+    resized = 0
+    for sha, (jpeg, error) in zip(
+        todo, mapper(_resize_job, todo.values(), [size] * len(todo)), strict=True
+    ):
+        if jpeg is None:
+            failures[sha] = str(error)
+        else:
+            data[sha] = jpeg
+            resized += 1
+    return data, resized
+
+
+class _Packer:
+    """One `ShardWriter` per split; writes a sample with its JSON metadata."""
+
+    def __init__(
+        self, shard_dir: Path, names: list[str] | None, max_bytes: int, numbers: dict[str, int]
+    ) -> None:
+        self.shard_dir, self.names, self.max_bytes, self.numbers = (
+            shard_dir,
+            names,
+            max_bytes,
+            numbers,
+        )
+        self.writers: dict[str, ShardWriter] = {}
+
+    def add(self, row: Any, jpeg: bytes) -> Location:
+        """Write one index row's sample; returns where its JPEG lies."""
+        split = str(row.split)
+        if split not in self.writers:
+            first = self.numbers.get(split, 0)
+            self.writers[split] = ShardWriter(self.shard_dir, split, first, self.max_bytes)
+        target = json.loads(target_json(row.target))
+        meta: dict[str, Any] = {
+            "object_id": int(row.object_id), "sha256": row.sha256, "target": target, "split": split,
+        }  # fmt: skip
+        if self.names is not None and target is not None:
+            meta["labels"] = [
+                self.names[i] for i in (target if isinstance(target, list) else [target])
+            ]
+        return self.writers[split].add(str(row.object_id), jpeg, meta)
+
+    def close(self) -> dict[str, dict[str, Any]]:
+        """Finish every open shard; {name: {split, samples, bytes}} of those written."""
+        written: dict[str, dict[str, Any]] = {}
+        for writer in self.writers.values():
+            written.update(writer.close())
+        return written
+
+
 def _chunks(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
     for start in range(0, len(frame), CHUNK):
         yield frame.iloc[start : start + CHUNK]
@@ -139,70 +220,29 @@ def build_shards(
         (the shard index in dataset order, sha256 -> error of images that failed now, counts).
     """
     shard_dir.mkdir(parents=True, exist_ok=True)
+    for stray in shard_dir.glob(".*.tmp"):  # left by an interrupted run
+        stray.unlink()
     index_file = shard_dir / INDEX_FILE
     old = read_index(shard_dir) if index_file.is_file() else None
     rows = rows.reset_index(drop=True)
-    wanted = _signature(rows)
-    kept = _kept_shards(old, wanted, shard_dir) if old is not None else set()
-    locations: dict[int, Location] = {}
-    if old is not None:
-        for oid, shard, offset, length in old[["object_id", *LOCATION_COLUMNS]].itertuples(
-            index=False
-        ):
-            if shard in kept:
-                locations[int(oid)] = Location(shard, int(offset), int(length))
+    locations = _kept_locations(old, rows, shard_dir)
     pending = rows[~rows["object_id"].isin(list(locations))]
     source = _ByteSource(old, shard_dir, cache_dir)
-    numbers = _next_numbers(old, shard_dir)
-    writers: dict[str, ShardWriter] = {}
+    packer = _Packer(shard_dir, names, max_bytes, _next_numbers(old, shard_dir))
     failures: dict[str, str] = {}
     counts = {"reused": len(rows) - len(pending), "resized": 0}
     pool_context: Any = (
         ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(pending) else nullcontext()
     )
-    with ExitStack() as stack:
-        pool = stack.enter_context(pool_context)
+    with pool_context as pool:
         for chunk in _chunks(pending):
-            data: dict[str, bytes] = {}
-            todo: dict[str, str] = {}
-            for sha, image_path in zip(chunk["sha256"], chunk["image_path"], strict=True):
-                if sha in data or sha in todo:
-                    continue
-                stored = source.stored(sha)
-                if stored is None:
-                    todo[sha] = image_path
-                else:
-                    data[sha] = stored
-            counts["reused"] += len(data)
-            mapper = pool.map if pool is not None else map
-            results = mapper(_resize_job, todo.values(), [size] * len(todo))
-            for sha, (jpeg, error) in zip(todo, results, strict=True):
-                if jpeg is None:
-                    failures[sha] = str(error)
-                else:
-                    data[sha] = jpeg
-                    counts["resized"] += 1
+            data, resized = _chunk_bytes(chunk, source, pool, size, failures)
+            counts["reused"] += len(data) - resized
+            counts["resized"] += resized
             for row in chunk.itertuples(index=False):
-                if row.sha256 not in data:
-                    continue
-                split = str(row.split)
-                if split not in writers:
-                    writers[split] = ShardWriter(shard_dir, split, numbers.get(split, 0), max_bytes)
-                meta = {
-                    "object_id": int(row.object_id),
-                    "sha256": row.sha256,
-                    "target": json.loads(target_json(row.target)),
-                    "split": split,
-                }
-                if names is not None and meta["target"] is not None:
-                    hot = meta["target"] if isinstance(meta["target"], list) else [meta["target"]]
-                    meta["labels"] = [names[i] for i in hot]
-                locations[int(row.object_id)] = writers[split].add(
-                    str(row.object_id), data[row.sha256], meta
-                )
-    written: dict[str, dict[str, Any]] = {}
-    for writer in writers.values():
-        written.update(writer.close())
+                if row.sha256 in data:
+                    locations[int(row.object_id)] = packer.add(row, data[row.sha256])
+    written = packer.close()
     source.reader.close()
     done = rows[rows["object_id"].isin(list(locations))].reset_index(drop=True)
     where = [locations[int(oid)] for oid in done["object_id"]]
@@ -213,7 +253,9 @@ def build_shards(
     )
     _write_index(shard_dir, index)
     counts.update(
-        shards_kept=len(kept), shards_written=len(written), shards=index["shard"].nunique()
+        shards_kept=index["shard"].nunique() - len(written),
+        shards_written=len(written),
+        shards=index["shard"].nunique(),
     )
     return index, failures, counts
 

@@ -35,6 +35,29 @@ class DataConfig:
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
 
+    def to_dict(self) -> dict[str, Any]:
+        """timm's data-config form (``timm.data.create_transform(**config)`` accepts it)."""
+        return {
+            "input_size": (3, self.input_size, self.input_size),
+            "mean": tuple(self.mean),
+            "std": tuple(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+            "crop_mode": "center",
+        }
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> DataConfig:
+        """Inverse of :meth:`to_dict` (also accepts a plain int ``input_size``)."""
+        size = config["input_size"]
+        return cls(
+            input_size=int(size[-1] if isinstance(size, list | tuple) else size),
+            mean=tuple(float(x) for x in config["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(x) for x in config["std"]),  # type: ignore[arg-type]
+            interpolation=str(config.get("interpolation", "bicubic")),
+            crop_pct=float(config.get("crop_pct", 0.875)),
+        )
+
 
 def resolve_data_config(model_name: str | None, image_size: int | None = None) -> DataConfig:
     """The input config of a timm model (from its pretrained cfg, without building it if

@@ -1,10 +1,15 @@
 """Class activation maps with pytorch-grad-cam, with the target layer resolved per backbone.
 
-Families handled by name: timm ResNets (``layer4[-1]``), Inception-ResNet-v2 (``conv2d_7b``),
-ConvNeXt (``stages[-1]``), EfficientNet (``bn2``, the activated head conv) and ViT
-(``blocks[-1].norm1`` with a reshape transform from tokens to a grid). Anything else falls back
-to the last module of timm's ``feature_info`` or, failing that, the last module that produced a
-4-D activation in a probe forward pass.
+The default layer adapts to the input size: the deepest stage (timm's ``feature_info``) whose
+activation is at least ``MIN_CAM_GRID`` = 6 cells on its short side at the model's input size.
+A 3x3 map cannot say where a 20 px motif is; Grad-CAM on the last 7x7 stage is the classic
+choice at 224 px (Selvaraju et al. 2017). So a ResNet gets ``layer4`` at 224 px (7x7) and
+``layer3`` at 96 px (6x6). When the last stage is wide enough, the family's classic last layer is
+used: timm ResNets (``layer4[-1]``), Inception-ResNet-v2 (``conv2d_7b``), ConvNeXt
+(``stages[-1]``), EfficientNet (``bn2``, the activated head conv) and ViT (``blocks[-1].norm1``
+with a reshape transform from tokens to a grid; one grid throughout, so always the last block).
+Anything else falls back to the last module of ``feature_info`` or, failing that, the last module
+that produced a 4-D activation in a probe forward pass. ``--target-layer`` overrides the choice.
 """
 
 from __future__ import annotations
@@ -110,12 +115,101 @@ def _length(net: nn.Module, attr: str) -> int:
     return len(list(getattr(net, attr).children()))
 
 
-def resolve_target_layer(model: nn.Module, name: str | None = None) -> TargetLayer:
+# Grad-CAM needs a grid that can point somewhere: the deepest layer at least this many cells wide.
+MIN_CAM_GRID = 6
+
+
+def _family_default(net: nn.Module, family: str, modules: dict[str, nn.Module]) -> str:
+    """The last convolutional layer of a backbone family (the classic Grad-CAM layer)."""
+    if family == "resnet":
+        return f"layer4.{_length(net, 'layer4') - 1}"
+    if family == "inception_resnet_v2":
+        return "conv2d_7b"
+    if family == "convnext":
+        return f"stages.{_length(net, 'stages') - 1}"
+    if family == "efficientnet":
+        return "bn2"
+    if family == "vit":
+        return f"blocks.{_length(net, 'blocks') - 1}.norm1"
+    info = getattr(net, "feature_info", None)
+    module_name = None
+    with contextlib.suppress(Exception):
+        module_name = info[-1]["module"] if info is not None else None
+    return str(module_name) if module_name in modules else _probe_last_4d(net)
+
+
+def _stage_names(net: nn.Module, modules: dict[str, nn.Module]) -> list[str]:
+    """The backbone's stages, shallow to deep (timm's ``feature_info``)."""
+    info = getattr(net, "feature_info", None)
+    names: list[str] = []
+    with contextlib.suppress(Exception):
+        names = [str(entry["module"]) for entry in info] if info is not None else []
+    return [n.replace("_", ".") if n not in modules else n for n in names if n]
+
+
+def activation_grids(
+    net: nn.Module, names: Sequence[str], input_size: tuple[int, int]
+) -> dict[str, tuple[int, int]]:
+    """The (height, width) of each named module's output for one input of ``input_size``."""
+    modules = dict(net.named_modules())
+    grids: dict[str, tuple[int, int]] = {}
+    handles = []
+    for name in names:
+
+        def hook(mod: nn.Module, args: object, out: object, name: str = name) -> None:
+            if isinstance(out, torch.Tensor) and out.ndim == 4:
+                grids[name] = (int(out.shape[-2]), int(out.shape[-1]))
+
+        handles.append(modules[name].register_forward_hook(hook))
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            device = next(net.parameters()).device
+            net.eval()(torch.zeros(1, 3, *input_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        net.train(was_training)
+    return grids
+
+
+def default_target_layer(
+    net: nn.Module, family: str, input_size: int | tuple[int, int] | None
+) -> str:
+    """The deepest stage whose activation is at least ``MIN_CAM_GRID`` cells on its short side at
+    ``input_size`` (a ResNet: ``layer4`` at 224 px, 7x7; ``layer3`` at 96 px, 6x6), else the
+    family's last layer. ViTs keep one token grid throughout: their last block."""
+    modules = dict(net.named_modules())
+    last = _family_default(net, family, modules)
+    if input_size is None or family == "vit":
+        return last
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    stages = [n for n in _stage_names(net, modules) if n in modules]
+    candidates = [*stages, last] if last not in stages else stages
+    try:
+        grids = activation_grids(net, candidates, (int(size[0]), int(size[1])))
+    except RuntimeError as exc:  # too small an input for this network
+        log.warning("cannot probe %s at %s px (%s); using %s", type(net).__name__, size, exc, last)
+        return last
+    wide_enough = [n for n in candidates if n in grids and min(grids[n]) >= MIN_CAM_GRID]
+    if not wide_enough or wide_enough[-1] in (last, stages[-1] if stages else last):
+        return last
+    chosen = wide_enough[-1]
+    children = [c for c, _ in modules[chosen].named_children()]
+    return f"{chosen}.{children[-1]}" if family == "resnet" and children else chosen
+
+
+def resolve_target_layer(
+    model: nn.Module, name: str | None = None, input_size: int | tuple[int, int] | None = None
+) -> TargetLayer:
     """Finds the layer to explain in a timm model (or a LightningModule wrapping one).
 
     Args:
         model: the network.
         name: an explicit dotted module name (e.g. ``"layer4.1"``) overriding the choice.
+        input_size: the model's input size; the default layer is then the deepest one whose
+            activation is at least ``MIN_CAM_GRID`` x ``MIN_CAM_GRID`` there (see
+            `default_target_layer`). None: the family's last layer.
 
     Raises:
         ValueError: when ``name`` is not a module of the model.
@@ -128,22 +222,7 @@ def resolve_target_layer(model: nn.Module, name: str | None = None) -> TargetLay
         if name not in modules:
             raise ValueError(f"target layer {name!r} is not a module of {type(net).__name__}")
         return TargetLayer(modules[name], name, family, reshape)
-    if family == "resnet":
-        chosen = f"layer4.{_length(net, 'layer4') - 1}"
-    elif family == "inception_resnet_v2":
-        chosen = "conv2d_7b"
-    elif family == "convnext":
-        chosen = f"stages.{_length(net, 'stages') - 1}"
-    elif family == "efficientnet":
-        chosen = "bn2"
-    elif family == "vit":
-        chosen = f"blocks.{_length(net, 'blocks') - 1}.norm1"
-    else:
-        info = getattr(net, "feature_info", None)
-        module_name = None
-        with contextlib.suppress(Exception):
-            module_name = info[-1]["module"] if info is not None else None
-        chosen = str(module_name) if module_name in modules else _probe_last_4d(net)
+    chosen = default_target_layer(net, family, input_size)
     return TargetLayer(modules[chosen], chosen, family, reshape)
 
 
@@ -183,7 +262,8 @@ def compute_cams(
     """
     if len(class_indices) != len(images):
         raise ValueError(f"{len(images)} images but {len(class_indices)} class indices")
-    target = target or resolve_target_layer(model)
+    height, width = (int(v) for v in images.shape[-2:])
+    target = target or resolve_target_layer(model, input_size=(height, width))
     model.eval()
     explainer = make_cam(model, method, target)
     device = next(model.parameters()).device

@@ -186,6 +186,47 @@ def plot_comparison(current: dict[str, Any], baseline: dict[str, Any], out: Path
     return "comparison.png"
 
 
+FLAG_COLUMNS = (
+    "analysis",
+    "group",
+    "label",
+    "BA",
+    "CI",
+    "p",
+    "reference bias",
+    "predicted bias",
+    "support",
+    "detectable BA",
+)
+
+
+def statistics_lines(report: dict[str, Any]) -> list[str]:
+    """The paragraph that says how flags were decided and what the audit could detect."""
+    stats, opts = report["statistics"], report["options"]
+    mde = stats["minimum_detectable_ba"]
+    detectable = (
+        f"At this sample size the audit could detect a BA of {mde['min']:.3f} on its best "
+        f"powered pair and {mde['median']:.3f} on the median pair ({100 * stats['power']:.0f}% "
+        f"power at the strictest Benjamini-Hochberg level {stats['strictest_level']:.2g}); "
+        "smaller amplification can go unflagged."
+        if mde["min"] is not None
+        else "No pair could be tested."
+    )
+    return [
+        f"Audited objects: the {stats['audited_split']} ({report['objects']} objects). Reference "
+        f"bias: the {stats['reference']} ({report['reference_objects']} objects), as in Zhao et "
+        "al. 2017. The pairs tested are fixed before any resampling: those the reference is "
+        f"biased toward, with at least {opts['min_support']} audited objects. "
+        f"{stats['pairs_tested']} pairs were tested ({stats['pairs_untestable']} more could "
+        f"not be: the model never predicts their label), each with a {stats['test']}. A pair is "
+        f"flagged when {stats['fdr']} rejects it and its BA is above {stats['ba_threshold']}. "
+        f"The CI column is the {100 * (1 - opts['alpha']):.0f}% paired bootstrap interval "
+        f"({opts['n_boot']} resamples).",
+        "",
+        detectable,
+    ]
+
+
 def write_report(report: dict[str, Any], out: Path, baseline: dict[str, Any] | None = None) -> Path:
     """report.md with plots, and audit.json with every figure."""
     out.mkdir(parents=True, exist_ok=True)
@@ -201,16 +242,7 @@ def write_report(report: dict[str, Any], out: Path, baseline: dict[str, Any] | N
     if report["flags"]:
         lines.append(
             _md_table(
-                [
-                    "analysis",
-                    "group",
-                    "label",
-                    "BA",
-                    "CI",
-                    "truth bias",
-                    "predicted bias",
-                    "support",
-                ],
+                FLAG_COLUMNS,
                 [
                     [
                         f["analysis"],
@@ -218,9 +250,11 @@ def write_report(report: dict[str, Any], out: Path, baseline: dict[str, Any] | N
                         f["label"],
                         f["bias_amplification"],
                         f"{f['ci'][0]:.3f} – {f['ci'][1]:.3f}",
+                        f"{f['p_value']:.2g}",
                         f["truth_bias"],
                         f["predicted_bias"],
                         f["support"],
+                        f["minimum_detectable_ba"],
                     ]
                     for f in report["flags"]
                 ],
@@ -228,14 +262,8 @@ def write_report(report: dict[str, Any], out: Path, baseline: dict[str, Any] | N
         )
     else:
         lines.append("No (group, label) pair is flagged.")
-    opts = report["options"]
+    lines += ["", *statistics_lines(report)]
     lines += [
-        "",
-        f"A pair is flagged when its bias amplification is above {opts['ba_threshold']}, its "
-        f"one-sided {100 * (1 - opts['alpha']):.0f}% lower bound (the {100 * opts['alpha']:.0f}th "
-        f"percentile of {opts['n_boot']} paired bootstrap resamples) is above 0, and the truth "
-        f"holds at least {opts['min_support']} objects of the pair. The CI columns show the "
-        f"{100 * (1 - 2 * opts['alpha']):.0f}% two-sided interval.",
         "",
         "## Accuracy",
         "",

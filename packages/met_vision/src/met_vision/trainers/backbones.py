@@ -61,6 +61,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             if key in state and isinstance(state[key], dict):
                 state = state[key]
                 break
+    state = _backbone_part(state)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BackboneError(f"{str(path)!r} does not hold a state dict of tensors")
     cleaned: dict[str, torch.Tensor] = {}
@@ -74,6 +75,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                     changed = True
         cleaned[key] = value
     return cleaned
+
+
+def _backbone_part(state: Any) -> Any:
+    """The backbone's tensors of a ``ClassificationTask`` state dict (keys ``model.*``); the
+    task's own buffers (tuned thresholds, loss weights) are not backbone weights."""
+    if not isinstance(state, dict):
+        return state
+    if any(str(k).startswith("model.") for k in state) and not all(
+        str(k).startswith("model.") for k in state
+    ):
+        return {k: v for k, v in state.items() if str(k).startswith("model.")}
+    return state
 
 
 def load_backbone_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
@@ -134,7 +147,8 @@ def create_backbone(
         name: any ``timm.list_models()`` name.
         num_classes: outputs of the new head.
         pretrained: download ImageNet weights from timm's hub (needs network).
-        pretrained_path: local weights file for offline nodes; wins over ``pretrained``.
+        pretrained_path: local weights file for offline nodes, or a directory holding
+            ``<name>.safetensors`` (`python -m met_vision.weights`); wins over ``pretrained``.
         drop_rate: dropout before the classifier.
         global_pool: timm pooling (``avg``, ``max``, ``avgmax``, ...); None keeps the model's.
     """
@@ -148,6 +162,10 @@ def create_backbone(
         **extra,
     )
     if pretrained_path:
+        if Path(pretrained_path).is_dir():
+            from met_vision.weights import weights_file
+
+            pretrained_path = str(weights_file(pretrained_path, name))
         load_backbone_weights(model, pretrained_path)
     return model
 

@@ -34,6 +34,13 @@ from met_vision.trainers.metrics import (
 )
 
 SPLITS = ("val", "test")
+SCORE_METRICS: dict[str, tuple[str, ...]] = {
+    "multiclass": ("f1_macro", "acc_balanced", "acc"),
+    "multilabel": ("map_macro", "map_micro"),
+}
+DEFAULT_SCORE = {"multiclass": "f1_macro", "multilabel": "map_macro"}
+# Pretrained features need smaller steps than a fresh head (discriminative fine-tuning).
+PRETRAINED_BACKBONE_LR_MULT = 0.1
 
 
 class ClassificationTask(pl.LightningModule):
@@ -44,6 +51,8 @@ class ClassificationTask(pl.LightningModule):
         backbone: a timm model name (``resnet50``, ``resnet101``, ``inception_resnet_v2``, ...).
         num_classes: outputs of the head; linked from the data module by ``met_vision.fit``.
         labels: the label manifest (``LabelSpace.manifest()``); filled from the data module.
+        data_config: the exact preprocessing of the data (timm form: input size, mean, std,
+            interpolation, crop); filled from the data module and stored in checkpoints.
         pretrained: start from timm's hub weights (needs network).
         pretrained_path: local ``.pth``/``.ckpt``/``.safetensors`` weights for offline nodes.
         drop_rate: dropout before the classifier.
@@ -65,9 +74,16 @@ class ClassificationTask(pl.LightningModule):
         weight_decay: weight decay (not applied to biases and norm weights).
         momentum: SGD momentum.
         warmup_epochs: linear warm-up length (fractions allowed), then cosine decay per step.
+            With a frozen backbone the backbone's warm-up starts again when it unfreezes.
         min_lr_ratio: final learning rate as a fraction of ``lr``.
         freeze_backbone_epochs: train only the head for this many epochs (backbone lr 0,
             BatchNorm statistics frozen; safe under DDP).
+        backbone_lr_mult: the backbone's peak lr as a fraction of ``lr`` (discriminative
+            fine-tuning); None: 0.1 for pretrained weights (hub or ``pretrained_path``), else 1.
+        score_metric: the validation metric logged as ``val/score``, which checkpointing and
+            early stopping follow: multiclass ``acc``, ``acc_balanced`` (mean per-class recall)
+            or ``f1_macro``; multilabel ``map_macro`` or ``map_micro``. None: ``f1_macro``
+            (multiclass; micro accuracy favours the dominant classes) / ``map_macro``.
         channels_last: NHWC layout; None means on when running on a GPU.
         compile: ``torch.compile`` the backbone (in place: checkpoints keep their keys).
         precision_at_k: the ``k`` values of multilabel precision@k.
@@ -85,6 +101,7 @@ class ClassificationTask(pl.LightningModule):
         backbone: str = "resnet50",
         num_classes: int | None = None,
         labels: dict[str, Any] | None = None,
+        data_config: dict[str, Any] | None = None,
         pretrained: bool = False,
         pretrained_path: str | None = None,
         drop_rate: float = 0.0,
@@ -105,6 +122,8 @@ class ClassificationTask(pl.LightningModule):
         warmup_epochs: float = 1.0,
         min_lr_ratio: float = 0.01,
         freeze_backbone_epochs: int = 0,
+        backbone_lr_mult: float | None = None,
+        score_metric: str | None = None,
         channels_last: bool | None = None,
         compile: bool = False,
         precision_at_k: list[int] | None = None,
@@ -123,6 +142,12 @@ class ClassificationTask(pl.LightningModule):
         if num_classes < 2 and task == "multiclass":
             raise ValueError(f"a multiclass task needs at least 2 classes, got {num_classes}")
         self.task = task
+        self.score_metric = score_metric or DEFAULT_SCORE[task]
+        if self.score_metric not in SCORE_METRICS[task]:
+            raise ValueError(
+                f"score_metric {self.score_metric!r} is not a {task} metric; use one of "
+                f"{', '.join(SCORE_METRICS[task])}"
+            )
         self.num_classes = int(num_classes)
         self._channels_last = bool(channels_last)
         self._input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
@@ -190,6 +215,15 @@ class ClassificationTask(pl.LightningModule):
 
     # ----------------------------------------------------------------- properties
     @property
+    def backbone_lr_mult(self) -> float:
+        """The backbone's lr as a fraction of the head's (see ``backbone_lr_mult``)."""
+        mult = self.hparams.get("backbone_lr_mult")
+        if mult is not None:
+            return float(mult)
+        pretrained = self.hparams.get("pretrained") or self.hparams.get("pretrained_path")
+        return PRETRAINED_BACKBONE_LR_MULT if pretrained else 1.0
+
+    @property
     def label_names(self) -> list[str]:
         """Class names from the manifest, or ``class_<i>`` when there is none."""
         names = (self.hparams.get("labels") or {}).get("names")
@@ -214,8 +248,11 @@ class ClassificationTask(pl.LightningModule):
 
     @property
     def data_config(self) -> dict[str, Any]:
-        """timm's data config of the backbone: input size, mean, std, interpolation."""
-        return data_config(self.model)
+        """The preprocessing the model was trained with (timm form: ``input_size`` (3, H, W),
+        ``mean``, ``std``, ``interpolation``, ``crop_pct``, ``crop_mode``); before training,
+        the backbone's pretrained defaults."""
+        stored = self.hparams.get("data_config")
+        return dict(stored) if stored else data_config(self.model)
 
     @property
     def input_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -264,6 +301,9 @@ class ClassificationTask(pl.LightningModule):
                 self.hparams["labels"] = manifest
                 if self.hparams["class_weights"] == "balanced":
                     self.configure_losses()
+        dm_config: Any = getattr(dm, "data_config", None)
+        if self.hparams.get("data_config") is None and hasattr(dm_config, "to_dict"):
+            self.hparams["data_config"] = dm_config.to_dict()
         if self.hparams["channels_last"] is None and trainer is not None:
             self._channels_last = trainer.strategy.root_device.type == "cuda"
         if self._channels_last:
@@ -280,6 +320,7 @@ class ClassificationTask(pl.LightningModule):
         hp["pretrained"] = False
         hp["pretrained_path"] = None
         hp["labels"] = self.hparams.get("labels")
+        hp["data_config"] = self.hparams.get("data_config")
         checkpoint["label_manifest"] = self.hparams.get("labels")
         mean, std = self.input_normalization
         checkpoint["input_normalization"] = {"mean": list(mean), "std": list(std)}
@@ -346,7 +387,7 @@ class ClassificationTask(pl.LightningModule):
         out: dict[str, Any] = {"probs": probs, "target": target}
         if self.task == "multiclass":
             out.update(values)
-            out["score"] = values["acc"]
+            out["score"] = values[self.score_metric]
             return out
         if split == "val" and not (self._trainer is not None and self.trainer.sanity_checking):
             for beta, name in ((1.0, "f1"), (2.0, "f2")):
@@ -362,7 +403,7 @@ class ClassificationTask(pl.LightningModule):
                 tuple(self.hparams["precision_at_k"] or (1, 3)),
             )
         )
-        out["score"] = values["map_macro"]
+        out["score"] = values[self.score_metric]
         return out
 
     def thresholds(self) -> dict[str, Any]:
@@ -455,6 +496,7 @@ class ClassificationTask(pl.LightningModule):
         param_groups = [
             {
                 "params": params,
+                "lr": h["lr"] * (1.0 if is_head else self.backbone_lr_mult),
                 "weight_decay": h["weight_decay"] if decay else 0.0,
                 "is_head": is_head,
             }
@@ -475,10 +517,9 @@ class ClassificationTask(pl.LightningModule):
             per_epoch = total / max_epochs if max_epochs > 0 else total
         warmup = max(0, int(h["warmup_epochs"] * per_epoch))
         schedule = warmup_cosine(warmup, total, h["min_lr_ratio"])
-        lambdas = [
-            schedule if g["is_head"] else _frozen_for(self, h["freeze_backbone_epochs"], schedule)
-            for g in param_groups
-        ]
+        frozen_steps = round(h["freeze_backbone_epochs"] * per_epoch)
+        backbone = _frozen_then_warm(h["freeze_backbone_epochs"], frozen_steps, warmup, schedule)
+        lambdas = [schedule if g["is_head"] else backbone for g in param_groups]
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -505,14 +546,24 @@ def warmup_cosine(warmup: int, total: float, min_ratio: float) -> Callable[[int]
     return multiplier
 
 
-def _frozen_for(
-    module: pl.LightningModule, epochs: int, schedule: Callable[[int], float]
+def _frozen_then_warm(
+    epochs: int,
+    frozen_steps: int,
+    warmup: int,
+    schedule: Callable[[int], float],
 ) -> Callable[[int], float]:
+    """The backbone's multiplier: 0 while frozen, then its own linear warm-up from the step it
+    unfreezes (so pretrained weights never jump from 0 to the peak rate), under the cosine."""
+
     # a closure, not an object: LambdaLR.state_dict() would pickle an object's attributes
     def multiplier(step: int) -> float:
-        if module._trainer is not None and module.current_epoch < epochs:
+        if epochs <= 0:
+            return schedule(step)
+        if step < frozen_steps:  # by step, not epoch: the lr of step n is set after step n - 1
             return 0.0
-        return schedule(step)
+        since = step - frozen_steps
+        ramp = min(1.0, (since + 1) / warmup) if warmup > 0 else 1.0
+        return ramp * schedule(max(step, warmup))  # the shared cosine, past the head's warm-up
 
     return multiplier
 

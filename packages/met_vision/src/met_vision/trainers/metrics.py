@@ -55,6 +55,8 @@ def scalar_collection(task: str, num_classes: int) -> MetricCollection:
         return MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+                # balanced accuracy: the mean per-class recall
+                "acc_balanced": MulticlassAccuracy(num_classes, top_k=1, average="macro"),
                 "acc_top5": MulticlassAccuracy(
                     num_classes, top_k=min(5, num_classes), average="micro"
                 ),

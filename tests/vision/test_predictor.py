@@ -1,0 +1,163 @@
+"""The public `Predictor`: inputs of every kind, the checkpoint's own preprocessing and
+thresholds, safe loading, own checkpoints as `pretrained_path`, a killed run that resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from xai_support import BACKBONE, TrainedModel, quick_model  # noqa: F401
+
+from met_vision import ClassificationTask, InputError, Predictor
+from met_vision import predict as predict_cli
+
+
+def _copy_ckpt(src: Path, dst: Path, edit: object = None) -> Path:
+    raw = torch.load(src, map_location="cpu", weights_only=True)
+    if callable(edit):
+        edit(raw)
+    torch.save(raw, dst)
+    return dst
+
+
+def _paths(predictor: Predictor, model: TrainedModel, ids: list[int]) -> list[str]:
+    from met_vision.inference.mirror import mirror_images
+
+    return mirror_images(predictor, model.data_dir, object_ids=ids)["path"].tolist()
+
+
+def test_predict_takes_pil_files_folders_and_object_ids(
+    quick_model: TrainedModel,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    predictor = Predictor.from_checkpoint(quick_model.ckpt, device="cpu")
+    ids = quick_model.split_ids("test")[:3]
+    by_id = predictor.predict(ids, data_dir=quick_model.data_dir)
+    assert by_id["object_id"].tolist() == ids and (by_id["error"] == "").all()
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    images = [Image.open(p).convert("RGB") for p in _paths(predictor, quick_model, ids)]
+    for oid, image in zip(ids, images, strict=True):
+        image.save(folder / f"{oid}.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    from_folder = predictor.predict(folder)
+    from_pil = predictor.predict(images)
+    good = from_folder[from_folder["error"] == ""]
+    assert len(from_folder) == 4 and len(good) == 3
+    assert "broken.jpg" in from_folder.loc[from_folder["error"] != "", "error"].iloc[0]
+    for table in (good.reset_index(drop=True), from_pil):
+        scores = np.array([[row[n] for n in predictor.label_names] for row in table["scores"]])
+        expected = np.array([[row[n] for n in predictor.label_names] for row in by_id["scores"]])
+        np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert from_pil["image"].tolist() == [f"<PIL image {i}>" for i in range(3)]
+
+
+def test_decisions_use_the_tuned_per_class_thresholds(
+    quick_model: TrainedModel,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    def tune(raw: dict) -> None:
+        thr = raw["state_dict"]["thr_f1_class"]
+        thr.fill_(0.5)
+        thr[0], thr[1] = 0.0, 1.01  # class 0 always decided, class 1 never
+        raw["state_dict"]["thr_f1"].fill_(0.5)
+
+    ckpt = _copy_ckpt(quick_model.ckpt, tmp_path / "tuned.ckpt", tune)
+    predictor = Predictor.from_checkpoint(ckpt, device="cpu")
+    table = predictor.predict(quick_model.split_ids("test")[:5], data_dir=quick_model.data_dir)
+    first, second = predictor.label_names[:2]
+    assert all(first in labels and second not in labels for labels in table["labels"])
+    for labels, scores in zip(table["labels"], table["scores"], strict=True):
+        rest = [n for n in predictor.label_names[2:] if scores[n] >= 0.5]
+        assert labels == [first, *rest]
+
+
+def test_checkpoint_carries_its_data_config(
+    quick_model: TrainedModel,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    raw = torch.load(quick_model.ckpt, map_location="cpu", weights_only=True)
+    stored = raw["hyper_parameters"]["data_config"]
+    assert tuple(stored["input_size"]) == (3, 64, 64)  # trained at 64, not test_resnet's 160
+    task = ClassificationTask(**raw["hyper_parameters"])
+    assert task.data_config["input_size"] == stored["input_size"]
+
+    def smaller(raw: dict) -> None:
+        raw["hyper_parameters"]["data_config"]["input_size"] = (3, 40, 40)
+
+    predictor = Predictor.from_checkpoint(
+        _copy_ckpt(quick_model.ckpt, tmp_path / "s.ckpt", smaller), "cpu"
+    )
+    (positions, images, _), *_ = list(
+        predictor.batches(_paths(predictor, quick_model, quick_model.split_ids("test")[:2]))
+    )
+    assert positions == [0, 1] and tuple(images.shape[-2:]) == (40, 40)
+
+
+class _Planted:
+    """Unpickling this runs ``Path.touch`` (what an untrusted checkpoint could do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (Path.touch, (str(self.marker),))  # type: ignore[return-value]
+
+
+def test_loading_refuses_pickled_objects(quick_model: TrainedModel, tmp_path: Path) -> None:  # noqa: F811
+    marker = tmp_path / "code-ran"
+    raw = torch.load(quick_model.ckpt, map_location="cpu", weights_only=True)
+    raw["callbacks"] = {"planted": _Planted(marker)}
+    torch.save(raw, tmp_path / "evil.ckpt")
+    with pytest.raises(InputError, match="cannot load"):
+        Predictor.from_checkpoint(tmp_path / "evil.ckpt", device="cpu")
+    assert not marker.exists()
+
+
+def test_own_checkpoint_as_pretrained_path(quick_model: TrainedModel) -> None:  # noqa: F811
+    raw = torch.load(quick_model.ckpt, map_location="cpu", weights_only=True)
+    task = ClassificationTask(
+        task="multilabel", backbone=BACKBONE, num_classes=3, pretrained_path=str(quick_model.ckpt)
+    )
+    body = {k[len("model.") :]: v for k, v in raw["state_dict"].items() if k.startswith("model.")}
+    own = task.model.state_dict()
+    loaded = [k for k in body if not k.startswith("fc.")]
+    assert loaded and all(torch.equal(own[k], body[k]) for k in loaded)
+
+
+def test_killed_predict_resumes_on_two_devices(
+    quick_model: TrainedModel,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = ["--ckpt", str(quick_model.ckpt), "--data-dir", str(quick_model.data_dir)]
+    opts = ["--split", "all", "--device", "cpu", "--num-workers", "0", "--chunk-size", "4"]
+    whole = tmp_path / "whole.parquet"
+    assert predict_cli.main([*base, *opts, "--out", str(whole)]) == 0
+    out = tmp_path / "killed.parquet"
+    parts = tmp_path / "killed.parquet.parts"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "met_vision.predict", *base, *opts, "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(parts.glob("part-*.npz")) and time.monotonic() < deadline:
+        assert proc.poll() is None, "predict ended before it was killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(parts.glob("part-*.npz")))
+    assert done >= 1 and not out.exists()
+    capsys.readouterr()
+    assert predict_cli.main([*base, *opts, "--out", str(out), "--devices", "2"]) == 0
+    assert f"({done} chunks reused from an interrupted run)" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(whole))
+    assert not parts.exists()
