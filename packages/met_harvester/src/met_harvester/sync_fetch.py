@@ -79,13 +79,21 @@ class ByteBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self._waiting = 0
         self._room = asyncio.Condition()
 
     async def take(self, size: int) -> None:
         """Wait until `size` fits (or nothing is taken), then take it."""
-        async with self._room:
-            await self._room.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+        if self.used + size <= self.limit and not self._waiting:  # room, nobody queued first
             self.used += size
+            return
+        self._waiting += 1
+        try:
+            async with self._room:
+                await self._room.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+                self.used += size
+        finally:
+            self._waiting -= 1
 
     async def give(self, size: int) -> None:
         """Return `size` bytes and wake the waiters."""
@@ -237,9 +245,14 @@ class FetchPipeline:
         while True:
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
             try:
-                # asyncio.timeout, not wait_for: wait_for can lose a cancellation in 3.11
-                async with asyncio.timeout(timeout):
-                    item = await out_q.get()
+                if out_q.empty():
+                    # asyncio.timeout, not wait_for: wait_for can lose a cancellation in 3.11
+                    async with asyncio.timeout(timeout):
+                        item = await out_q.get()
+                elif timeout == 0.0:  # the oldest outcome waited FLUSH_SECONDS (none is lost)
+                    raise TimeoutError
+                else:  # ready: no timer to arm and cancel for each outcome
+                    item = out_q.get_nowait()
             except TimeoutError:  # the oldest outcome waited FLUSH_SECONDS: commit what we have
                 written += await self._commit_and_release(batch, batch_bytes)
                 batch, deadline, batch_bytes = [], None, 0
