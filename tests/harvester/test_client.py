@@ -214,15 +214,35 @@ async def test_5xx_retried_then_ok(server: ScriptedServer, tmp_path: Path) -> No
     assert client.limiter.blocks == 0  # two errors are not yet a run
 
 
-async def test_html_200_is_a_block_not_a_record(server: ScriptedServer, tmp_path: Path) -> None:
+async def test_html_200_is_a_block_answer_not_a_record(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    """One block page, then the probe (the retry) passes: a stray, the rate stays."""
     server.on("/objects/2", text_answer(INCAPSULA, status=200), json_answer(RECORD))
     metrics = HarvesterMetrics()
     async with MetClient(settings_for(server, tmp_path, rate=50), metrics=metrics) as client:
         result = await client.get_object(2)
-        assert client.limiter.blocks == 1
-        assert client.limiter.current_rate == pytest.approx(25.0)
+        assert client.limiter.strays == 1 and client.limiter.blocks == 0
+        assert client.limiter.current_rate == pytest.approx(50.0)
     assert result.kind == "ok" and result.data == RECORD and result.attempts == 2
     assert retries(metrics, "blocked") == 1
+
+
+async def test_a_blocked_probe_confirms_a_real_block(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    """Block page, blocked probe, passing probe: a real block, cut once, its length learned."""
+    page = text_answer(INCAPSULA, status=403)
+    server.on("/objects/2", page, text_answer(INCAPSULA, status=200), json_answer(RECORD))
+    async with MetClient(settings_for(server, tmp_path, rate=50)) as client:
+        result = await client.get_object(2)
+        limiter = client.limiter
+        assert limiter.blocks == 1 and limiter.strays == 0
+        assert limiter.current_rate == pytest.approx(25.0)
+        first, _, third = server.times
+        assert limiter.block_seconds is not None
+        assert limiter.block_seconds == pytest.approx(third - first, abs=0.05)
+    assert result.kind == "ok" and result.attempts == 3
 
 
 async def test_403_blocks_pause_everyone_until_the_cooldown_ends(
@@ -233,12 +253,12 @@ async def test_403_blocks_pause_everyone_until_the_cooldown_ends(
     settings = settings_for(server, tmp_path, block_cooldown=0.3)
     async with MetClient(settings, metrics=HarvesterMetrics()) as client:
         blocked = asyncio.create_task(client.get_object(3))
-        while client.limiter.blocks == 0:  # the 403 has come back
+        while not client.limiter.paused:  # the 403 has come back
             await asyncio.sleep(0.01)
         other = await client.get_object(33)  # asked for after the block: waits out the pause
         result = await blocked
     assert result.kind == "ok" and other.kind == "ok"
-    assert client.limiter.blocks == 1
+    assert client.limiter.strays == 1 and client.limiter.blocks == 0
     first, *later = server.times
     assert len(later) == 2 and min(later) - first >= 0.3
 
@@ -251,10 +271,10 @@ async def test_429_retry_after_is_honoured(server: ScriptedServer, tmp_path: Pat
     )
     settings = settings_for(server, tmp_path, block_cooldown=3600)  # would hang if not honoured
     async with MetClient(settings) as client:
-        before = client.limiter.now()
         result = await client.get_object(4)
-        assert client.limiter.paused_until - before < 60
     assert result.kind == "ok" and result.attempts == 2
+    first, probe = server.times
+    assert 0.2 <= probe - first < 60
 
 
 @pytest.mark.parametrize(

@@ -622,7 +622,7 @@ async def test_image_pool_adapts_to_a_firewall_on_the_image_host(
     from met_harvester.testing import FirewallConfig
 
     firewall = FirewallConfig(
-        max_requests=12, window=1.0, block=0.3, p_html200=0.3, include_images=True
+        max_requests=12, window=1.0, block=0.6, p_html200=0.3, include_images=True
     )
     api = await fake_api_factory(n_objects=60, seed=6, firewall=firewall)
     records = [api.collection.record(oid, api.base_url) for oid in api.collection.object_ids]

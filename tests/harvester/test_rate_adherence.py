@@ -121,12 +121,13 @@ async def test_rate_ceiling_and_throughput_measured_at_the_server(
 async def test_converges_below_a_firewall_and_finishes(
     fake_api_factory: FakeApiFactory, tmp_path: Path
 ) -> None:
-    """Firewall: more than 30 requests within 1 s blocks the client for 0.5 s (403 HTML)."""
-    firewall = FirewallConfig(max_requests=30, window=1.0, block=0.5)
+    """Firewall: more than 30 requests within 1 s blocks the client for 1 s (403 HTML); the
+    first probe comes 0.3 s after a block answer, so blocks are confirmed, not taken as stray."""
+    firewall = FirewallConfig(max_requests=30, window=1.0, block=1.0)
     api = await fake_api_factory(n_objects=250, firewall=firewall)
     metrics = HarvesterMetrics()
     policy = AimdPolicy(quiet_period=0.4, clean_period=1.5, probe_period=30.0, observe_window=1.0)
-    limiter = AdaptiveRateLimiter(60.0, cooldown=0.6, metrics=metrics, policy=policy)
+    limiter = AdaptiveRateLimiter(60.0, cooldown=0.3, metrics=metrics, policy=policy)
     settings = settings_for(api, tmp_path, rate=60.0, max_attempts=8)
     async with MetClient(settings, metrics=metrics, limiter=limiter) as client:
         ids = await client.list_object_ids()

@@ -17,7 +17,7 @@ from met_harvester.ratelimit import AdaptiveRateLimiter, AimdPolicy
 from met_harvester.settings import HarvesterSettings
 from met_harvester.status import collect_status
 from met_harvester.sync import SyncError, run_sync
-from met_harvester.testing import FakeMetAPI, FaultConfig
+from met_harvester.testing import FakeMetAPI, FaultConfig, FirewallConfig
 
 
 def make_settings(data_dir: Path, api: FakeMetAPI, **overrides: Any) -> HarvesterSettings:
@@ -340,30 +340,36 @@ async def test_stop_event_commits_and_marks_interrupted(
 async def test_learned_rate_is_persisted_and_reused(
     tmp_path: Path, fake_api: FakeMetAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake_api.set_faults(FaultConfig(p403=0.01, listing_faults=False, seed=1))
+    fake_api.set_firewall(FirewallConfig(max_requests=30, window=0.5, block=0.3))
     settings = make_settings(tmp_path, fake_api, rate=200.0)
     await run_sync(settings, limiter=fast_limiter(settings))
     learned = query(tmp_path, "SELECT value FROM harvester_state WHERE key = 'api.learned_rate'")
     assert learned and 0 < float(learned[0][0]) < 200.0
-    seen: list[float | None] = []
+    saved = json.loads(
+        query(tmp_path, "SELECT value FROM harvester_state WHERE key = 'limiter.api'")[0][0]
+    )
+    assert saved["blocks"] >= 1 and saved["block_rate"] < 200.0 and saved["block_seconds"] > 0
+    seen: list[Any] = []
     import met_harvester.sync as sync_module
 
     real_client = sync_module.MetClient
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        seen.append(kwargs.get("initial_rate"))
+        seen.append(kwargs.get("state"))
         return real_client(*args, **kwargs)
 
     monkeypatch.setattr(sync_module, "MetClient", spy)
-    fake_api.set_faults(None)
-    await run_sync(settings)
-    assert seen == [pytest.approx(float(learned[0][0]))]
+    fake_api.set_firewall(None)
+    await run_sync(settings, full=True)
+    assert len(seen) == 1 and seen[0].current_rate == pytest.approx(saved["current_rate"])
+    assert seen[0].block_seconds == pytest.approx(saved["block_seconds"])
     db = await open_db(tmp_path)
     try:
-        rate = (await collect_status(db))["rate"]
+        status = await collect_status(db)
     finally:
         await db.close()
-    assert rate["ceiling"] == 200.0 and rate["learned"] is not None
+    assert status["rate"]["ceiling"] == 200.0 and status["rate"]["learned"] is not None
+    assert status["limiter"]["api"]["blocks"] == saved["blocks"]
 
 
 async def test_listing_unavailable_is_fatal(tmp_path: Path, fake_api: FakeMetAPI) -> None:

@@ -105,16 +105,24 @@ def test_items_are_identical_with_augmentation(both_formats: Path) -> None:
             assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
 
 
-class _StopAfterFirstEpoch(pl.Callback):
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainer.should_stop = True
+class _CheckpointMidEpochAndStop(pl.Callback):
+    """Save a checkpoint after batch 4 of epoch 1 (as a preempted job's hpc_ckpt), then stop."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.current_epoch == 1 and args[-1] == 4:
+            trainer.save_checkpoint(self.path)
+            trainer.should_stop = True
 
 
 def test_training_from_shards_equals_training_from_files(
     both_formats: Path, tmp_path: Path
 ) -> None:
     """Same seed, same samples: the test metrics are equal, also when the shard run is stopped
-    after one epoch and resumed from its checkpoint (the epoch's order is f(seed, epoch))."""
+    in the middle of its second epoch and resumed from that checkpoint (the epoch's order is
+    f(seed, epoch), and the resumed loader skips the batches already trained on)."""
 
     def fit(data_format: str, stop_early: bool, ckpt: Path | None) -> ClassificationTask:
         pl.seed_everything(7, workers=True)
@@ -126,18 +134,17 @@ def test_training_from_shards_equals_training_from_files(
             accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
             default_root_dir=tmp_path / data_format, deterministic=True,
-            callbacks=[_StopAfterFirstEpoch()] if stop_early else [],
+            callbacks=[_CheckpointMidEpochAndStop(tmp_path / "mid.ckpt")] if stop_early else [],
         )  # fmt: skip
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt)
-        if stop_early:
-            trainer.save_checkpoint(tmp_path / "epoch1.ckpt")
-        else:
+        if not stop_early:
             trainer.test(model, datamodule=dm, verbose=False)
         return model
 
     files = fit("files", stop_early=False, ckpt=None)
     fit("shards", stop_early=True, ckpt=None)
-    shards = fit("shards", stop_early=False, ckpt=tmp_path / "epoch1.ckpt")
+    assert (tmp_path / "mid.ckpt").is_file()
+    shards = fit("shards", stop_early=False, ckpt=tmp_path / "mid.ckpt")
     assert shards.trainer.current_epoch == files.trainer.current_epoch == 2
     assert shards.test_results["metrics"] == files.test_results["metrics"]
     assert shards.test_results["confusion_matrix"] == files.test_results["confusion_matrix"]

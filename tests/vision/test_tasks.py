@@ -199,18 +199,17 @@ def test_backbone_warms_up_again_when_it_unfreezes(tmp_path):
         min_lr_ratio=1.0,  # no decay: the ramps alone
     )
     recorder = _LearningRates()
-    trainer = _trainer(tmp_path, epochs=3, callbacks=[recorder])
+    trainer = _trainer(tmp_path, epochs=2, callbacks=[recorder])
     trainer.fit(model, DataLoader(RandomImages("multiclass", n=32), batch_size=8))
     per_epoch = 4
     frozen = [b for e, _, b in recorder.rows if e == 0]
     after = [b for e, _, b in recorder.rows if e == 1]
     assert frozen == [0.0] * per_epoch
-    # the head warmed up in epoch 0; the backbone warms up from 0 in epoch 1, to lr * mult
+    # the head warmed up in epoch 0; the backbone warms up from 0 in epoch 1, up to lr * mult
     assert [h for e, h, _ in recorder.rows if e == 0] == pytest.approx(
         [lr * (i + 1) / per_epoch for i in range(per_epoch)]
     )
     assert after == pytest.approx([lr * mult * (i + 1) / per_epoch for i in range(per_epoch)])
-    assert [b for e, _, b in recorder.rows if e == 2] == pytest.approx([lr * mult] * per_epoch)
 
 
 def test_backbone_lr_mult_default_and_score_metric() -> None:

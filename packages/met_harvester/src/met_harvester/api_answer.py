@@ -79,11 +79,15 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
         RefusedError: the body (compressed or decoded) exceeds `cap` bytes, or it uses an
             encoding other than identity, gzip or deflate.
     """
-    url = str(response.url)
     length = response.content_length
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if length is not None and length <= cap and encoding in ("", "identity"):
+        # the common answer: its length is known and within the cap, and the parser stops
+        # there, so one read (no chunk loop)
+        return await response.read()
+    url = str(response.url)
     if length is not None and length > cap:
         raise _too_large(cap, url)
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
         raise RefusedError("bad_encoding", f"unsupported Content-Encoding {encoding!r} from {url}")
     decoder = None if encoding in ("", "identity") else _BoundedDecoder(encoding, cap, url)

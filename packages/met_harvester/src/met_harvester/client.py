@@ -1,7 +1,9 @@
 """The Met collection API client: one aiohttp session, rate-limited, retried, never surprised.
 
-Every request waits for a place among ``settings.concurrency`` in flight, then for a start slot
-of the adaptive rate limiter, and its answer is judged by `met_harvester.retry`. ``get_object``
+Every request waits for a place among the requests in flight (``settings.concurrency``, or
+automatic: 2, more as the rate grows), then for a start slot of the adaptive rate limiter (each
+redirect hop too), and its answer is judged by `met_harvester.retry`: `block_reason` says which
+answers stop the pool for a probe (see `met_harvester.ratelimit`). ``get_object``
 never raises for HTTP trouble; the listing raises `ListingError` with a one-line reason.
 """
 
@@ -18,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import yarl
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from met_harvester.api_answer import (
     ACCEPT_ENCODING,
@@ -27,16 +28,18 @@ from met_harvester.api_answer import (
     read_capped,
     redirect_target,
 )
-from met_harvester.ratelimit import AdaptiveRateLimiter
+from met_harvester.inflight import InFlightGate, auto_concurrency
+from met_harvester.pools import make_limiter
+from met_harvester.ratelimit import AdaptiveRateLimiter, LimiterState
 from met_harvester.retry import (
     AttemptBudget,
     BlockedError,
     RefusedError,
     RetryPolicy,
     TransientError,
+    block_reason,
     classify_status,
     is_retryable,
-    looks_like_html,
     parse_retry_after,
 )
 
@@ -125,8 +128,8 @@ class MetClient:
         settings: api_url, rate, concurrency, timeout, user_agent, max_attempts,
             block_cooldown, retry_wait and retry_wait_max are used.
         metrics: counts requests by endpoint and status, and retries by reason.
-        initial_rate: rate to start at (the learned rate of the last run).
-        limiter: a limiter to use instead of one built from the settings.
+        state: what the API pool's limiter learned in earlier runs.
+        limiter: a limiter to use instead of one built from the settings and `state`.
     """
 
     def __init__(
@@ -134,26 +137,23 @@ class MetClient:
         settings: HarvesterSettings,
         *,
         metrics: HarvesterMetrics | None = None,
-        initial_rate: float | None = None,
+        state: LimiterState | None = None,
         limiter: AdaptiveRateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.base_url = settings.api_url.rstrip("/")
         self.metrics = metrics
-        self.limiter = limiter or AdaptiveRateLimiter(
-            settings.rate,
-            initial=initial_rate,
-            name="api",
-            cooldown=settings.block_cooldown,
-            metrics=metrics,
-        )
+        self.limiter = limiter or make_limiter(settings, "api", state, metrics=metrics)
         self.retry_policy = RetryPolicy(
             max_attempts=settings.max_attempts,
             block_attempts=settings.max_attempts,
             wait=settings.retry_wait,
             wait_max=settings.retry_wait_max,
         )
-        self._in_flight = asyncio.Semaphore(settings.concurrency)
+        self._in_flight = InFlightGate(self._concurrency())
+        self.sending: set[asyncio.Task[Any]] = set()
+        """Tasks whose request has started and is not answered yet (a stop lets these finish
+        and cancels those still waiting for their turn)."""
         self._session: aiohttp.ClientSession | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -173,9 +173,8 @@ class MetClient:
         """Create the one HTTP session (done by ``async with``)."""
         if self._session is not None:
             return
-        connector = aiohttp.TCPConnector(
-            limit=self.settings.concurrency, limit_per_host=self.settings.concurrency
-        )
+        most = self.settings.max_concurrency
+        connector = aiohttp.TCPConnector(limit=most, limit_per_host=most)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
@@ -314,44 +313,54 @@ class MetClient:
         """One request with retries. Returns the final answer (2xx, 404 or permanent 4xx);
         raises the last `TransientError` when the retries are used up."""
         budget = AttemptBudget(self.retry_policy)
-        retrying = AsyncRetrying(
-            stop=budget,
-            wait=self.retry_policy.wait_seconds,
-            retry=retry_if_exception(is_retryable),
-            before_sleep=self._count_retry,
-            reraise=True,
+        while True:  # a plain loop: this is the hot path of every record
+            try:
+                answer = await self._attempt(path, params, endpoint)
+            except TransientError as exc:
+                budget.note(exc)
+                if budget.exhausted or not is_retryable(exc):
+                    self._give_up(exc, budget, path, endpoint, object_id)
+                    raise
+                self._count_retry(exc)
+                await asyncio.sleep(self.retry_policy.backoff(budget.attempts, exc))
+                continue
+            answer.attempts = budget.attempts + 1
+            return answer
+
+    @staticmethod
+    def _give_up(
+        exc: TransientError,
+        budget: AttemptBudget,
+        path: str,
+        endpoint: str,
+        object_id: int | None,
+    ) -> None:
+        what = f"object {object_id}" if object_id is not None else f"GET {path}"
+        message = f"{exc.reason}: {exc} (gave up after {budget.attempts} attempts)"
+        exc.args = (message,)
+        exc.attempts = budget.attempts
+        log.error(
+            "giving up on %s: %s",
+            what,
+            message,
+            extra={"object_id": object_id, "endpoint": endpoint},
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    try:
-                        answer = await self._attempt(path, params, endpoint)
-                    except TransientError as exc:
-                        budget.note(exc)
-                        raise
-                    answer.attempts = budget.attempts + 1
-                    return answer
-        except TransientError as exc:
-            what = f"object {object_id}" if object_id is not None else f"GET {path}"
-            message = f"{exc.reason}: {exc} (gave up after {budget.attempts} attempts)"
-            exc.args = (message,)
-            exc.attempts = budget.attempts
-            log.error(
-                "giving up on %s: %s",
-                what,
-                message,
-                extra={"object_id": object_id, "endpoint": endpoint},
-            )
-            raise
-        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _concurrency(self) -> int:
+        if self.settings.concurrency is not None:
+            return self.settings.concurrency
+        return auto_concurrency(self.limiter.current_rate)
 
     async def _attempt(self, path: str, params: Mapping[str, str] | None, endpoint: str) -> _Answer:
         if self._session is None:
             raise RuntimeError("MetClient is not open: use `async with MetClient(settings)`")
         url = self.base_url + path
+        self._in_flight.size = self._concurrency()
         async with self._in_flight:
-            await self.limiter.acquire()
-            started = self.limiter.now()
+            started = await self.limiter.acquire()
+            task = asyncio.current_task()
+            if task is not None:
+                self.sending.add(task)
             try:
                 status, raw, headers = await self._get(url, params)
                 content_type = headers.get("Content-Type", "")
@@ -360,18 +369,20 @@ class MetClient:
                 self._count_request(endpoint, "refused")
                 raise
             except TimeoutError as exc:
-                self._transport_trouble(endpoint, "timeout")
+                self._transport_trouble(endpoint, "timeout", started)
                 raise TransientError(
                     "timeout", f"no answer within {self.settings.timeout:g}s from {url}"
                 ) from exc
             except aiohttp.ClientPayloadError as exc:
-                self._transport_trouble(endpoint, "truncated")
+                self._transport_trouble(endpoint, "truncated", started)
                 raise TransientError("truncated", f"truncated body from {url}: {exc}") from exc
             except aiohttp.ClientError as exc:
-                self._transport_trouble(endpoint, "connection")
+                self._transport_trouble(endpoint, "connection", started)
                 raise TransientError(
                     "connection", f"connection error on {url}: {type(exc).__name__}: {exc}"
                 ) from exc
+            finally:
+                self.sending.discard(task)  # type: ignore[arg-type]
         self._count_request(endpoint, str(status))
         return self._judge(url, status, raw, content_type, retry_after, started)
 
@@ -381,7 +392,9 @@ class MetClient:
         """GET with the body size cap, following redirects only on the API host."""
         assert self._session is not None
         target = yarl.URL(url)
-        for _ in range(MAX_REDIRECTS + 1):
+        for hop in range(MAX_REDIRECTS + 1):
+            if hop:  # each redirect is a request too: it takes its own start slot
+                await self.limiter.acquire()
             async with self._session.get(target, params=params, allow_redirects=False) as response:
                 if response.status in (301, 302, 303, 307, 308):
                     target = redirect_target(response.url, response.headers.get("Location"))
@@ -406,22 +419,21 @@ class MetClient:
         except UnicodeDecodeError:
             body, utf8 = raw.decode("utf-8", errors="replace"), False
         kind = classify_status(status)
-        html = looks_like_html(body, content_type)
-        if kind == "block" or (kind == "ok" and html):
-            self.limiter.on_block(retry_after, started_at=started)
-            what = "HTML page instead of JSON" if html else "refused"
+        blocked = block_reason(status, body, content_type)
+        if blocked is not None:
+            self.limiter.on_block(retry_after, started_at=started, reason=blocked)
             raise BlockedError(
                 "blocked",
-                f"HTTP {status} {what} from {url}",
+                f"HTTP {status} {blocked} from {url}",
                 status=status,
                 body=body,
                 retry_after=retry_after,
             )
         if kind == "server":
             if retry_after is not None:  # the server says when: that is a block
-                self.limiter.on_block(retry_after, started_at=started)
+                self.limiter.on_block(retry_after, started_at=started, reason=f"HTTP {status}")
             else:
-                self.limiter.on_server_error()
+                self.limiter.on_server_error(started_at=started)
             raise TransientError(
                 "server_error",
                 f"HTTP {status} from {url}: {_one_line(body, 80)}",
@@ -435,16 +447,18 @@ class MetClient:
             data = json.loads(body)
         except RecursionError:
             if kind != "ok":
-                raise self._not_the_api(url, status, body) from None
-            self.limiter.on_success()  # a hostile record: the fetch pipeline quarantines it
+                raise self._not_the_api(url, status, body, started) from None
+            self.limiter.on_success(
+                started_at=started
+            )  # a hostile record: the fetch pipeline quarantines it
             return _Answer(status, body, None, 1)
         except ValueError as exc:
             if kind == "missing":
-                raise self._not_the_api(url, status, body) from exc
+                raise self._not_the_api(url, status, body, started) from exc
             if kind != "ok":  # a 400/410 without a JSON body is still a final answer
-                self.limiter.on_success()
+                self.limiter.on_success(started_at=started)
                 return _Answer(status, body, None, 1)
-            self.limiter.on_server_error()
+            self.limiter.on_server_error(started_at=started)
             raise TransientError(
                 "invalid_json",
                 f"invalid JSON from {url} ({len(raw)} bytes): {exc}",
@@ -452,14 +466,14 @@ class MetClient:
                 body=body,
             ) from exc
         if kind == "missing" and not is_api_not_found(status, data):
-            raise self._not_the_api(url, status, body)
-        self.limiter.on_success()
+            raise self._not_the_api(url, status, body, started)
+        self.limiter.on_success(started_at=started)
         return _Answer(status, body, data, 1)
 
-    def _not_the_api(self, url: str, status: int, body: str) -> TransientError:
+    def _not_the_api(self, url: str, status: int, body: str, started: float) -> TransientError:
         """A 404 that is not the API's JSON `{"message": ...}` (an IIS HTML page, an empty or
         other body): it says nothing about the id, so it is retried like a server error."""
-        self.limiter.on_server_error()
+        self.limiter.on_server_error(started_at=started)
         return TransientError(
             "not_found_page",
             f"HTTP {status} from {url} is not the API's answer: {_one_line(body, 80) or '(empty)'}",
@@ -467,17 +481,16 @@ class MetClient:
             body=body,
         )
 
-    def _transport_trouble(self, endpoint: str, label: str) -> None:
-        self.limiter.on_server_error()
+    def _transport_trouble(self, endpoint: str, label: str, started: float) -> None:
+        self.limiter.on_server_error(started_at=started)
         self._count_request(endpoint, label)
 
     def _count_request(self, endpoint: str, status: str) -> None:
         if self.metrics is not None:
             self.metrics.requests.labels(endpoint=endpoint, status=status).inc()
 
-    def _count_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        reason = exc.reason if isinstance(exc, TransientError) else "other"
+    def _count_retry(self, exc: TransientError) -> None:
+        reason = exc.reason
         if self.metrics is not None:
             self.metrics.retries.labels(reason=reason).inc()
         log.debug("retrying after %s: %s", reason, exc)

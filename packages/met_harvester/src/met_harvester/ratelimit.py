@@ -1,27 +1,27 @@
-"""An exact, adaptive request-rate limiter (pure: no network, injectable clock and sleep).
+"""An exact, adaptive request-rate limiter that tells stray block answers from real blocks.
 
-Two rules decide when a request may start:
+Pure: no network, injectable clock and sleep. Three rules decide when a request may start:
 
-* pacing: start times lie on a grid (GCRA / virtual scheduling with a burst of one) spaced for
-  ``rate * (1 - headroom)``; slots missed by a late wake-up or a busy event loop are caught up
-  (up to ``catch_up`` seconds late), so the client sustains 99% of the current rate;
+* pacing: start times lie on an even grid spaced for ``rate * (1 - headroom)``. A start that
+  comes late by more than one slot restarts the grid at that moment, so the limiter never
+  catches up with a burst after a stall (a busy event loop that wakes it a little late loses
+  nothing, and at most two starts ever come back to back);
 * a hard cap: a log of the last ``ceil(rate) + 1`` start times forbids more than that many
-  starts in any window of ``1 + jitter_margin`` seconds. So the ceiling holds in every 1-second
-  window even as the server sees it, with up to 20 ms of jitter on the way, whatever the
-  catching-up does.
+  starts in any window of ``1 + jitter_margin`` seconds, so the ceiling holds in every 1-second
+  window even as the server sees it, with up to 20 ms of jitter on the way;
+* probes: a block answer (403, HTML where JSON was expected, 429, or a run of 5xx/timeouts)
+  stops the whole pool. After a short pause (``Retry-After`` if the server sent one) exactly
+  one request, the probe, may go. If it passes, the block answer was stray: the pool resumes
+  with a mild cut. If it is blocked too, the block is real: the rate is cut multiplicatively
+  and further single probes go at growing intervals until one passes. How long the block
+  lasted is learned, and the next real block is first probed just before that length.
 
-An AIMD controller on top sets the current rate:
-
-* a block (403, HTML where JSON was expected, 429, or a run of 5xx/timeouts) pauses every
-  acquirer for a cool-down (``Retry-After`` if the server gave one) and cuts the rate
-  multiplicatively, from the rate actually achieved when the block came;
-* after a quiet period the rate climbs back additively towards the *target*: just below the rate
-  of the last block, or the highest rate that has since run clean for a long time;
-* above the target it only probes, with a small step after a long clean stretch, and each failed
-  probe doubles the wait before the next one. So it settles just below the blocking rate;
-* errors never speed it up.
-
-``learned_rate`` (``None`` while no block was ever seen) is the rate to start from next time.
+An AIMD controller sets the current rate: after a real block it climbs back additively to just
+below the blocking rate; above that (or with nothing learned) it only takes one small additive
+step after each long clean stretch, and a step that ends in a block doubles the wait before the
+next one. Everything learned is `state()`, to be persisted and handed to the next run. The
+answers and incidents are handled in `met_harvester.ratelimit_incidents`, the tuning and the
+learned state are plain data in `met_harvester.ratelimit_policy`.
 """
 
 from __future__ import annotations
@@ -32,84 +32,52 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from met_harvester.ratelimit_incidents import (
+    _STARTED,
+    Abandoned,
+    IncidentHandling,
+    _Incident,
+)
+from met_harvester.ratelimit_policy import AimdPolicy, LimiterState
 
 if TYPE_CHECKING:
     from met_harvester.metrics import HarvesterMetrics
+
+__all__ = ["Abandoned", "AdaptiveRateLimiter", "AimdPolicy", "LimiterState"]
 
 log = logging.getLogger("met_harvester.ratelimit")
 
 MAX_LOGGED_RATE = 10_000
 """Above this many requests/s the hard cap's log is not kept (pacing alone bounds windows)."""
+POLL_SECONDS = 0.02
+"""How often a waiting acquirer looks whether the probe in flight was answered."""
+
+MAX_SLEEP = 0.25
+"""Longest single sleep inside `acquire`, so that `abandon_waiting` is noticed quickly."""
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
 
 
-@dataclass(frozen=True)
-class AimdPolicy:
-    """Tuning of the adaptive controller (seconds and requests/s).
-
-    Attributes:
-        decrease: factor applied to the achieved rate on a block.
-        min_rate: floor of the current rate.
-        safety: the target after a block is ``safety`` times the blocking rate.
-        quiet_period: clean seconds between two additive steps below the target.
-        climb_steps: additive steps from the cut rate back to the target.
-        clean_period: clean seconds at one rate after which that rate counts as sustainable.
-        probe_period: clean seconds at the target before probing above it (doubles per failure).
-        probe_fraction: size of one probe step, as a fraction of the target.
-        max_probe_period: upper bound of the doubled probe period.
-        error_run: consecutive 5xx/timeouts that count as a block.
-        observe_window: seconds over which the achieved rate is measured.
-    """
-
-    decrease: float = 0.5
-    min_rate: float = 0.05
-    safety: float = 0.9
-    quiet_period: float = 30.0
-    climb_steps: int = 4
-    clean_period: float = 120.0
-    probe_period: float = 600.0
-    probe_fraction: float = 0.05
-    max_probe_period: float = 6 * 3600.0
-    error_run: int = 5
-    observe_window: float = 10.0
-
-    def scaled(self, factor: float) -> AimdPolicy:
-        """The same policy with every duration multiplied by `factor` (for tests at small scale)."""
-        return AimdPolicy(
-            decrease=self.decrease,
-            min_rate=self.min_rate,
-            safety=self.safety,
-            quiet_period=self.quiet_period * factor,
-            climb_steps=self.climb_steps,
-            clean_period=self.clean_period * factor,
-            probe_period=self.probe_period * factor,
-            probe_fraction=self.probe_fraction,
-            max_probe_period=self.max_probe_period * factor,
-            error_run=self.error_run,
-            observe_window=self.observe_window * factor,
-        )
-
-
-class AdaptiveRateLimiter:
+class AdaptiveRateLimiter(IncidentHandling):
     """Schedules request start times at the current rate and adapts that rate to blocks.
 
     Args:
         ceiling: requests/s never exceeded (``--rate``).
-        initial: rate to start at, e.g. the learned rate of the last run; ``None``: the ceiling.
+        initial: rate to start at; ``None``: the state's rate, else the ceiling.
+        state: what an earlier run learned (rates, block length, climb back-off).
         name: pool name, used in logs and metric labels.
-        cooldown: seconds every acquirer waits after a block without ``Retry-After``.
+        cooldown: seconds from a block answer to the first probe (``policy.first_probe``
+            when None).
         metrics: counts rate changes and exports the current rate.
         clock: monotonic clock in seconds.
         sleep: coroutine function sleeping for the given seconds.
-        policy: AIMD tuning.
+        policy: AIMD and probe tuning.
         headroom: pacing runs at ``rate * (1 - headroom)``.
         jitter_margin: the hard cap counts starts in windows of ``1 + jitter_margin`` seconds,
             so that much delay between our start and the server's clock is tolerated.
-        catch_up: slots missed by up to this many seconds are still used (bounded by the cap).
     """
 
     def __init__(
@@ -117,54 +85,51 @@ class AdaptiveRateLimiter:
         ceiling: float,
         *,
         initial: float | None = None,
+        state: LimiterState | None = None,
         name: str = "api",
-        cooldown: float = 60.0,
+        cooldown: float | None = None,
         metrics: HarvesterMetrics | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         policy: AimdPolicy | None = None,
         headroom: float = 0.01,
         jitter_margin: float = 0.02,
-        catch_up: float = 0.25,
     ) -> None:
         if not ceiling > 0:
             raise ValueError(f"rate ceiling must be > 0, got {ceiling}")
-        self.ceiling = float(ceiling)
-        self.name = name
-        self.cooldown = float(cooldown)
-        self.policy = policy or AimdPolicy()
         if not 0 <= headroom < 0.03:
             raise ValueError(f"headroom must be in [0, 0.03), got {headroom}")
+        self.ceiling = float(ceiling)
+        self.name = name
+        self.policy = policy or AimdPolicy()
+        self.first_probe = self.policy.first_probe if cooldown is None else float(cooldown)
         self.headroom = headroom
         self.jitter_margin = jitter_margin
-        self.catch_up = catch_up
         self._metrics = metrics
         self._clock = clock
         self._sleep = sleep
         self._lock = asyncio.Lock()
-
         self._floor = min(self.policy.min_rate, self.ceiling)
-        self._clean_rate: float | None = None  # highest rate proven clean since last disproved
-        self._block_rate: float | None = None  # achieved rate at the most recent block
-        start = self.ceiling
-        if initial is not None and 0 < initial < self.ceiling:
-            start = max(self._floor, float(initial))
-            self._clean_rate = start
-        self.current_rate = start
-        self._climb_step = self._default_step()
-        self._probe_period = self.policy.probe_period
+
+        known = state or LimiterState(current_rate=self.ceiling)
+        self._clean_rate = known.clean_rate
+        self._block_rate = known.block_rate
+        self.block_seconds = known.block_seconds
+        self._probe_period = known.probe_period or self.policy.probe_period
+        self.blocks = known.blocks
+        self.strays = known.strays
+        start = known.current_rate if initial is None else float(initial)
+        self.current_rate = min(self.ceiling, max(self._floor, start))
 
         now = clock()
-        self.paused_until = -math.inf
-        self._resumed_at = -math.inf  # end of the last pause
+        self._incident: _Incident | None = None
+        self._abandoned = False
+        self._resumed_at = -math.inf  # end of the last incident
         self._last_change = now  # when the current rate was set
-        self._last_trouble = -math.inf  # last error or block
-        self._last_cut = -math.inf
+        self._last_trouble = -math.inf  # end of the last real block (strays do not count)
         self._error_run = 0
-        self.blocks = 0
-
-        # schedule: slot k of the current segment starts at anchor + k / rate
-        self._anchor = -math.inf
+        self._passes = 0  # answers passed since the last incident ended
+        self._anchor = -math.inf  # slot k of the current grid starts at anchor + k / rate
         self._slot_index = 0
         self._last_slot: float | None = None
         self._starts: deque[float] | None = None  # the hard cap's log; None above MAX_LOGGED_RATE
@@ -175,89 +140,118 @@ class AdaptiveRateLimiter:
     # ------------------------------------------------------------------ public state
     @property
     def learned_rate(self) -> float | None:
-        """The sustainable rate learned so far (what to start at next run); ``None``: no limit seen."""
+        """The sustainable rate learned so far; ``None`` while nothing was learned."""
         if self._block_rate is None and self._clean_rate is None:
             return None
         return self._target()
 
+    @property
+    def paused(self) -> bool:
+        """Whether the pool is stopped by a block answer under examination."""
+        return self._incident is not None
+
+    def state(self) -> LimiterState:
+        """What this limiter knows, for the next run (see `LimiterState`)."""
+        return LimiterState(
+            current_rate=self.current_rate,
+            clean_rate=self._clean_rate,
+            block_rate=self._block_rate,
+            block_seconds=self.block_seconds,
+            probe_period=self._probe_period,
+            blocks=self.blocks,
+            strays=self.strays,
+        )
+
     def eta_seconds(self, remaining: int) -> float:
-        """Honest seconds to finish `remaining` requests: at the learned rate, plus any pause."""
-        rate = self.learned_rate if self.learned_rate is not None else self.current_rate
-        wait = max(0.0, self.paused_until - self._clock())
-        return wait + max(0, remaining) / rate
+        """Honest seconds to finish `remaining` requests at the current rate, plus any pause."""
+        wait = 0.0
+        if self._incident is not None:
+            expected = self.block_seconds or self.first_probe
+            wait = max(0.0, self._incident.started + expected - self._clock())
+        return wait + max(0, remaining) / self.current_rate
 
     def now(self) -> float:
-        """The limiter's clock (pass it back as ``on_block(started_at=...)``)."""
+        """The limiter's clock (what `acquire` returns)."""
         return self._clock()
 
     # ------------------------------------------------------------------ scheduling
-    async def acquire(self) -> None:
-        """Wait for the next start slot and for any cool-down; then the caller may send."""
+    async def acquire(self) -> float:
+        """Wait for the next start slot (or the probe's turn); returns the start time, to be
+        passed back as ``started_at`` with the answer."""
+        self.request_done()  # this task's previous request, if any, is over
         async with self._lock:
             while True:
+                if self._abandoned:
+                    raise Abandoned(f"{self.name} pool stopped")
                 now = self._clock()
-                if now < self.paused_until:
-                    await self._sleep(self.paused_until - now)
+                wait = self._incident_wait(now) if self._incident is not None else 0.0
+                if wait <= 0.0 and self._incident is None:
+                    wait = self._pacing_wait(now)
+                if wait <= 0.0:
+                    wait = self._cap_wait(now)
+                if wait > 1e-9:
+                    await self._sleep(min(wait, MAX_SLEEP))
                     continue
-                spacing_rate = self.current_rate * (1.0 - self.headroom)
-                interval = 1.0 / spacing_rate
-                slot = self._anchor + self._slot_index / spacing_rate
-                late_limit = interval if self._starts is None else max(interval, self.catch_up)
-                if slot < now - late_limit:  # idle: restart the grid, one burst slot allowed
-                    self._anchor = now - interval
-                    self._slot_index = 0
-                    slot = self._anchor
-                if slot - now > 1e-9:
-                    await self._sleep(slot - now)
-                    continue  # the rate or a pause may have changed meanwhile
-                starts = self._starts
-                if starts is not None and len(starts) == starts.maxlen:
-                    wait = starts[0] + 1.0 + self.jitter_margin - now
-                    if wait > 1e-9:
-                        await self._sleep(wait)
-                        continue
-                self._slot_index += 1
-                self._last_slot = slot
-                if starts is not None:
-                    starts.append(now)
-                self._record_grant(now)
-                return
+                self._grant(now)
+                _STARTED.set((asyncio.current_task(), now))
+                return now
 
-    # ------------------------------------------------------------------ feedback
-    def on_success(self) -> None:
-        """A normal answer (2xx, or a 404/400 JSON answer): may raise the rate after a quiet period."""
-        self._error_run = 0
-        now = self._clock()
-        self._promote_clean(now)
-        self._maybe_increase(now)
+    def _incident_wait(self, now: float) -> float:
+        inc = self._incident
+        assert inc is not None
+        if inc.probe_started is not None:
+            if now - inc.probe_started < self.policy.probe_timeout:
+                return POLL_SECONDS  # the probe is out: wait for its answer
+            log.warning(
+                "%s: probe unanswered for %.0fs, sending another",
+                self.name,
+                now - inc.probe_started,
+            )
+            inc.probe_started = None
+            inc.probe_at = now
+        return max(0.0, inc.probe_at - now)
 
-    def on_server_error(self) -> None:
-        """A 5xx, timeout or dropped connection; a run of `policy.error_run` counts as a block."""
-        now = self._clock()
-        self._last_trouble = now
-        if now < self.paused_until:
-            return
-        self._error_run += 1
-        if self._error_run >= self.policy.error_run:
-            self._error_run = 0
-            self._block(now, None, f"{self.policy.error_run} server errors in a row", None)
+    def _pacing_wait(self, now: float) -> float:
+        interval = 1.0 / (self.current_rate * (1.0 - self.headroom))
+        slot = self._anchor + self._slot_index * interval
+        if slot < now - interval:  # late by over a slot, or idle: restart the grid, no catching up
+            self._anchor, self._slot_index = now, 0
+            slot = now
+        return max(0.0, slot - now)
 
-    def on_block(
-        self, retry_after: float | None = None, *, started_at: float | None = None
-    ) -> None:
-        """The server refused us: pause every acquirer and cut the rate.
+    def _cap_wait(self, now: float) -> float:
+        starts = self._starts
+        if starts is None or len(starts) < (starts.maxlen or 0):
+            return 0.0
+        return max(0.0, starts[0] + 1.0 + self.jitter_margin - now)
 
-        Args:
-            retry_after: seconds from a ``Retry-After`` header; else `cooldown` is used.
-            started_at: clock time the blocked request started; a request started before the
-                last cut is an echo of the block already handled and changes nothing.
-        """
-        self._block(self._clock(), retry_after, "blocked", started_at)
+    def _grant(self, now: float) -> None:
+        if self._incident is not None:
+            self._incident.probe_started = now
+            log.info(
+                "%s: probing with one request, %.1fs after the block answer",
+                self.name,
+                now - self._incident.started,
+                extra={"pool": self.name},
+            )
+        else:
+            self._slot_index += 1
+        self._last_slot = now
+        if self._starts is not None:
+            self._starts.append(now)
+        self._grants.append(now)
+        horizon = now - self.policy.observe_window
+        while self._grants and self._grants[0] < horizon:
+            self._grants.popleft()
 
-    # ------------------------------------------------------------------ internals
+    def abandon_waiting(self) -> None:
+        """The pool stops: every `acquire` still waiting, now or later, raises `Abandoned`."""
+        self._abandoned = True
+
+    # ------------------------------------------------------------------ the rate
     def _target(self) -> float:
-        if self._block_rate is None and self._clean_rate is None:
-            return self.ceiling
+        """Where the rate climbs back to quickly: just below the last block (else the clean
+        rate, else the current rate: with nothing learned there is no quick climb)."""
         target = 0.0
         if self._block_rate is not None:
             target = self.policy.safety * self._block_rate
@@ -265,16 +259,9 @@ class AdaptiveRateLimiter:
             self._block_rate is None or self._clean_rate < self._block_rate
         ):
             target = max(target, self._clean_rate)
+        if target == 0.0:
+            target = self.current_rate
         return min(self.ceiling, max(self._floor, target))
-
-    def _default_step(self) -> float:
-        return max(self._floor, (self._target() - self.current_rate) / self.policy.climb_steps)
-
-    def _record_grant(self, now: float) -> None:
-        self._grants.append(now)
-        horizon = now - self.policy.observe_window
-        while self._grants and self._grants[0] < horizon:
-            self._grants.popleft()
 
     def _observed(self, now: float) -> float | None:
         start = max(now - self.policy.observe_window, self._resumed_at)
@@ -283,52 +270,10 @@ class AdaptiveRateLimiter:
             return None
         return (len(since) - 1) / (now - since[0])
 
-    def _block(
-        self, now: float, retry_after: float | None, reason: str, started_at: float | None
-    ) -> None:
-        pause = self.cooldown if retry_after is None else max(0.0, float(retry_after))
-        self._last_trouble = now
-        if started_at is not None and started_at <= self._last_cut:
-            return  # answer to a request sent before the cut we already made
-        if now < self.paused_until:
-            if retry_after is not None and now + pause > self.paused_until:
-                self.paused_until = now + pause
-                self._resumed_at = self.paused_until
-            return
-        self.blocks += 1
-        observed = self._observed(now)
-        achieved = self.current_rate if observed is None else min(self.current_rate, observed)
-        old_target = self._target()
-        if self.current_rate > old_target * (1 + 1e-9):  # a failed probe: wait longer next time
-            self._probe_period = min(self._probe_period * 2, self.policy.max_probe_period)
-        self._block_rate = achieved
-        if self._clean_rate is not None and self._clean_rate >= achieved:
-            self._clean_rate = None  # the "clean" rate has just been blocked
-        new_rate = max(self._floor, self.policy.decrease * achieved)
-        self.paused_until = now + pause
-        self._resumed_at = self.paused_until
-        self._last_cut = now
-        self._error_run = 0
-        log.warning(
-            "%s: %s at %.3g req/s: pausing %.1fs, rate %.3g -> %.3g req/s (learned %.3g)",
-            self.name,
-            reason,
-            achieved,
-            pause,
-            self.current_rate,
-            new_rate,
-            self._target(),
-            extra={"pool": self.name, "pause_s": pause},
-        )
-        self._set_rate(new_rate, now, "down")
-        self._climb_step = self._default_step()
-
     def _promote_clean(self, now: float) -> None:
-        if self._block_rate is None and self._clean_rate is None:
-            return  # never throttled: nothing to learn
         if self._clean_rate is not None and self.current_rate <= self._clean_rate:
             return
-        clean_since = max(self._last_change, self._last_trouble, self._resumed_at)
+        clean_since = max(self._last_change, self._last_trouble)
         if now - clean_since < self.policy.clean_period:
             return
         self._clean_rate = self.current_rate
@@ -346,14 +291,15 @@ class AdaptiveRateLimiter:
     def _maybe_increase(self, now: float) -> None:
         if self.current_rate >= self.ceiling:
             return
-        quiet = now - max(self._last_change, self._last_trouble, self._resumed_at)
+        quiet = now - max(self._last_change, self._last_trouble)
         target = self._target()
         if self.current_rate < target * (1 - 1e-9):
             if quiet >= self.policy.quiet_period:
-                self._set_rate(min(target, self.current_rate + self._climb_step), now, "up")
+                cut = self.policy.decrease * (self._block_rate or target)
+                step = max(self._floor, (target - cut) / self.policy.climb_steps)
+                self._set_rate(min(target, self.current_rate + step), now, "up")
         elif quiet >= self._probe_period:
-            step = max(self._floor, self.policy.probe_fraction * target)
-            self._set_rate(min(self.ceiling, self.current_rate + step), now, "up")
+            self._set_rate(self.current_rate + self.policy.climb_step, now, "up")
 
     def _set_rate(self, rate: float, now: float, direction: str) -> None:
         rate = min(self.ceiling, max(self._floor, rate))
@@ -361,11 +307,13 @@ class AdaptiveRateLimiter:
             return
         if direction == "up":
             log.info(
-                "%s: rate %.3g -> %.3g req/s (target %.3g)",
+                "%s: ran clean for %.0fs: rate %.3g -> %.3g req/s (target %.3g, ceiling %.3g)",
                 self.name,
+                now - max(self._last_change, self._last_trouble),
                 self.current_rate,
                 rate,
                 self._target(),
+                self.ceiling,
                 extra={"pool": self.name},
             )
         self.current_rate = rate
@@ -383,8 +331,7 @@ class AdaptiveRateLimiter:
         if size > MAX_LOGGED_RATE:
             self._starts = None  # at such rates strict pacing alone bounds every window
             return
-        old = self._starts or ()
-        self._starts = deque(old, maxlen=size)
+        self._starts = deque(self._starts or (), maxlen=size)
 
     def _export_rate(self) -> None:
         if self._metrics is not None:

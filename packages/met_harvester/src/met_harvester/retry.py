@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -46,6 +47,20 @@ def looks_like_html(body: str, content_type: str) -> bool:
     if "html" in content_type.lower():
         return True
     return body.lstrip()[:1] == "<"
+
+
+def block_reason(status: int, body: str, content_type: str) -> str | None:
+    """Why an answer is a block answer (the pool stops and probes), or None when it is not.
+
+    A block answer is a 403 or 429, or an HTML page where the API sends JSON: Imperva's
+    "Incapsula incident" page comes with 403, and sometimes with 200. An HTML page with a
+    4xx/5xx other than those is the server's own error page, judged by its status.
+    """
+    if status in BLOCK_STATUSES:
+        return "block page" if looks_like_html(body, content_type) else "refused"
+    if 200 <= status < 300 and looks_like_html(body, content_type):
+        return "HTML page instead of JSON"
+    return None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -123,6 +138,13 @@ class RetryPolicy:
     wait: float = 0.5
     wait_max: float = 30.0
 
+    def backoff(self, failed: int, exc: BaseException) -> float:
+        """Seconds to wait after `failed` failed attempts: 0 after a block answer (the
+        limiter's probe holds the pool), else full-jitter exponential from `wait`."""
+        if isinstance(exc, BlockedError):
+            return 0.0
+        return random.uniform(0.0, min(self.wait_max, self.wait * 2.0 ** (failed - 1)))
+
     def wait_seconds(self, state: RetryCallState) -> float:
         """Back-off before the next attempt. Blocks wait 0 here: the limiter's pause holds them."""
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -147,11 +169,16 @@ class AttemptBudget:
             self.failures += 1
 
     @property
+    def exhausted(self) -> bool:
+        """Whether no attempt is left."""
+        return (
+            self.failures >= self.policy.max_attempts or self.blocks >= self.policy.block_attempts
+        )
+
+    @property
     def attempts(self) -> int:
         """Failed attempts so far."""
         return self.failures + self.blocks
 
     def __call__(self, state: RetryCallState) -> bool:
-        return (
-            self.failures >= self.policy.max_attempts or self.blocks >= self.policy.block_attempts
-        )
+        return self.exhausted

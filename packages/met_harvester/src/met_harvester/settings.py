@@ -37,12 +37,22 @@ class HarvesterSettings(BaseSettings):
 
     # --- API requests -----------------------------------------------------------------
     rate: float = Field(80.0, gt=0, description="Ceiling on API requests per second.")
-    concurrency: int = Field(16, ge=1, le=1024, description="API requests in flight at most.")
+    initial_rate: float | None = Field(
+        None,
+        gt=0,
+        description="API requests/s of a fresh database (default 1, or --rate when given).",
+    )
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="API requests in flight at most (default: 2, more as the rate grows).",
+    )
     timeout: float = Field(30.0, gt=0, description="Per-request timeout in seconds.")
     user_agent: str = Field(DEFAULT_USER_AGENT, description="User-Agent header sent.")
     max_attempts: int = Field(5, ge=1, description="Attempts per request before giving up.")
     block_cooldown: float = Field(
-        60.0, ge=0, description="Seconds the whole client pauses after a firewall block."
+        2.0, ge=0, description="Seconds from a block answer to the one probe that follows."
     )
     retry_wait: float = Field(
         0.5, ge=0, description="First retry back-off in seconds (exponential, jittered)."
@@ -72,6 +82,11 @@ class HarvesterSettings(BaseSettings):
     )
     additional_images: bool = Field(False, description="Also take additionalImages.")
     image_rate: float = Field(20.0, gt=0, description="Ceiling on image requests per second.")
+    image_initial_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Image requests/s of a fresh database (default 2, or --image-rate).",
+    )
     image_concurrency: int = Field(8, ge=1, le=256, description="Image downloads in flight.")
     image_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["images.metmuseum.org"],
@@ -117,6 +132,31 @@ class HarvesterSettings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    def start_rate(self, pool: Literal["api", "images"]) -> float:
+        """The rate a pool starts at when nothing was learned: the initial rate if given, else
+        the ceiling if that was given (the caller asked for that rate), else a polite
+        1/s for the API and 2/s for images (never above the ceiling)."""
+        if pool == "api":
+            initial, ceiling, name, polite = self.initial_rate, self.rate, "rate", 1.0
+        else:
+            initial, ceiling, name, polite = (
+                self.image_initial_rate,
+                self.image_rate,
+                "image_rate",
+                2.0,
+            )
+        if initial is not None:
+            return min(initial, ceiling)
+        return ceiling if name in self.model_fields_set else min(polite, ceiling)
+
+    @property
+    def max_concurrency(self) -> int:
+        """The most API requests that may ever be in flight (`concurrency`, else the automatic
+        concurrency's upper bound)."""
+        from met_harvester.inflight import MAX_AUTO
+
+        return self.concurrency if self.concurrency is not None else MAX_AUTO
+
     @property
     def db_path(self) -> Path:
         """`<data-dir>/met.sqlite`."""
@@ -153,4 +193,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> HarvesterSett
         model_config = SettingsConfigDict(toml_file=config)
 
     settings = _FromFile(**given)
-    return HarvesterSettings.model_construct(**settings.model_dump())
+    # keep which fields were given: an explicit --rate is also where a fresh database starts
+    return HarvesterSettings.model_construct(
+        _fields_set=settings.model_fields_set, **settings.model_dump()
+    )

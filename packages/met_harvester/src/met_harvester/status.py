@@ -12,7 +12,7 @@ from typing import Any
 import aiosqlite
 
 from met_harvester.db import counts as mirror
-from met_harvester.db import runs, state, trouble
+from met_harvester.db import limiter_state, runs, state, trouble
 from met_harvester.priority import priority_status
 from met_harvester.progress import format_eta
 
@@ -35,13 +35,17 @@ async def collect_status(db: aiosqlite.Connection) -> dict[str, Any]:
     none waits), `last_sync` ({run_id, start, end, mode, status, counts,
     error} or None), `rate` ({current, learned, ceiling} in requests/s, None when unknown),
     `remaining` (records left to fetch, None before the first listing) and `eta_seconds` (the
-    remaining records at the learned rate, else the current rate, else the ceiling).
+    remaining records at the learned rate, else the current rate, else the ceiling), and
+    `limiter` ({"api": ..., "images": ...}: what each pool's limiter learned, see
+    `met_harvester.ratelimit.LimiterState`, plus its ceiling and when it was saved; None for
+    a pool that never ran).
     """
     status: dict[str, Any] = dict(await mirror.mirror_counts(db))
     status.update(await trouble.next_retries(db))
     status["last_sync"] = await runs.last_run(db)
     rate = {name: await state.get_state_float(db, key) for name, key in state.RATE_KEYS.items()}
     status["rate"] = rate
+    status["limiter"] = await limiter_state.status(db)
     remaining = await remaining_records(db, status)
     status["remaining"] = remaining
     speed = rate["learned"] or rate["current"] or rate["ceiling"]
@@ -57,6 +61,25 @@ def _next(when: str | None) -> str:
 
 def _rate_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}/s"
+
+
+def _seconds_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}s"
+
+
+def _limiter_text(pool: str, known: dict[str, Any] | None) -> str:
+    """One line per pool: the rate it runs at, what it learned about blocks."""
+    if not known:
+        return f"limiter {pool:<7}never ran"
+    paused = ", paused by a block when saved" if known.get("paused") else ""
+    return (
+        f"limiter {pool:<7}{_rate_text(known.get('current_rate'))} of "
+        f"{_rate_text(known.get('ceiling'))}, clean {_rate_text(known.get('clean_rate'))}, "
+        f"last block at {_rate_text(known.get('block_rate'))} lasting "
+        f"{_seconds_text(known.get('block_seconds'))}, climb back-off "
+        f"{_seconds_text(known.get('probe_period'))}, blocks {known.get('blocks', 0)}, "
+        f"strays {known.get('strays', 0)}{paused}"
+    )
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -93,6 +116,8 @@ def format_status(status: dict[str, Any]) -> str:
         f"rate         current {_rate_text(rate['current'])}, learned "
         f"{_rate_text(rate['learned'])}, ceiling {_rate_text(rate['ceiling'])}"
     )
+    for pool, known in (status.get("limiter") or {}).items():
+        lines.append(_limiter_text(pool, known))
     if "images" in status:  # issue 3
         lines.append(
             f"images       {status['images']:>10,}   failures {status['image_failures']:,}, "
@@ -102,7 +127,7 @@ def format_status(status: dict[str, Any]) -> str:
     if remaining is not None:
         lines.append(f"remaining    {remaining:>10,}   eta {format_eta(status.get('eta_seconds'))}")
     for key, value in status.items():
-        if isinstance(value, dict) and key not in ("rate", "last_sync"):
+        if isinstance(value, dict) and key not in ("rate", "last_sync", "limiter"):
             parts = ", ".join(f"{k} {v}" for k, v in value.items() if not isinstance(v, dict))
             lines.append(f"{key:<12} {parts}")
     return "\n".join(lines)

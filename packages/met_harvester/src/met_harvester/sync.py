@@ -1,4 +1,5 @@
-"""One sync pass: plan the ids (`sync_plan`), fetch and store them (`sync_fetch`), then images.
+"""One sync pass: plan the ids (`sync_plan`), fetch and store them (`sync_fetch`) while the
+image pool fetches their images beside it (`images.concurrent`).
 
 `run_sync` is the entry point (the `sync` command and the daemon call it). A pass is recorded in
 `sync_runs` as running, then completed, interrupted (stopped by a signal, or cancelled) or
@@ -19,10 +20,11 @@ import aiosqlite
 
 from met_harvester import sync_window
 from met_harvester.client import ListingError, MetClient
-from met_harvester.db import runs, state
+from met_harvester.db import limiter_state, runs
 from met_harvester.db.connection import open_db, utc_now
 from met_harvester.db.maintenance import after_pass
-from met_harvester.images.sync import ImageSyncReport, sync_images
+from met_harvester.images.concurrent import ImagesBeside, note_images_off
+from met_harvester.images.sync import ImagePassError, ImageSyncReport
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.priority import parse_priority
 from met_harvester.progress import ProgressReporter
@@ -99,7 +101,8 @@ async def run_sync(
     stop_event: asyncio.Event | None = None,
     limiter: AdaptiveRateLimiter | None = None,
 ) -> SyncReport:
-    """Run one sync pass (metadata, then images unless `settings.images` is off).
+    """Run one sync pass: records, and beside them their images (unless `settings.images` is
+    off) through a second pool with its own limiter.
 
     Args:
         settings: every option; `settings.data_dir` holds the database.
@@ -110,14 +113,15 @@ async def run_sync(
         metrics: counters to update.
         progress: where to report progress (None: silent).
         stop_event: set it to stop cleanly (SIGINT/SIGTERM); the run ends `interrupted`.
-        limiter: an API rate limiter to use instead of one built from the settings and the
-            learned rate (tests use one with a scaled-down policy).
+        limiter: an API rate limiter to use instead of one built from the settings and what
+            the last run learned (tests use one with a scaled-down policy).
 
     Returns:
         The report; `status` is completed or interrupted (failed records do not fail a pass).
 
     Raises:
-        SyncError: a fatal problem (database not writable, listing unavailable after retries).
+        SyncError: a fatal problem (database not writable, listing unavailable after retries,
+            image outcomes that cannot be recorded).
     """
     if limit is not None and limit < 0:
         raise SyncError("--limit must be >= 0")
@@ -174,14 +178,13 @@ async def _run(
     started_at = utc_now()
     run_id = await runs.start_run(db, mode, now=started_at)
     counts = dict.fromkeys(COUNT_KEYS, 0)
-    initial_rate = await state.get_state_float(db, state.RATE_KEYS["learned"])
-    if initial_rate is not None:
-        initial_rate = min(initial_rate, settings.rate)
+    images = _images_beside(settings, metrics, progress, stop_event, object_ids)
     pipeline: FetchPipeline | None = None
+    api_state = await limiter_state.load(db, "api")
     try:
-        async with MetClient(
-            settings, metrics=metrics, initial_rate=initial_rate, limiter=limiter
-        ) as client:
+        async with MetClient(settings, metrics=metrics, state=api_state, limiter=limiter) as client:
+            if images is None:
+                await note_images_off(db)
             todo = await plan_ids(
                 db,
                 client,
@@ -199,6 +202,8 @@ async def _run(
             if limit is not None:
                 todo = todo[:limit]
             counts["to_fetch"] = len(todo)
+            if images is not None:  # after the listing's writes: from here on, writers take turns
+                await images.start()
             log.info(
                 "sync %s: %d listed, %d changed since %s, %d retries due, %d to fetch",
                 mode,
@@ -217,6 +222,7 @@ async def _run(
                 metrics=metrics,
                 progress=progress,
                 stop_event=stop_event,
+                images=images,
                 window_ids=todo[: counts.get("changed_todo", 0)],
             )
             done = await pipeline.fetch_all(todo) if todo else 0
@@ -225,6 +231,8 @@ async def _run(
     except ListingError as exc:
         await db.rollback()
         await runs.finish_run(db, run_id, "failed", counts, error=str(exc))
+        if images is not None:
+            await images.abort()
         raise SyncError(str(exc)) from exc
     except (asyncio.CancelledError, Exception) as exc:
         with contextlib.suppress(Exception):
@@ -232,20 +240,31 @@ async def _run(
             await db.rollback()
             status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
             await runs.finish_run(db, run_id, status, counts, error=repr(exc)[:500])
+        if images is not None:
+            await images.abort()
+        if isinstance(exc, ImagePassError):
+            raise SyncError(str(exc)) from exc
         raise
     finally:
         if progress is not None:
             progress.finish("records")
     interrupted = pipeline is not None and pipeline.stopping and done < len(todo)
-    finished_at = utc_now()
     report = SyncReport(
         run_id=run_id,
         mode=mode,
         status="interrupted" if interrupted else "completed",
         started_at=started_at,
-        finished_at=finished_at,
         counts=counts,
     )
+    log.info(
+        "sync %s records %s: %s",
+        mode,
+        report.status,
+        ", ".join(f"{k} {v}" for k, v in counts.items()),
+    )
+    if images is not None:
+        report.images = await _finish_images(db, run_id, images, report)
+    report.finished_at = utc_now()
     if report.completed and mode in ("full", "incremental"):
         await sync_window.clear_window(db)  # committed with the run's end
     await runs.finish_run(
@@ -254,19 +273,39 @@ async def _run(
         report.status,
         counts,
         error="stopped by signal" if interrupted else None,
-        now=finished_at,
+        now=report.finished_at,
     )
-    log.info(
-        "sync %s %s: %s", mode, report.status, ", ".join(f"{k} {v}" for k, v in counts.items())
-    )
-    stopped = stop_event is not None and stop_event.is_set()
-    if report.completed and settings.images and not stopped:
-        report.images = await sync_images(
-            db,
-            settings,
-            metrics=metrics,
-            progress=progress,
-            object_ids=object_ids,
-            stop_event=stop_event,
-        )
     return report
+
+
+def _images_beside(
+    settings: HarvesterSettings,
+    metrics: HarvesterMetrics | None,
+    progress: ProgressReporter | None,
+    stop_event: asyncio.Event | None,
+    object_ids: Sequence[int] | None,
+) -> ImagesBeside | None:
+    if not settings.images:
+        return None
+    return ImagesBeside(
+        settings,
+        metrics=metrics,
+        progress=progress,
+        stop_event=stop_event,
+        object_ids=object_ids,
+    )
+
+
+async def _finish_images(
+    db: aiosqlite.Connection, run_id: int, images: ImagesBeside, report: SyncReport
+) -> ImageSyncReport:
+    """Let the image pool finish what the record pass gave it; a failure ends the run."""
+    try:
+        return await images.finish(db, completed=report.completed)
+    except (asyncio.CancelledError, Exception) as exc:
+        with contextlib.suppress(Exception):
+            status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
+            await runs.finish_run(db, run_id, status, report.counts, error=str(exc)[:500])
+        if isinstance(exc, ImagePassError):
+            raise SyncError(str(exc)) from exc
+        raise

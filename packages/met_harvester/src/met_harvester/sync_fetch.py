@@ -16,18 +16,21 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
 from met_harvester.client import FetchResult, MetClient
-from met_harvester.db import records, runs, state, trouble
+from met_harvester.db import limiter_state, records, runs, state, trouble
 from met_harvester.db.connection import utc_now
 from met_harvester.metrics import HarvesterMetrics
 from met_harvester.models import RecordError, parse_object
 from met_harvester.progress import ProgressReporter, format_eta
 from met_harvester.settings import HarvesterSettings
 from met_harvester.sync_window import WindowCursor
+
+if TYPE_CHECKING:
+    from met_harvester.images.concurrent import ImagesBeside
 
 log = logging.getLogger("met_harvester.sync")
 
@@ -76,13 +79,21 @@ class ByteBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self._waiting = 0
         self._room = asyncio.Condition()
 
     async def take(self, size: int) -> None:
         """Wait until `size` fits (or nothing is taken), then take it."""
-        async with self._room:
-            await self._room.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+        if self.used + size <= self.limit and not self._waiting:  # room, nobody queued first
             self.used += size
+            return
+        self._waiting += 1
+        try:
+            async with self._room:
+                await self._room.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+                self.used += size
+        finally:
+            self._waiting -= 1
 
     async def give(self, size: int) -> None:
         """Return `size` bytes and wake the waiters."""
@@ -117,6 +128,8 @@ class FetchPipeline:
         metrics: counters to update.
         progress: where to report progress (task "records").
         stop_event: set it to stop taking work; `stopping` then becomes True.
+        images: the image pool running beside: each batch's images are planned in its
+            transaction and offered to the pool once it is committed.
         window_ids: the changed window's ids (ascending, at the head of the work); how far
             they are committed is stored with each batch (`sync_window`).
     """
@@ -132,9 +145,12 @@ class FetchPipeline:
         metrics: HarvesterMetrics | None = None,
         progress: ProgressReporter | None = None,
         stop_event: asyncio.Event | None = None,
+        images: ImagesBeside | None = None,
         window_ids: Sequence[int] = (),
     ) -> None:
         self.db = db
+        self.images = images
+        self.write_lock = images.write_lock if images is not None else asyncio.Lock()
         self.window = WindowCursor(window_ids) if window_ids else None
         self.settings = settings
         self.client = client
@@ -150,7 +166,7 @@ class FetchPipeline:
     async def fetch_all(self, todo: Sequence[int]) -> int:
         """Fetch `todo` through the pipeline; returns how many outcomes were committed."""
         settings = self.settings
-        workers_n = max(1, min(settings.concurrency, len(todo)))
+        workers_n = max(1, min(settings.max_concurrency, len(todo)))
         ids_q: asyncio.Queue[int | None] = asyncio.Queue(maxsize=2 * workers_n)
         out_q: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=2 * settings.batch_size)
         self._remaining = len(todo)
@@ -213,6 +229,9 @@ class FetchPipeline:
             ids_q.get_nowait()
         for _ in range(workers_n):
             ids_q.put_nowait(None)
+        for task in workers:  # waiting for a start slot (or a retry): nothing sent to finish
+            if task not in self.client.sending:
+                task.cancel()
         _, pending = await asyncio.wait(workers, timeout=self.settings.grace)
         for task in pending:
             task.cancel()
@@ -226,9 +245,14 @@ class FetchPipeline:
         while True:
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
             try:
-                # asyncio.timeout, not wait_for: wait_for can lose a cancellation in 3.11
-                async with asyncio.timeout(timeout):
-                    item = await out_q.get()
+                if out_q.empty():
+                    # asyncio.timeout, not wait_for: wait_for can lose a cancellation in 3.11
+                    async with asyncio.timeout(timeout):
+                        item = await out_q.get()
+                elif timeout == 0.0:  # the oldest outcome waited FLUSH_SECONDS (none is lost)
+                    raise TimeoutError
+                else:  # ready: no timer to arm and cancel for each outcome
+                    item = out_q.get_nowait()
             except TimeoutError:  # the oldest outcome waited FLUSH_SECONDS: commit what we have
                 written += await self._commit_and_release(batch, batch_bytes)
                 batch, deadline, batch_bytes = [], None, 0
@@ -251,7 +275,13 @@ class FetchPipeline:
         return written
 
     async def commit_batch(self, batch: Sequence[Outcome]) -> int:
-        """Store one batch of outcomes in one transaction, with the run's counts and the rate."""
+        """Store one batch of outcomes in one transaction, with the run's counts and the rate.
+        The image pool writes through its own connection: the two take turns (`write_lock`),
+        so neither's transaction reads a snapshot the other then commits over."""
+        async with self.write_lock:
+            return await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: Sequence[Outcome]) -> int:
         db = self.db
         now = utc_now()
         fetched = [o for o in batch if isinstance(o, records.FetchedRecord)]
@@ -263,6 +293,7 @@ class FetchPipeline:
         await trouble.save_missing(db, missing, now=now)
         await trouble.save_failures(db, failed, now=now)
         await trouble.save_quarantine(db, bad, now=now)
+        images = await self.images.plan(db, fetched) if self.images is not None else None
         c = dict(self.counts)
         c["fetched"] += len(batch)
         c["new"] += saved.new
@@ -276,6 +307,8 @@ class FetchPipeline:
             await self.window.save(db, [o.object_id for o in batch])
         await save_rate(db, self.client, self.settings)
         await db.commit()
+        if images is not None and self.images is not None:
+            self.images.offer(images)
         self.counts.update(c)  # only once committed: the caller's dict stays true to the DB
         self._remaining -= len(batch)
         self._count_metrics(saved, fetched, failed, bad)
@@ -311,17 +344,19 @@ class FetchPipeline:
         if self.progress is None:
             return
         self.progress.advance("records", n)
-        rate = self.client.limiter.current_rate
-        eta = self.client.eta_seconds(max(0, self._remaining))
-        self.progress.note("records", f"{rate:.3g} req/s, eta {format_eta(eta)}")
+        limiter = self.client.limiter
+        eta = format_eta(self.client.eta_seconds(max(0, self._remaining)))
+        paused = ", paused by a block" if limiter.paused else ""
+        self.progress.note("records", f"{limiter.current_rate:.3g} req/s, eta {eta}{paused}")
 
 
 async def save_rate(
     db: aiosqlite.Connection, client: MetClient, settings: HarvesterSettings
 ) -> None:
-    """Persist the client limiter's learned and current rate and the ceiling in
-    `harvester_state` (no commit), so the next run starts at the learned rate."""
+    """Persist what the API limiter learned (`limiter.api`) and its learned and current rate
+    and the ceiling in `harvester_state` (no commit), so the next run starts where this was."""
     limiter = client.limiter
+    await limiter_state.save(db, limiter)
     if limiter.learned_rate is not None:
         await state.set_state(db, state.RATE_KEYS["learned"], f"{limiter.learned_rate:.6g}")
     await state.set_state(db, state.RATE_KEYS["current"], f"{limiter.current_rate:.6g}")

@@ -24,10 +24,27 @@ DataDirOpt = Annotated[
 ]
 ApiUrlOpt = Annotated[str | None, typer.Option("--api-url", help="Base URL of the Met API.")]
 RateOpt = Annotated[
-    float | None, typer.Option("--rate", help="Ceiling on API requests/s (default 80).")
+    float | None,
+    typer.Option(
+        "--rate",
+        help="Ceiling on API requests/s (default 80, the documented limit). Given, it is also "
+        "where a fresh database starts.",
+    ),
+]
+InitialRateOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--initial-rate",
+        help="API requests/s to start at (default: what the last run learned, else 1, or "
+        "--rate when given).",
+    ),
 ]
 ConcurrencyOpt = Annotated[
-    int | None, typer.Option("--concurrency", help="API requests in flight (default 16).")
+    int | None,
+    typer.Option(
+        "--concurrency",
+        help="API requests in flight (default: 2, more as the rate grows: half a second's worth).",
+    ),
 ]
 TimeoutOpt = Annotated[
     float | None, typer.Option("--timeout", help="Per-request timeout in seconds (default 30).")
@@ -37,7 +54,10 @@ UserAgentOpt = Annotated[
 ]
 ImagesOpt = Annotated[
     bool | None,
-    typer.Option("--images/--no-images", help="Download images after the records (default on)."),
+    typer.Option(
+        "--images/--no-images",
+        help="Download images beside the records, through their own pool (default on).",
+    ),
 ]
 LogLevelOpt = Annotated[
     str | None,

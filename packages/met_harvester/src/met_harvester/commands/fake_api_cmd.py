@@ -164,6 +164,14 @@ def fake_api(
             rich_help_panel="Firewall",
         ),
     ] = False,
+    firewall_count_blocked: Annotated[
+        bool,
+        typer.Option(
+            "--firewall-count-blocked/--no-firewall-count-blocked",
+            help="Requests answered with a block count in the window too (like Imperva).",
+            rich_help_panel="Firewall",
+        ),
+    ] = True,
     p_image_truncate: Annotated[float, _ip("--p-image-truncate", "cut off half way")] = 0.0,
     p_image_wrong_type: Annotated[float, _ip("--p-image-wrong-type", "sent as text/plain")] = 0.0,
     p_image_html: Annotated[
@@ -235,7 +243,12 @@ def fake_api(
                 "--firewall-requests must be >= 1, --firewall-window > 0 and --firewall-block >= 0"
             )
         firewall = FirewallConfig(
-            firewall_requests, firewall_window, firewall_block, firewall_html200
+            firewall_requests,
+            firewall_window,
+            firewall_block,
+            firewall_html200,
+            include_images=firewall_images,
+            count_blocked=firewall_count_blocked,
         )
     faults = FaultConfig(
         p403=p403, p429=p429, p500=p500, p503=p503, p_html200=p_html200, p_drop=p_drop,

@@ -24,6 +24,7 @@ from met_harvester.commands.common import (
     ConfigOpt,
     DataDirOpt,
     ImagesOpt,
+    InitialRateOpt,
     LogLevelOpt,
     RateOpt,
     TimeoutOpt,
@@ -65,7 +66,12 @@ AdditionalImagesOpt = Annotated[
     ),
 ]
 ImageRateOpt = Annotated[
-    float | None, typer.Option("--image-rate", help="Ceiling on image requests/s (default 20).")
+    float | None,
+    typer.Option(
+        "--image-rate",
+        help="Ceiling on image requests/s (default 20). Given, it is also where a fresh "
+        "database starts (else 2/s).",
+    ),
 ]
 ImageConcurrencyOpt = Annotated[
     int | None,
@@ -121,7 +127,9 @@ MaxAttemptsOpt = Annotated[
 BlockCooldownOpt = Annotated[
     float | None,
     typer.Option(
-        "--block-cooldown", help="Seconds the client pauses after a firewall block (default 60)."
+        "--block-cooldown",
+        help="Seconds from a block answer to the one probe that tells a stray from a real "
+        "block (default 2).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a summary.")]
@@ -233,6 +241,7 @@ def sync(
     data_dir: DataDirOpt = None,
     api_url: ApiUrlOpt = None,
     rate: RateOpt = None,
+    initial_rate: InitialRateOpt = None,
     concurrency: ConcurrencyOpt = None,
     timeout: TimeoutOpt = None,
     user_agent: UserAgentOpt = None,
@@ -270,6 +279,7 @@ def sync(
         data_dir=data_dir,
         api_url=api_url,
         rate=rate,
+        initial_rate=initial_rate,
         concurrency=concurrency,
         timeout=timeout,
         user_agent=user_agent,

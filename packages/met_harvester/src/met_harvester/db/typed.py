@@ -47,6 +47,8 @@ class TypedValues:
         if len(value) > MAX_TYPED_TEXT:
             self.issues.append(f"{key}: {len(value):,} characters, over {MAX_TYPED_TEXT:,}")
             return None
+        if value.isascii():  # no surrogate possible (a flag CPython keeps: no scan, no copy)
+            return value
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:

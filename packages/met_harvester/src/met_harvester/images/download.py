@@ -329,6 +329,7 @@ class ImageFetcher:
         """One attempt under the total deadline `settings.image_timeout` (a server trickling
         bytes slower than the read timeout notices still ends here); not retried in this pass."""
         deadline = self.settings.image_timeout
+        await self.limiter.acquire()  # waiting for the pool's turn is not the download's time
         try:
             async with asyncio.timeout(deadline):
                 return await self._attempt(target, etag, last_modified)
@@ -349,8 +350,9 @@ class ImageFetcher:
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         current = target
-        for _hop in range(MAX_REDIRECTS + 1):
-            await self.limiter.acquire()
+        for hop in range(MAX_REDIRECTS + 1):
+            if hop:  # the first hop's slot was taken before the deadline started
+                await self.limiter.acquire()
             try:
                 async with self.session.get(
                     current, allow_redirects=False, headers=headers

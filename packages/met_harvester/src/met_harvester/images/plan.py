@@ -155,12 +155,12 @@ async def plan_images(
     async for rows in _object_batches(db, object_ids):
         if stop_event is not None and stop_event.is_set():
             break
-        await _plan_batch(db, settings, store, allowed, rows, plan)
+        await plan_rows(db, settings, store, allowed, rows, plan)
         await db.commit()
     return plan
 
 
-async def _plan_batch(
+async def plan_rows(
     db: aiosqlite.Connection,
     settings: HarvesterSettings,
     store: BlobStore,
@@ -168,6 +168,8 @@ async def _plan_batch(
     rows: list[tuple[Any, ...]],
     plan: ImagePlan,
 ) -> None:
+    """Plan object rows `(object_id, primary_image, primary_image_small, additional_images)`
+    into `plan` (no commit)."""
     now = utc_now()
     ids = [r[0] for r in rows]
     marks = ",".join("?" * len(ids))

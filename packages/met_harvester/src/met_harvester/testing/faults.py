@@ -146,9 +146,21 @@ class FaultConfig:
 
 @dataclass(frozen=True)
 class FirewallConfig:
-    """Imperva-like firewall: a client IP that sends more than `max_requests` API requests within a
-    rolling `window` seconds gets 403 HTML (or, with probability `p_html200`, the same page with
-    200) for `block` seconds. Requests made while blocked do not extend the block.
+    """Imperva-like firewall, per client IP: more than `max_requests` API requests within any
+    rolling `window` seconds blocks the client for `block` seconds. Blocked answers are a 403
+    Incapsula HTML page (or, with probability `p_html200`, the same page with status 200), sent
+    at once. The burst that triggered a block is forgiven with it, but with `count_blocked`
+    (the default) requests made during the block count in the window, so a client that keeps
+    hammering through a block is blocked again as soon as it ends.
+
+    Attributes:
+        max_requests: requests allowed in any window.
+        window: rolling window in seconds (the Met's is about 30 s for ~45-100 requests).
+        block: seconds a block lasts (the Met's: about 56-62 s).
+        p_html200: fraction of block answers sent with status 200.
+        include_images: count and block image requests too (the Met's image host is a
+            separate firewall site, so off by default).
+        count_blocked: requests answered with a block count in the window.
     """
 
     max_requests: int = 30
@@ -156,6 +168,7 @@ class FirewallConfig:
     block: float = 45.0
     p_html200: float = 0.0
     include_images: bool = False
+    count_blocked: bool = True
 
 
 class Firewall:
@@ -167,6 +180,7 @@ class Firewall:
         self._seen: dict[str, deque[float]] = {}
         self._blocked_until: dict[str, float] = {}
         self.blocks = 0  # how many times a block started
+        self.refused = 0  # how many requests were answered with a block
 
     def is_blocked(self, ip: str) -> bool:
         """Whether `ip` is blocked now (without counting a request)."""
@@ -175,15 +189,19 @@ class Firewall:
     def check(self, ip: str) -> bool:
         """Count one request from `ip`; True if it must be refused."""
         now = self._clock()
-        if self._blocked_until.get(ip, 0.0) > now:
-            return True
         seen = self._seen.setdefault(ip, deque())
         while seen and seen[0] <= now - self.config.window:
             seen.popleft()
+        if self._blocked_until.get(ip, 0.0) > now:
+            if self.config.count_blocked:
+                seen.append(now)
+            self.refused += 1
+            return True
         seen.append(now)
         if len(seen) > self.config.max_requests:
             self._blocked_until[ip] = now + self.config.block
-            seen.clear()
+            seen.clear()  # the penalty absorbs the burst; what is sent during it counts anew
             self.blocks += 1
+            self.refused += 1
             return True
         return False

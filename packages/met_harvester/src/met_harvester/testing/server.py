@@ -511,6 +511,7 @@ class FakeMetAPI:
                 "listing_calls": sum(1 for r in self.requests if r.path == API_PREFIX + "/objects"),
                 "image_fetches": self.count("/images/"),
                 "firewall_blocks": self.firewall.blocks if self.firewall else 0,
+                "firewall_refused": self.firewall.refused if self.firewall else 0,
                 "faults": asdict(self.faults),
             }
         )

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from met_vision.data.labels import LabelSpace, LabelSpaceConfig, build_label_space
 from met_vision.data.mirror import load_records
+from met_vision.data.resumable import ResumableLoader
 from met_vision.data.samplers import (
     ClassBalancedSampler,
     class_balanced_weights,
@@ -249,6 +250,7 @@ class MetDataModule(pl.LightningDataModule):
         self.device_decode = device_decode
         self._shard_root: Path | None = None
         self._resume_epoch = 0
+        self._resume_batches = 0
         self._label_space: LabelSpace | None = None
         self._frame: pd.DataFrame | None = None
         self.source: Literal["cache", "shards", "raw"] | None = None
@@ -431,9 +433,14 @@ class MetDataModule(pl.LightningDataModule):
         return distributed_context(None, None)
 
     def _loader(
-        self, dataset: MetImageDataset, sampler: Sampler | None, shuffle: bool, drop_last: bool
+        self,
+        dataset: MetImageDataset,
+        sampler: Sampler | None,
+        shuffle: bool,
+        drop_last: bool,
+        **resumable: Any,
     ) -> DataLoader:
-        return DataLoader(
+        return (ResumableLoader if resumable else DataLoader)(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle if sampler is None else False,
@@ -443,6 +450,7 @@ class MetDataModule(pl.LightningDataModule):
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             drop_last=drop_last,
             collate_fn=dataset.collate,
+            **resumable,
         )
 
     def train_sampler(
@@ -490,13 +498,23 @@ class MetDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return int(trainer.fit_loop.epoch_progress.current.processed) if trainer else 0  # type: ignore[attr-defined]
 
+    def _batches_done(self) -> int:
+        """Batches of the current epoch trained on; 0 once the epoch is complete."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)  # type: ignore[attr-defined]
+        return done if done < trainer.num_training_batches else 0
+
     def state_dict(self) -> dict[str, Any]:
-        """Saved in checkpoints: the epoch whose order the training sampler draws next."""
-        return {"train_epoch": self._epochs_done()}
+        """Saved in checkpoints: the epoch whose order the training sampler draws next, and the
+        batches of it already trained on (see `met_vision.data.resumable`)."""
+        return {"train_epoch": self._epochs_done(), "train_batches_done": self._batches_done()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore `state_dict()` (Lightning calls this when resuming)."""
         self._resume_epoch = int(state_dict.get("train_epoch", 0))
+        self._resume_batches = int(state_dict.get("train_batches_done", 0))
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled (or class-balanced) training batches."""
@@ -507,9 +525,9 @@ class MetDataModule(pl.LightningDataModule):
             # Lightning starts the first iterator (workers prefetch at once) before it calls
             # set_epoch and before it restores its loops: a resumed run would replay epoch 0
             sampler.set_epoch(max(self._resume_epoch, self._epochs_done()))
-        return self._loader(
-            dataset, sampler, shuffle=True, drop_last=len(dataset) // world > self.batch_size
-        )
+        drop_last = len(dataset) // world > self.batch_size
+        skip, self._resume_batches = self._resume_batches, 0  # once, for the resumed epoch
+        return self._loader(dataset, sampler, True, drop_last, skip_batches=skip)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in a fixed order."""
