@@ -8,7 +8,10 @@ forward passes, writing the table), images/s and the ratio. The baseline's sourc
 from git (`git archive <rev>`), so the comparison is the code as it was, not a re-creation.
 
     .venv/bin/python bench/predict.py [--objects 1000] [--backbone resnet18] [--image-size 160]
-        [--baseline 13e5794] [--num-workers 2]
+        [--baseline 13e5794] [--num-workers 2] [--work DIR]
+
+``--work DIR`` keeps the mirror and checkpoint there and reuses them on the next run. Both
+outputs are compared: same objects, same top-k labels, scores equal up to float noise.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ("packages/met_harvester/src", "packages/met_vision/src")
@@ -83,6 +89,26 @@ def timed_predict(tree: Path, work: Path, extra: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def make_inputs(baseline: Path, work: Path, backbone: str, size: int, n: int) -> None:
+    """Mirror, checkpoint and id list under ``work`` (kept when already there)."""
+    if (work / "ids.txt").is_file():
+        return
+    env = {**os.environ, "PYTHONPATH": pythonpath(baseline)}
+    make = [sys.executable, "-c", MAKE, str(baseline), str(work), backbone, str(size), str(n)]
+    made = subprocess.run(make, env=env, capture_output=True, text=True)
+    if made.returncode:
+        raise SystemExit(f"making the inputs failed:\n{made.stderr[-3000:]}")
+
+
+def max_difference(before: Path, after: Path) -> float:
+    """Largest score difference of two predict tables; exits when labels or objects differ."""
+    old, new = pd.read_parquet(before), pd.read_parquet(after)
+    keys = ["object_id", "rank", "label"]
+    if len(old) != len(new) or not old[keys].equals(new[keys]):
+        raise SystemExit(f"predictions differ: {before} vs {after}")
+    return float(np.abs(old["score"].to_numpy() - new["score"].to_numpy()).max())
+
+
 def main() -> None:
     """Build the inputs, time both versions, print the table."""
     parser = argparse.ArgumentParser(description="predict img/s: this tree vs a baseline rev")
@@ -92,25 +118,23 @@ def main() -> None:
     parser.add_argument("--baseline", default="13e5794", help="git revision before the change")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--work", type=Path, help="keep and reuse the inputs in this folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        baseline = export_revision(args.baseline, work / "baseline")
-        env = {**os.environ, "PYTHONPATH": pythonpath(baseline)}
-        make = [sys.executable, "-c", MAKE, str(baseline), str(work), args.backbone]
-        made = subprocess.run(
-            [*make, str(args.image_size), str(args.objects)],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if made.returncode:
-            raise SystemExit(f"making the inputs failed:\n{made.stderr[-3000:]}")
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        baseline = work / "baseline"
+        if not baseline.is_dir():
+            export_revision(args.baseline, baseline)
+        make_inputs(baseline, work, args.backbone, args.image_size, args.objects)
         batch = ["--batch-size", str(args.batch_size)]
         before = timed_predict(baseline, work, batch)
         current = ROOT  # this working tree
         after = timed_predict(
             current, work, [*batch, "--device", "cpu", "--num-workers", str(args.num_workers)]
+        )
+        diff = max_difference(
+            work / f"preds-{baseline.name}.parquet", work / f"preds-{current.name}.parquet"
         )
     n = args.objects
     print(
@@ -121,6 +145,7 @@ def main() -> None:
     print(
         f"| this tree (--num-workers {args.num_workers}) | {after:.1f} | {n / after:.1f} | {before / after:.2f}x |"
     )
+    print(f"same objects and top-k labels; max abs score difference {diff:.2g}")
 
 
 if __name__ == "__main__":

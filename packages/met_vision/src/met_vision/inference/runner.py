@@ -42,6 +42,21 @@ class RunSpec:
     chunk_size: int = 1024
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a SLURM allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cpu_threads(num_workers: int, processes: int = 1) -> int:
+    """Intra-op threads per inference process so that, together with the decoding workers,
+    the processes do not ask for more CPUs than there are (oversubscribed threads spin and
+    wait on each other): ``usable CPUs / processes - workers``, at least 1."""
+    return max(1, usable_cpus() // max(1, processes) - max(0, num_workers))
+
+
 def inputs_fingerprint(spec: RunSpec, model_id: str, items: Sequence[str]) -> str:
     """Identifies a run's results: the model, the output kind, the chunking and the inputs."""
     digest = hashlib.sha256(f"{model_id}|{spec.output}|{spec.chunk_size}".encode())
@@ -80,8 +95,8 @@ def _run_chunks(
     from met_vision.inference.predictor import Predictor
 
     device = spec.device
+    torch.set_num_threads(cpu_threads(spec.num_workers, spec.devices))
     if spec.devices > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // spec.devices))
         if device in ("cuda", "auto") and torch.cuda.is_available():
             device = f"cuda:{rank}"
     if predictor is None:
