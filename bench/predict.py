@@ -8,7 +8,7 @@ forward passes, writing the table), images/s and the ratio. The baseline's sourc
 from git (`git archive <rev>`), so the comparison is the code as it was, not a re-creation.
 
     .venv/bin/python bench/predict.py [--objects 1000] [--backbone resnet18] [--image-size 160]
-        [--baseline 13e5794] [--num-workers 2] [--work DIR]
+        [--baseline 13e5794] [--num-workers 2] [--images original|small] [--work DIR]
 
 ``--work DIR`` keeps the mirror and checkpoint there and reuses them on the next run. Both
 outputs are compared: same objects, same top-k labels, scores equal up to float noise.
@@ -57,9 +57,10 @@ MAKE = textwrap.dedent(
     import lightning as L
     warnings.filterwarnings("ignore")
     root, work, backbone, size, n = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    variant = sys.argv[6]
     spec = importlib.util.spec_from_file_location("mm", root / "tests/vision/data/make_mirror.py")
     mm = importlib.util.module_from_spec(spec); spec.loader.exec_module(mm)
-    mm.make_mirror(work / "data", n_objects=int(n * 1.3), seed=1, size="original", specials=False)
+    mm.make_mirror(work / "data", n_objects=int(n * 1.3), seed=1, size=variant, specials=False)
     from met_vision.data import MetDataModule  # the baseline's module paths
     from met_vision.tasks import ClassificationTask
     dm = MetDataModule(data_dir=str(work / "data"), task="multilabel", top_k=10, min_count=5,
@@ -89,12 +90,15 @@ def timed_predict(tree: Path, work: Path, extra: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def make_inputs(baseline: Path, work: Path, backbone: str, size: int, n: int) -> None:
+def make_inputs(
+    baseline: Path, work: Path, backbone: str, size: int, n: int, variant: str = "original"
+) -> None:
     """Mirror, checkpoint and id list under ``work`` (kept when already there)."""
     if (work / "ids.txt").is_file():
         return
     env = {**os.environ, "PYTHONPATH": pythonpath(baseline)}
     make = [sys.executable, "-c", MAKE, str(baseline), str(work), backbone, str(size), str(n)]
+    make.append(variant)
     made = subprocess.run(make, env=env, capture_output=True, text=True)
     if made.returncode:
         raise SystemExit(f"making the inputs failed:\n{made.stderr[-3000:]}")
@@ -118,6 +122,12 @@ def main() -> None:
     parser.add_argument("--baseline", default="13e5794", help="git revision before the change")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--images",
+        choices=("original", "small"),
+        default="original",
+        help="mirror image variant: originals (~800-1600 px) or the API's small web images",
+    )
     parser.add_argument("--work", type=Path, help="keep and reuse the inputs in this folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +136,7 @@ def main() -> None:
         baseline = work / "baseline"
         if not baseline.is_dir():
             export_revision(args.baseline, baseline)
-        make_inputs(baseline, work, args.backbone, args.image_size, args.objects)
+        make_inputs(baseline, work, args.backbone, args.image_size, args.objects, args.images)
         batch = ["--batch-size", str(args.batch_size)]
         before = timed_predict(baseline, work, batch)
         current = ROOT  # this working tree
@@ -138,7 +148,7 @@ def main() -> None:
         )
     n = args.objects
     print(
-        f"predict on CPU, {n} objects, {args.backbone} at {args.image_size} px, load {os.getloadavg()[0]:.1f}"
+        f"predict on CPU, {n} objects ({args.images} images), {args.backbone} at {args.image_size} px, load {os.getloadavg()[0]:.1f}"
     )
     print("| version | seconds | images/s | vs baseline |\n|---|---|---|---|")
     print(f"| baseline {args.baseline} | {before:.1f} | {n / before:.1f} | 1.00x |")

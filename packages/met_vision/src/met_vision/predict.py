@@ -9,7 +9,9 @@
 The output table has one row per image and rank: object_id (empty for files), image, model_id,
 label_manifest_hash, rank, label, score, predicted (above the tuned threshold / the argmax).
 Images are decoded by ``--num-workers`` DataLoader workers and predicted on ``--device``
-(``--devices N``: one process per device). Results are written chunk by chunk to
+(``--devices N``: one process per device); on a CPU each process runs the forward pass in
+channels-last layout with (usable CPUs / processes - workers) intra-op threads, so decoding and
+compute do not oversubscribe the cores. Results are written chunk by chunk to
 ``<out>.parts/`` first, so a killed run, started again with the same command, resumes.
 ``--write-db`` stores one row per (object_id, model_id) in the `predictions` table of
 ``<data-dir>/vision.sqlite`` (met_vision's own database; the harvester's ``met.sqlite`` is

@@ -89,42 +89,51 @@ def _run_chunks(
     parts: str,
     predictor: Predictor | None = None,
 ) -> None:
-    """Worker body: predict ``chunks`` and write one part file per chunk."""
+    """Worker body: predict ``chunks`` and write one part file per chunk, with
+    :func:`cpu_threads` intra-op threads (the caller's setting is restored afterwards)."""
     import torch
 
     from met_vision.inference.predictor import Predictor
 
     device = spec.device
-    torch.set_num_threads(cpu_threads(spec.num_workers, spec.devices))
-    if spec.devices > 1:
-        if device in ("cuda", "auto") and torch.cuda.is_available():
-            device = f"cuda:{rank}"
+    if spec.devices > 1 and device in ("cuda", "auto") and torch.cuda.is_available():
+        device = f"cuda:{rank}"
     if predictor is None:
         predictor = Predictor.from_checkpoint(spec.ckpt, device)
     predictor.batch_size, predictor.num_workers = spec.batch_size, spec.num_workers
-    for chunk in chunks[rank :: max(1, spec.devices)]:
-        start = chunk * spec.chunk_size
-        part_items = items[start : start + spec.chunk_size]
-        ok = np.zeros(len(part_items), dtype=bool)
-        rows: list[np.ndarray] = []
-        errors: list[str] = []
-        for positions, images, errs in predictor.batches(part_items):
-            errors.extend(
-                f"{start + int(e.split(': ', 1)[0])}: {e.split(': ', 1)[1]}" for e in errs
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads(spec.num_workers, spec.devices))
+    try:
+        for chunk in chunks[rank :: max(1, spec.devices)]:
+            _predict_chunk(predictor, spec, items, chunk, Path(parts))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _predict_chunk(
+    predictor: Predictor, spec: RunSpec, items: list[str], chunk: int, parts: Path
+) -> None:
+    """Predict one chunk of ``items`` and write its part file atomically."""
+    start = chunk * spec.chunk_size
+    part_items = items[start : start + spec.chunk_size]
+    ok = np.zeros(len(part_items), dtype=bool)
+    rows: list[np.ndarray] = []
+    errors: list[str] = []
+    for positions, images, errs in predictor.batches(part_items):
+        errors.extend(f"{start + int(e.split(': ', 1)[0])}: {e.split(': ', 1)[1]}" for e in errs)
+        if positions:
+            out = (
+                predictor.probs_of(images)
+                if spec.output == "probs"
+                else predictor.features_of(images)
             )
-            if positions:
-                out = (
-                    predictor.probs_of(images)
-                    if spec.output == "probs"
-                    else predictor.features_of(images)
-                )
-                rows.append(out.astype(np.float32))
-                ok[positions] = True
-        values = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
-        target = _part(Path(parts), chunk)
-        tmp = target.with_suffix(".tmp.npz")
-        np.savez(tmp, ok=ok, values=values, errors=np.array(errors, dtype=str))
-        os.replace(tmp, target)
+            rows.append(out.astype(np.float32))
+            ok[positions] = True
+    values = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+    target = _part(parts, chunk)
+    tmp = target.with_suffix(".tmp.npz")
+    np.savez(tmp, ok=ok, values=values, errors=np.array(errors, dtype=str))
+    os.replace(tmp, target)
 
 
 def run(
