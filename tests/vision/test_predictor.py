@@ -161,3 +161,26 @@ def test_killed_predict_resumes_on_two_devices(
     assert f"({done} chunks reused from an interrupted run)" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(whole))
     assert not parts.exists()
+
+
+def test_cpu_inference_is_channels_last_with_matching_scores(
+    quick_model: TrainedModel,  # noqa: F811
+) -> None:
+    """The CPU path's NHWC layout changes nothing beyond float rounding; the loader workers
+    and the intra-op threads never ask for more CPUs than the process may use."""
+    from met_vision.inference.runner import cpu_threads, usable_cpus
+
+    predictor = Predictor.from_checkpoint(quick_model.ckpt, device="cpu")
+    assert predictor.task._channels_last
+    conv = next(m for m in predictor.network.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    paths = _paths(predictor, quick_model, quick_model.split_ids("test")[:4])
+    _positions, images, _errors = next(predictor.batches(paths))
+    fast = predictor.probs_of(images)
+    predictor.task._channels_last = False
+    predictor.network.to(memory_format=torch.contiguous_format)
+    plain = predictor.probs_of(images.contiguous())
+    np.testing.assert_allclose(fast, plain, atol=1e-5)
+    cpus = usable_cpus()
+    assert cpu_threads(0) == cpus and cpu_threads(cpus + 3) == 1
+    assert cpu_threads(1, processes=2) == max(1, cpus // 2 - 1)
