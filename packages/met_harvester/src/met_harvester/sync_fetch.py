@@ -40,9 +40,6 @@ BATCH_BYTES = 32 * 1024 * 1024
 """A batch is committed early once its bodies reach this size (memory stays flat with big ones)."""
 QUEUED_BYTES = 64 * 1024 * 1024
 """Bodies fetched but not yet committed, at most (a worker waits; one body may exceed it alone)."""
-WAKE_OUTCOMES = 32
-"""The writer, with a batch begun, is woken when this many outcomes are queued (or its batch would
-be full, or its bytes reached, or the flush is due, or the work is done), not for every one."""
 CLEANUP_SECONDS = 5.0
 """How long cancelled pipeline tasks get to end before they are cancelled again."""
 
@@ -165,8 +162,6 @@ class FetchPipeline:
         self.stopping = False
         self._remaining = 0
         self._queued = ByteBudget(QUEUED_BYTES)
-        self._outcomes_ready = asyncio.Event()
-        self._wake_writer_at = 1
 
     async def fetch_all(self, todo: Sequence[int]) -> int:
         """Fetch `todo` through the pipeline; returns how many outcomes were committed."""
@@ -186,13 +181,13 @@ class FetchPipeline:
                 outcome = classify(await self.client.get_object(object_id))
                 await self._queued.take(_body_size(outcome))
                 await out_q.put(outcome)
-                if out_q.qsize() >= self._wake_writer_at or self._queued.used >= BATCH_BYTES:
-                    self._outcomes_ready.set()
 
         workers = [asyncio.create_task(work(), name=f"sync-worker-{i}") for i in range(workers_n)]
         writer = asyncio.create_task(self._write(out_q), name="sync-writer")
         watcher = (
-            asyncio.create_task(self._watch_stop(workers)) if self.stop_event is not None else None
+            asyncio.create_task(self._watch_stop(workers))
+            if self.stop_event is not None
+            else None
         )
         workers_done = asyncio.gather(*workers, return_exceptions=True)
         first_to_end: set[asyncio.Future[Any]] = {writer, workers_done}
@@ -207,7 +202,6 @@ class FetchPipeline:
                 ):
                     raise outcome
             await out_q.put(None)
-            self._outcomes_ready.set()
             return await writer
         finally:
             await _cancel_all(tasks)
@@ -234,17 +228,13 @@ class FetchPipeline:
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
             try:
                 if out_q.empty():
-                    self._wake_writer_at = (
-                        min(WAKE_OUTCOMES, self.settings.batch_size - len(batch)) if batch else 1
-                    )
-                    self._outcomes_ready.clear()
                     # asyncio.timeout, not wait_for: wait_for can lose a cancellation in 3.11
                     async with asyncio.timeout(timeout):
-                        await self._outcomes_ready.wait()
-                    continue
-                if timeout == 0.0:  # the oldest outcome waited FLUSH_SECONDS (none is lost)
+                        item = await out_q.get()
+                elif timeout == 0.0:  # the oldest outcome waited FLUSH_SECONDS (none is lost)
                     raise TimeoutError
-                item = out_q.get_nowait()  # ready: no timer to arm and cancel for each outcome
+                else:  # ready: no timer to arm and cancel for each outcome
+                    item = out_q.get_nowait()
             except TimeoutError:  # the oldest outcome waited FLUSH_SECONDS: commit what we have
                 written += await self._commit_and_release(batch, batch_bytes)
                 batch, deadline, batch_bytes = [], None, 0
