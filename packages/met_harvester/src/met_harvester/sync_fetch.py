@@ -185,9 +185,7 @@ class FetchPipeline:
         workers = [asyncio.create_task(work(), name=f"sync-worker-{i}") for i in range(workers_n)]
         writer = asyncio.create_task(self._write(out_q), name="sync-writer")
         watcher = (
-            asyncio.create_task(self._watch_stop(workers))
-            if self.stop_event is not None
-            else None
+            asyncio.create_task(self._watch_stop(workers)) if self.stop_event is not None else None
         )
         workers_done = asyncio.gather(*workers, return_exceptions=True)
         first_to_end: set[asyncio.Future[Any]] = {writer, workers_done}
