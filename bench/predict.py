@@ -97,13 +97,15 @@ def main() -> None:
         work = Path(tmp)
         baseline = export_revision(args.baseline, work / "baseline")
         env = {**os.environ, "PYTHONPATH": pythonpath(baseline)}
-        make = [sys.executable, "-c", MAKE, str(ROOT), str(work), args.backbone]
-        subprocess.run(
+        make = [sys.executable, "-c", MAKE, str(baseline), str(work), args.backbone]
+        made = subprocess.run(
             [*make, str(args.image_size), str(args.objects)],
             env=env,
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if made.returncode:
+            raise SystemExit(f"making the inputs failed:\n{made.stderr[-3000:]}")
         batch = ["--batch-size", str(args.batch_size)]
         before = timed_predict(baseline, work, batch)
         current = ROOT  # this working tree

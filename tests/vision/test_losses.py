@@ -113,3 +113,22 @@ def test_precision_at_k():
     target = torch.tensor([[1, 0, 0], [0, 1, 1]]).float()
     assert precision_at_k(probs, target, 1) == pytest.approx(1.0)
     assert precision_at_k(probs, target, 2) == pytest.approx(0.75)
+
+
+def test_one_macro_f1_leaves_out_classes_absent_from_truth_and_decisions() -> None:
+    from torchmetrics.classification import MulticlassF1Score
+
+    from met_vision.trainers.metrics import fbeta_at, macro_f1
+
+    target = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]], dtype=torch.bool)
+    preds = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0]], dtype=torch.bool)
+    # class 0: P=1, R=1/2 -> F1 2/3; class 1: P=2/3, R=1 -> 4/5; class 2 never occurs
+    assert macro_f1(preds, target) == pytest.approx((2 / 3 + 4 / 5) / 2)
+    # the same rule as torchmetrics' multiclass macro F1, which training logs as f1_macro
+    multiclass = MulticlassF1Score(num_classes=3, average="macro")
+    assert float(multiclass(preds.int().argmax(1), target.int().argmax(1))) == pytest.approx(
+        macro_f1(preds, target)
+    )
+    assert fbeta_at(preds.float(), target, 0.5, 1.0)["macro"] == pytest.approx(
+        macro_f1(preds, target)
+    )

@@ -124,6 +124,33 @@ def tune_thresholds(probs: Tensor, target: Tensor, beta: float = 1.0) -> tuple[f
     return float(global_thr), per_class_thr.float()
 
 
+def macro_fbeta(tp: Tensor, fp: Tensor, fn: Tensor, beta: float = 1.0) -> float:
+    """The one macro F-beta of met_vision (training, compare and the audit report it).
+
+    The mean of the per-class F-beta over the classes that occur in the truth or in the
+    decisions (``tp + fp + fn > 0``). A class absent from both has no defined F-beta (0/0) and
+    is left out rather than counted as 0 or 1: a split that happens to lack a rare class neither
+    drags the score down nor inflates it. This is torchmetrics' rule for multiclass macro F1
+    (``MulticlassF1Score(average="macro")``), applied to multilabel decisions too. NaN when no
+    class occurs at all.
+    """
+    occurs = (tp + fp + fn) > 0
+    if not bool(occurs.any()):
+        return float("nan")
+    return float(_fbeta(tp.double(), fp.double(), fn.double(), beta)[occurs].mean())
+
+
+def macro_f1(preds: Tensor, target: Tensor) -> float:
+    """:func:`macro_fbeta` (beta 1) of boolean decisions ``(N, C)`` against the truth ``(N, C)``,
+    counted with torchmetrics' ``multilabel_stat_scores``."""
+    from torchmetrics.functional.classification import multilabel_stat_scores
+
+    preds, target = torch.as_tensor(preds).int(), torch.as_tensor(target).int()
+    stats = multilabel_stat_scores(preds, target, num_labels=preds.shape[1], average=None)
+    tp, fp, fn = stats[:, 0], stats[:, 1], stats[:, 3]
+    return macro_fbeta(tp, fp, fn, 1.0)
+
+
 def fbeta_at(
     probs: Tensor, target: Tensor, thresholds: Tensor | float, beta: float
 ) -> dict[str, Any]:
@@ -136,7 +163,8 @@ def fbeta_at(
     fn = (~pred & t).sum(0).double()
     per_class = _fbeta(tp, fp, fn, beta)
     micro = _fbeta(tp.sum(), fp.sum(), fn.sum(), beta)
-    return {"micro": float(micro), "macro": float(per_class.mean()), "per_class": per_class}
+    macro = macro_fbeta(tp, fp, fn, beta)
+    return {"micro": float(micro), "macro": macro, "per_class": per_class}
 
 
 def precision_at_k(probs: Tensor, target: Tensor, k: int) -> float:
