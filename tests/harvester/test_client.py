@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yarl
 from aiohttp import web
 
 from met_harvester.client import ApiError, Listing, ListingError, MetClient
@@ -416,3 +417,22 @@ async def test_departments_and_search(server: ScriptedServer, tmp_path: Path) ->
     assert server.seen[1].query["hasImages"] == "true"
     assert requests(metrics, "search", "200") == 1
     assert requests(metrics, "departments", "200") == 1
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "http://127.0.0.1:8080/public/collection/v1",
+        "http://127.0.0.1:8080/",
+        "https://collectionapi.metmuseum.org/public/collection/v1/",
+        "http://u:p@[::1]:9/a%20b/c",
+        "http://127.0.0.1:8080/x?y=1",
+        "http://xn--4ca.example/pä th",
+    ],
+)
+def test_request_url_is_the_parsed_base_plus_path(base: str, tmp_path: Path) -> None:
+    """The URL built from the base parsed once is the one yarl parses from the joined text."""
+    client = MetClient(HarvesterSettings(api_url=base, data_dir=tmp_path))
+    for path in ["/objects/123", "/objects", "/search", "/departments", "/a b", "/../x"]:
+        built, parsed = client.url_for(path), yarl.URL(client.base_url + path)
+        assert (built, str(built), built.raw_path) == (parsed, str(parsed), parsed.raw_path)

@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -52,6 +53,8 @@ log = logging.getLogger("met_harvester.client")
 FetchKind = Literal["ok", "missing", "failed"]
 MAX_OBJECT_ID = 2**63 - 1
 """Largest id SQLite can store; larger (or non-positive) listed ids are left out."""
+_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_-]+)+")
+"""A path with nothing to quote or normalise (``/objects/123``): appended to the parsed base."""
 
 
 @dataclass
@@ -142,7 +145,12 @@ class MetClient:
     ) -> None:
         self.settings = settings
         self.base_url = settings.api_url.rstrip("/")
+        self._base = yarl.URL(self.base_url)
+        self._plain_base = self._base.is_absolute() and not (
+            self._base.raw_query_string or self._base.raw_fragment
+        )
         self.metrics = metrics
+        self._request_counters: dict[tuple[str, str], Any] = {}
         self.limiter = limiter or make_limiter(settings, "api", state, metrics=metrics)
         self.retry_policy = RetryPolicy(
             max_attempts=settings.max_attempts,
@@ -355,6 +363,7 @@ class MetClient:
         if self._session is None:
             raise RuntimeError("MetClient is not open: use `async with MetClient(settings)`")
         url = self.base_url + path
+        target = self.url_for(path)
         self._in_flight.size = self._concurrency()
         async with self._in_flight:
             started = await self.limiter.acquire()
@@ -362,7 +371,7 @@ class MetClient:
             if task is not None:
                 self.sending.add(task)
             try:
-                status, raw, headers = await self._get(url, params)
+                status, raw, headers = await self._get(target, params)
                 content_type = headers.get("Content-Type", "")
                 retry_after = parse_retry_after(headers.get("Retry-After"))
             except RefusedError:
@@ -386,12 +395,27 @@ class MetClient:
         self._count_request(endpoint, str(status))
         return self._judge(url, status, raw, content_type, retry_after, started)
 
+    def url_for(self, path: str) -> yarl.URL:
+        """``<api-url><path>`` as a URL; the same as ``yarl.URL(base_url + path)``.
+
+        A plain path (``/objects/123``) is appended to the base parsed once, with no second
+        parse per request; any other path goes through yarl's parser."""
+        if self._plain_base and _PLAIN_PATH.fullmatch(path):
+            base = self._base
+            return yarl.URL.build(
+                scheme=base.scheme,
+                authority=base.raw_authority,
+                path=base.raw_path.rstrip("/") + path,
+                encoded=True,
+            )
+        return yarl.URL(self.base_url + path)
+
     async def _get(
-        self, url: str, params: Mapping[str, str] | None
+        self, url: yarl.URL, params: Mapping[str, str] | None
     ) -> tuple[int, bytes, Mapping[str, str]]:
         """GET with the body size cap, following redirects only on the API host."""
         assert self._session is not None
-        target = yarl.URL(url)
+        target = url
         for hop in range(MAX_REDIRECTS + 1):
             if hop:  # each redirect is a request too: it takes its own start slot
                 await self.limiter.acquire()
@@ -486,8 +510,13 @@ class MetClient:
         self._count_request(endpoint, label)
 
     def _count_request(self, endpoint: str, status: str) -> None:
-        if self.metrics is not None:
-            self.metrics.requests.labels(endpoint=endpoint, status=status).inc()
+        if self.metrics is None:
+            return
+        counter = self._request_counters.get((endpoint, status))
+        if counter is None:  # each labelled child is looked up once, not per request
+            counter = self.metrics.requests.labels(endpoint=endpoint, status=status)
+            self._request_counters[endpoint, status] = counter
+        counter.inc()
 
     def _count_retry(self, exc: TransientError) -> None:
         reason = exc.reason

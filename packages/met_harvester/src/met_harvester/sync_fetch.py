@@ -167,38 +167,29 @@ class FetchPipeline:
         """Fetch `todo` through the pipeline; returns how many outcomes were committed."""
         settings = self.settings
         workers_n = max(1, min(settings.max_concurrency, len(todo)))
-        ids_q: asyncio.Queue[int | None] = asyncio.Queue(maxsize=2 * workers_n)
+        ids = iter(todo)  # shared by the workers: each id is taken by one, when it has room
         out_q: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=2 * settings.batch_size)
         self._remaining = len(todo)
         if self.progress is not None:
             self.progress.start("records", len(todo))
 
-        async def produce() -> None:
-            for object_id in todo:
-                await ids_q.put(object_id)
-            for _ in range(workers_n):
-                await ids_q.put(None)
-
-        async def work() -> None:
+        async def work() -> None:  # no producer task: taking the next id wakes nothing
             while not self.stopping:
-                object_id = await ids_q.get()
+                object_id = next(ids, None)
                 if object_id is None:
                     return
                 outcome = classify(await self.client.get_object(object_id))
                 await self._queued.take(_body_size(outcome))
                 await out_q.put(outcome)
 
-        producer = asyncio.create_task(produce(), name="sync-producer")
         workers = [asyncio.create_task(work(), name=f"sync-worker-{i}") for i in range(workers_n)]
         writer = asyncio.create_task(self._write(out_q), name="sync-writer")
         watcher = (
-            asyncio.create_task(self._watch_stop(producer, ids_q, workers, workers_n))
-            if self.stop_event is not None
-            else None
+            asyncio.create_task(self._watch_stop(workers)) if self.stop_event is not None else None
         )
         workers_done = asyncio.gather(*workers, return_exceptions=True)
         first_to_end: set[asyncio.Future[Any]] = {writer, workers_done}
-        tasks = [t for t in (producer, writer, watcher, *workers) if t is not None]
+        tasks = [t for t in (writer, watcher, *workers) if t is not None]
         try:
             done, _ = await asyncio.wait(first_to_end, return_when=asyncio.FIRST_COMPLETED)
             if writer in done:  # the writer only ends early by failing
@@ -213,22 +204,11 @@ class FetchPipeline:
         finally:
             await _cancel_all(tasks)
 
-    async def _watch_stop(
-        self,
-        producer: asyncio.Task[None],
-        ids_q: asyncio.Queue[int | None],
-        workers: list[asyncio.Task[None]],
-        workers_n: int,
-    ) -> None:
+    async def _watch_stop(self, workers: list[asyncio.Task[None]]) -> None:
         assert self.stop_event is not None
         await self.stop_event.wait()
-        self.stopping = True
+        self.stopping = True  # a worker takes no new id once it sees this
         log.info("stopping: finishing requests in flight, then committing")
-        producer.cancel()
-        while not ids_q.empty():
-            ids_q.get_nowait()
-        for _ in range(workers_n):
-            ids_q.put_nowait(None)
         for task in workers:  # waiting for a start slot (or a retry): nothing sent to finish
             if task not in self.client.sending:
                 task.cancel()
