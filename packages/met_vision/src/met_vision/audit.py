@@ -41,7 +41,8 @@ import torch
 
 from met_vision.fairness import bias, groups
 from met_vision.fairness import stats as audit_stats
-from met_vision.fairness.report import plot_analysis, plot_comparison, plot_saliency, write_report
+from met_vision.fairness.plots import plot_analysis, plot_comparison, plot_saliency
+from met_vision.fairness.report import write_report
 from met_vision.fairness.stats import table
 from met_vision.inference.mirror import mirror_frame
 from met_vision.inference.options import add_inference_options
