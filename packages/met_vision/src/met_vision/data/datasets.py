@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from met_vision.data.images import open_rgb
 from met_vision.data.shards import ShardReader
-from met_vision.prepare import open_rgb
 
 log = logging.getLogger("met_vision.data")
 

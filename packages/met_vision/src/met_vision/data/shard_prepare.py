@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from met_vision.data.images import DECODE_ERRORS, cache_path, resized_jpeg
 from met_vision.data.shards import (
     INDEX_FILE,
     LOCATION_COLUMNS,
@@ -32,7 +33,6 @@ from met_vision.data.shards import (
     ShardWriter,
     read_index,
 )
-from met_vision.prepare import DECODE_ERRORS, cache_path, resized_jpeg
 
 CHUNK = 1024  # samples resized and written per round (bounds memory)
 _NUMBER = re.compile(r"^(?P<split>.+)-(?P<number>\d{6})\.tar$")
