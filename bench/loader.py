@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import center_crop, pil_to_tensor
 
-from met_vision.data.datamodule import MetImageDataset
+from met_vision.data.datasets import MetImageDataset
 from met_vision.data.shard_prepare import build_shards
 from met_vision.data.shards import ShardReader
 from met_vision.data.transforms import DataConfig, build_transform

@@ -32,7 +32,8 @@ import timm
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from met_vision.trainers.classification import ClassificationTask, warmup_cosine
+from met_vision.trainers.classification import ClassificationTask
+from met_vision.trainers.optimization import warmup_cosine
 
 warnings.filterwarnings("ignore")
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the output to one table

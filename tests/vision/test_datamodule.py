@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from met_vision.data.datamodule import BadImageError, MetDataModule, MetImageDataset
+from met_vision.data.datamodule import MetDataModule
+from met_vision.data.datasets import BadImageError, MetImageDataset
 from met_vision.data.labels import LabelSpaceConfig
 from met_vision.data.mirror import load_records
 from met_vision.data.samplers import ClassBalancedSampler

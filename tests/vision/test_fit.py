@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from sklearn.metrics import average_precision_score, f1_score, fbeta_score
 
 from met_vision.fit import main
 from met_vision.trainers.classification import ClassificationTask
@@ -50,8 +52,14 @@ def test_every_config_fast_dev_run(config, tiny_mirror, tmp_path):
     task = config.stem.rsplit("-", 1)[1]  # <backbone>-<task>.yaml
     assert metrics["task"] == task and metrics["backbone"] == "test_resnet"
     assert metrics["num_test_samples"] > 0
-    score = metrics["test"]["acc" if task == "multiclass" else "map_macro"]
-    assert 0.0 <= score <= 1.0
+    test = metrics["test"]
+    if task == "multiclass":  # accuracy against the (separately computed) confusion matrix
+        confusion = np.asarray(metrics["confusion_matrix"])
+        assert confusion.sum() == metrics["num_test_samples"]
+        assert test["acc"] == pytest.approx(np.trace(confusion) / confusion.sum(), abs=1e-6)
+    else:  # macro AP against the per-class APs of the classes with positives
+        ap = [v for v in metrics["per_class"]["ap"].values() if not np.isnan(v)]
+        assert test["map_macro"] == pytest.approx(np.mean(ap), abs=1e-6)
     labels = json.loads((run_dir / "labels.json").read_text())
     assert labels["names"] == metrics["labels"] and labels["task"] == task
     assert "backbone: test_resnet" in (run_dir / "config.yaml").read_text()
@@ -86,18 +94,42 @@ def test_run_dir_holds_everything(trained_run):
     assert metrics["train_images_per_s"] > 0 and metrics["inference_images_per_s"] > 0
     assert metrics["wall_time_s"] >= metrics["fit_time_s"] > 0
     assert metrics["best_checkpoint"] == str(trained_run / "checkpoints" / "best.ckpt")
-    for key in (
-        "map_macro",
-        "map_micro",
-        "f1_micro",
-        "f2_micro",
-        "f1_macro_class_thr",
-        "precision_at_1",
-    ):
-        assert 0.0 <= metrics["test"][key] <= 1.0, key
+    probs, target = _best_checkpoint_test_scores(trained_run)
+    assert len(probs) == metrics["num_test_samples"]
+    thresholds = metrics["thresholds"]
+    expected = {  # recomputed with scikit-learn from the best checkpoint's test scores
+        "map_micro": average_precision_score(target, probs, average="micro"),
+        "f1_micro": f1_score(target, probs >= thresholds["f1"], average="micro"),
+        "f2_micro": fbeta_score(target, probs >= thresholds["f2"], beta=2, average="micro"),
+        "precision_at_1": target[np.arange(len(probs)), probs.argmax(1)].mean(),
+    }
+    for key, value in expected.items():
+        assert metrics["test"][key] == pytest.approx(value, abs=1e-4), key
     assert set(metrics["thresholds"]["f1_per_class"]) == set(metrics["labels"])
     header = (trained_run / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "val/map_macro" in header and "train/loss_epoch" in header
+
+
+def _best_checkpoint_test_scores(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and targets of the test split under ``best.ckpt``, computed outside ``fit``."""
+    import yaml
+
+    from met_vision.data.datamodule import MetDataModule
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    # fit links model.backbone to data.model_name (the backbone's mean, std and resizing)
+    data = MetDataModule(**config["data"], model_name=config["model"]["backbone"])
+    data.setup("test")
+    model = ClassificationTask.load_from_checkpoint(
+        run_dir / "checkpoints" / "best.ckpt", map_location="cpu"
+    ).eval()
+    probs, targets = [], []
+    with torch.no_grad():
+        for batch in data.test_dataloader():
+            batch = model.on_after_batch_transfer(batch, 0)
+            probs.append(model.predict_probs(model(batch["image"])))
+            targets.append(batch["label"])
+    return torch.cat(probs).numpy(), torch.cat(targets).int().numpy()
 
 
 def test_checkpoint_round_trip_without_data(trained_run, tiny_mirror, tmp_path):

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 from met_vision.trainers.backbones import BackboneError, create_backbone, load_backbone_weights
-from met_vision.trainers.classification import ClassificationTask, warmup_cosine
+from met_vision.trainers.classification import ClassificationTask
+from met_vision.trainers.optimization import warmup_cosine
 
 MANIFEST = {
     "names": ["Paintings", "Prints", "Vases"],

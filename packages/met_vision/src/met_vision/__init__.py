@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "MetDataModule": "met_vision.data.datamodule",
-    "MetImageDataset": "met_vision.data.datamodule",
+    "MetImageDataset": "met_vision.data.datasets",
     "LabelSpace": "met_vision.data.labels",
     "LabelSpaceConfig": "met_vision.data.labels",
     "DataConfig": "met_vision.data.transforms",
@@ -48,7 +48,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from met_vision.data.datamodule import MetDataModule, MetImageDataset
+    from met_vision.data.datamodule import MetDataModule
+    from met_vision.data.datasets import MetImageDataset
     from met_vision.data.labels import LabelSpace, LabelSpaceConfig
     from met_vision.data.mirror import load_records
     from met_vision.data.transforms import DataConfig

@@ -41,7 +41,8 @@ import torch
 
 from met_vision.fairness import bias, groups
 from met_vision.fairness import stats as audit_stats
-from met_vision.fairness.report import plot_analysis, plot_comparison, plot_saliency, write_report
+from met_vision.fairness.plots import plot_analysis, plot_comparison, plot_saliency
+from met_vision.fairness.report import write_report
 from met_vision.fairness.stats import table
 from met_vision.inference.mirror import mirror_frame
 from met_vision.inference.options import add_inference_options
@@ -177,6 +178,39 @@ def overall_metrics(data: AuditData) -> dict[str, float]:
     return out
 
 
+def _image_stats(
+    data: AuditData, g: np.ndarray, group_names: list[str], warm_threshold: float
+) -> dict[str, dict[str, float | None]]:
+    """Mean warmth, warm share and mean brightness of each group's images."""
+    return {
+        gname: {
+            "warmth_mean": float(data.warmth[g[:, j]].mean()) if g[:, j].any() else None,
+            "warm_share": float((data.warmth[g[:, j]] > warm_threshold).mean())
+            if g[:, j].any()
+            else None,
+            "brightness_mean": float(data.brightness[g[:, j]].mean()) if g[:, j].any() else None,
+        }
+        for j, gname in enumerate(group_names)
+    }
+
+
+def _performance_by_group(
+    y: np.ndarray, p: np.ndarray, g: np.ndarray, group_names: list[str], labels: list[str]
+) -> dict[str, Any]:
+    """Precision, recall and F1 per (group, label), their support, and the gap and ratio
+    between groups per label."""
+    metrics = bias.group_metrics(y, p, g)
+    measures = ("precision", "recall", "f1")
+    return {
+        "by_group": {m: table(getattr(metrics, m), group_names, labels) for m in measures},
+        "support": table(metrics.support, group_names, labels),
+        "difference": {
+            m: dict(zip(labels, metrics.difference(m).tolist(), strict=True)) for m in measures
+        },
+        "ratio": {m: dict(zip(labels, metrics.ratio(m).tolist(), strict=True)) for m in measures},
+    }
+
+
 def analyse(
     name: str,
     membership: np.ndarray,
@@ -212,30 +246,8 @@ def analyse(
     # distributions
     result["label_counts_truth"] = table(bias.cooccurrence(y, g), group_names, labels)
     result["label_counts_predicted"] = table(bias.cooccurrence(p, g), group_names, labels)
-    result["image_stats"] = {
-        gname: {
-            "warmth_mean": float(data.warmth[g[:, j]].mean()) if g[:, j].any() else None,
-            "warm_share": float((data.warmth[g[:, j]] > options.warm_threshold).mean())
-            if g[:, j].any()
-            else None,
-            "brightness_mean": float(data.brightness[g[:, j]].mean()) if g[:, j].any() else None,
-        }
-        for j, gname in enumerate(group_names)
-    }
-    # performance by group
-    metrics = bias.group_metrics(y, p, g)
-    result["by_group"] = {
-        m: table(getattr(metrics, m), group_names, labels) for m in ("precision", "recall", "f1")
-    }
-    result["support"] = table(metrics.support, group_names, labels)
-    result["difference"] = {
-        m: dict(zip(labels, metrics.difference(m).tolist(), strict=True))
-        for m in ("precision", "recall", "f1")
-    }
-    result["ratio"] = {
-        m: dict(zip(labels, metrics.ratio(m).tolist(), strict=True))
-        for m in ("precision", "recall", "f1")
-    }
+    result["image_stats"] = _image_stats(data, g, group_names, options.warm_threshold)
+    result.update(_performance_by_group(y, p, g, group_names, labels))
     # co-occurrence: P(label | group)
     result["cooccurrence_truth"] = table(bias.conditional_rates(y, g), group_names, labels)
     result["cooccurrence_predicted"] = table(bias.conditional_rates(p, g), group_names, labels)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from met_vision import demo_story
+from met_vision import demo_report, demo_story
 
 PY = sys.executable
 
@@ -175,129 +175,10 @@ def _test_ids(data_dir: Path, n: int) -> list[int]:
     return [int(i) for i in usable["object_id"].head(n)]
 
 
-def _plot_training_curve(run_dir: Path, out: Path) -> Path | None:
-    """Plot the per-epoch validation score and losses from the run's CSV log."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    logs = sorted(run_dir.glob("**/metrics.csv"))
-    if not logs:
-        return None
-    frame = pd.read_csv(logs[-1])
-    cols = [
-        c for c in frame.columns if c in ("val/score", "val/loss", "train/loss_epoch", "train/loss")
-    ]
-    if "epoch" not in frame or not cols:
-        return None
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for col in cols:
-        series = frame[["epoch", col]].dropna().groupby("epoch")[col].last()
-        ax.plot(series.index, series.values, marker="o", label=col)
-    ax.set_xlabel("epoch")
-    ax.set_title("training curve")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def _write_report(out: Path, facts: dict[str, Any]) -> Path:
-    """REPORT.md from what each stage left behind."""
-    status = facts["status"]
-    metrics = facts["metrics"]
-    lines = [
-        "# met-collection demo report",
-        "",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `make demo` "
-        f"({facts['objects']} synthetic objects, planted bias {facts['bias']}).",
-        "",
-        "## Harvest",
-        "",
-        "| figure | value |",
-        "|---|---|",
-    ]
-    for key in (
-        "objects",
-        "withdrawn",
-        "missing",
-        "quarantined",
-        "failures",
-        "tags",
-        "images",
-        "image_failures",
-    ):
-        if key in status:
-            lines.append(f"| {key} | {status[key]} |")
-    last = status.get("last_sync") or {}
-    if last:
-        lines.append(
-            f"| last sync | {last.get('mode')} {last.get('status')}, {last.get('start')} → {last.get('end')} |"
-        )
-    lines.append(f"| sync wall time (this run) | {facts['sync_seconds']:.1f} s |")
-    lines += ["", "## Training", ""]
-    lines.append(f"Run directory: `{facts['run_dir']}`.")
-    if facts.get("curve"):
-        lines += ["", f"![training curve]({facts['curve']})"]
-    lines += ["", "### Test metrics", "", "| metric | value |", "|---|---|"]
-    flat = metrics.get("test", metrics)
-    for key, value in sorted(flat.items()):
-        if isinstance(value, int | float):
-            lines.append(f"| {key} | {_fmt(value)} |")
-    lines += ["", "## Grad-CAM", ""]
-    if facts.get("cam_grid"):
-        lines.append(f"![Grad-CAM grid]({facts['cam_grid']})")
-    evaluation = facts.get("cam_eval") or {}
-    overall = evaluation.get("overall", evaluation)
-    if overall:
-        lines += ["", "| CAM check against the motif boxes | value |", "|---|---|"]
-        for key, value in overall.items():
-            if isinstance(value, int | float):
-                lines.append(f"| {key} | {_fmt(value)} |")
-    lines += ["", *facts.get("story", [])]
-    if facts.get("audit_md"):
-        lines.append(
-            f"Full reports: [{facts['audit_md']}]({facts['audit_md']}) (baseline), "
-            "[audit-mitigated/report.md](audit-mitigated/report.md) (group-balanced)."
-        )
-    lines.append("")
-    report = out / "REPORT.md"
-    report.write_text("\n".join(lines))
-    return report
-
-
-def run_demo(
-    out: Path,
-    *,
-    objects: int = demo_story.OBJECTS,
-    seed: int = 0,
-    bias: float | None = 0.9,
-    size: int = demo_story.SIZE,
-    max_epochs: int = 10,
-    explain_n: int = 8,
-    retrain: bool = False,
-    rate: float = 200.0,
-    config: Path = Path("configs/demo-multilabel.yaml"),
-    fit_args: Sequence[str] = (),
-) -> Path:
-    """Run every stage into `out`; returns the REPORT.md path."""
-    out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir = out / "data"
-    log = out / "demo.log"
-    truth = out / "truth.json"
-    runs_root = out / "runs"
-    facts: dict[str, Any] = {"objects": objects, "bias": bias}
-
+def _sync(
+    data_dir: Path, truth: Path, log: Path, objects: int, seed: int, bias: float | None, rate: float
+) -> float:
+    """`met-harvester sync` against a fake API serving the synthetic collection; its seconds."""
     api = FakeApiProcess(objects, seed, bias, truth, demo_story.UNMARKED_TAGS)
     try:
         started = time.time()
@@ -327,18 +208,13 @@ def run_demo(
             ],
             log,
         )
-        facts["sync_seconds"] = time.time() - started
+        return time.time() - started
     finally:
         api.stop()
-    status_text = _run(
-        "status",
-        [PY, "-m", "met_harvester", "status", "--data-dir", str(data_dir), "--json"],
-        log,
-        capture=True,
-    )
-    facts["status"] = json.loads(status_text)
-    print(json.dumps({k: v for k, v in facts["status"].items() if isinstance(v, int)}, indent=1))
 
+
+def _prepare(data_dir: Path, size: int, log: Path) -> None:
+    """`python -m met_vision.prepare` of the demo's multilabel label space."""
     label_opts = ["--task", "multilabel", "--min-count", "5", *demo_story.PREPARE_SPLIT_ARGS]
     _run(
         "prepare",
@@ -357,24 +233,11 @@ def run_demo(
         log,
     )
 
-    fit: dict[str, Any] = {
-        "retrain": retrain,
-        "config": config,
-        "data_dir": data_dir,
-        "size": size,
-        "max_epochs": max_epochs,
-    }
-    fit_args = [*demo_story.FIT_SPLIT_ARGS, *fit_args]
-    run_dir = runs_root / "demo-multilabel"
-    _fit("fit", run_dir, log, fit_args=fit_args, **fit)
-    facts["run_dir"] = str(run_dir.relative_to(out))
-    facts["metrics"] = json.loads((run_dir / "metrics.json").read_text())
-    curve = _plot_training_curve(run_dir, out / "training_curve.png")
-    facts["curve"] = curve.name if curve else None
-    ckpt = _best_ckpt(run_dir)
 
-    ids = _test_ids(data_dir, explain_n)
-    explain_dir = out / "explain"
+def _explain(
+    ckpt: Path, data_dir: Path, ids: list[int], truth: Path, explain_dir: Path, log: Path
+) -> None:
+    """`python -m met_vision.explain --evaluate` of the test objects `ids`."""
     _run(
         "explain",
         [
@@ -398,6 +261,79 @@ def run_demo(
         ],
         log,
     )
+
+
+def _fit_and_audit_mitigated(
+    runs_root: Path,
+    out: Path,
+    data_dir: Path,
+    log: Path,
+    fit: dict[str, Any],
+    fit_args: Sequence[str],
+) -> tuple[Path, dict[str, Any]]:
+    """The same fit with group-balanced sampling, and its audit: (audit.json, metrics)."""
+    mitigated_dir = runs_root / "demo-mitigated"
+    mitigated_args = [*fit_args, *demo_story.MITIGATION_ARGS]
+    _fit("fit (group-balanced)", mitigated_dir, log, fit_args=mitigated_args, **fit)
+    mitigated_json = _audit(
+        "audit (group-balanced)", _best_ckpt(mitigated_dir), data_dir, out / "audit-mitigated", log
+    )
+    return mitigated_json, json.loads((mitigated_dir / "metrics.json").read_text())
+
+
+def run_demo(
+    out: Path,
+    *,
+    objects: int = demo_story.OBJECTS,
+    seed: int = 0,
+    bias: float | None = 0.9,
+    size: int = demo_story.SIZE,
+    max_epochs: int = 10,
+    explain_n: int = 8,
+    retrain: bool = False,
+    rate: float = 200.0,
+    config: Path = Path("configs/demo-multilabel.yaml"),
+    fit_args: Sequence[str] = (),
+) -> Path:
+    """Run every stage into `out`; returns the REPORT.md path."""
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = out / "data"
+    log = out / "demo.log"
+    truth = out / "truth.json"
+    runs_root = out / "runs"
+    facts: dict[str, Any] = {"objects": objects, "bias": bias}
+
+    facts["sync_seconds"] = _sync(data_dir, truth, log, objects, seed, bias, rate)
+    status_text = _run(
+        "status",
+        [PY, "-m", "met_harvester", "status", "--data-dir", str(data_dir), "--json"],
+        log,
+        capture=True,
+    )
+    facts["status"] = json.loads(status_text)
+    print(json.dumps({k: v for k, v in facts["status"].items() if isinstance(v, int)}, indent=1))
+    _prepare(data_dir, size, log)
+
+    fit: dict[str, Any] = {
+        "retrain": retrain,
+        "config": config,
+        "data_dir": data_dir,
+        "size": size,
+        "max_epochs": max_epochs,
+    }
+    fit_args = [*demo_story.FIT_SPLIT_ARGS, *fit_args]
+    run_dir = runs_root / "demo-multilabel"
+    _fit("fit", run_dir, log, fit_args=fit_args, **fit)
+    facts["run_dir"] = str(run_dir.relative_to(out))
+    facts["metrics"] = json.loads((run_dir / "metrics.json").read_text())
+    curve = demo_report.plot_training_curve(run_dir, out / "training_curve.png")
+    facts["curve"] = curve.name if curve else None
+    ckpt = _best_ckpt(run_dir)
+
+    ids = _test_ids(data_dir, explain_n)
+    explain_dir = out / "explain"
+    _explain(ckpt, data_dir, ids, truth, explain_dir, log)
     grids = sorted(explain_dir.glob("*grid*.png"))
     facts["cam_grid"] = str(grids[0].relative_to(out)) if grids else None
     evals = sorted(explain_dir.glob("*evaluat*.json"))
@@ -407,21 +343,15 @@ def run_demo(
     baseline_json = _audit("audit", ckpt, data_dir, audit_dir, log)
     facts["audit_md"] = "audit/report.md"
 
-    mitigated_dir = runs_root / "demo-mitigated"
-    mitigated_args = [*fit_args, *demo_story.MITIGATION_ARGS]
-    _fit("fit (group-balanced)", mitigated_dir, log, fit_args=mitigated_args, **fit)
-    mitigated_json = _audit(
-        "audit (group-balanced)", _best_ckpt(mitigated_dir), data_dir, out / "audit-mitigated", log
-    )
-    mitigated_metrics = json.loads((mitigated_dir / "metrics.json").read_text())
+    mitigated = _fit_and_audit_mitigated(runs_root, out, data_dir, log, fit, fit_args)
     facts["story"] = demo_story.story_lines(
         demo_story.audit_summary(baseline_json),
-        demo_story.audit_summary(mitigated_json),
+        demo_story.audit_summary(mitigated[0]),
         facts["metrics"].get("test", facts["metrics"]),
-        mitigated_metrics.get("test", mitigated_metrics),
+        mitigated[1].get("test", mitigated[1]),
     )
 
-    report = _write_report(out, facts)
+    report = demo_report.write_report(out, facts)
     print(f"\n== report: {report}")
     return report
 

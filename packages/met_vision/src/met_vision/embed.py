@@ -85,6 +85,37 @@ def montage(paths: Sequence[str], out: Path, title: str, thumb: int = THUMB) -> 
     sheet.save(out)
 
 
+def write_clusters(
+    embeddings: np.ndarray, index: pd.DataFrame, out: Path, clusters: int, seed: int
+) -> int:
+    """Cluster the embeddings (``index["cluster"]``), write a montage of each cluster's images
+    nearest its centre and ``clusters.json``; returns the number of clusters."""
+    labels, centres = cluster(embeddings, clusters, seed)
+    index["cluster"] = labels
+    (out / "montages").mkdir(exist_ok=True)
+    summary = []
+    for c in range(len(centres)):
+        members = np.flatnonzero(labels == c)
+        distance = np.linalg.norm(embeddings[members] - centres[c], axis=1)
+        nearest = members[np.argsort(distance)[:MONTAGE_MAX]]
+        name = f"montages/cluster_{c:02d}.png"
+        montage(
+            [index["image"][i] for i in nearest],
+            out / name,
+            f"cluster {c}: {len(members)} objects",
+        )
+        summary.append(
+            {
+                "cluster": c,
+                "size": len(members),
+                "montage": name,
+                "examples": [int(index["object_id"][i]) for i in nearest],
+            }
+        )
+    (out / "clusters.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return len(centres)
+
+
 def write_index(
     loaded: Predictor,
     out: Path,
@@ -119,30 +150,7 @@ def write_index(
         "errors": errors,
     }
     if clusters and len(index):
-        labels, centres = cluster(embeddings, clusters, seed)
-        index["cluster"] = labels
-        (out / "montages").mkdir(exist_ok=True)
-        summary = []
-        for c in range(len(centres)):
-            members = np.flatnonzero(labels == c)
-            distance = np.linalg.norm(embeddings[members] - centres[c], axis=1)
-            nearest = members[np.argsort(distance)[:MONTAGE_MAX]]
-            name = f"montages/cluster_{c:02d}.png"
-            montage(
-                [index["image"][i] for i in nearest],
-                out / name,
-                f"cluster {c}: {len(members)} objects",
-            )
-            summary.append(
-                {
-                    "cluster": c,
-                    "size": len(members),
-                    "montage": name,
-                    "examples": [int(index["object_id"][i]) for i in nearest],
-                }
-            )
-        (out / "clusters.json").write_text(json.dumps(summary, indent=2) + "\n")
-        meta["clusters"] = len(centres)
+        meta["clusters"] = write_clusters(embeddings, index, out, clusters, seed)
     index.to_parquet(out / "index.parquet", index=False)
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(out / "parts", ignore_errors=True)

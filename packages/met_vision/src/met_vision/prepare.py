@@ -16,121 +16,35 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import pandas as pd
-from PIL import Image, ImageOps
 
 from met_vision.data import near_duplicates
+from met_vision.data.images import (
+    DECODE_ERRORS,
+    JPEG_QUALITY,
+    MAX_IMAGE_PIXELS,
+    cache_path,
+    make_cached_copy,
+    open_rgb,
+    resize_short_side,
+    resized_jpeg,
+    to_rgb,
+)
 from met_vision.data.labels import LabelSpace, LabelSpaceConfig, build_label_space
 from met_vision.data.leakage import leakage_report, near_duplicate_links, regroup
 from met_vision.data.mirror import load_records
-from met_vision.data.shards import DEFAULT_SHARD_BYTES, SHARDS_DIR, read_member
+from met_vision.data.shards import DEFAULT_SHARD_BYTES, SHARDS_DIR
 from met_vision.data.shards import INDEX_FILE as SHARD_INDEX
 from met_vision.data.splits import GROUP_KEYS, check_fractions, split_report
-
-JPEG_QUALITY = 90
-# Met originals can be very large; decoding goes through draft(), so allow big declared sizes.
-MAX_IMAGE_PIXELS = 500_000_000
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow image to RGB: CMYK, L, P, 16-bit; alpha is composited over white."""
-    if image.mode == "RGB":
-        image.load()
-        return image
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        image = image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
-    if image.mode in _ALPHA_MODES:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def open_rgb(
-    path: Path | str | IO[bytes], min_size: int | None = None, *, exif: bool = False
-) -> Image.Image:
-    """Decode an image file to RGB.
-
-    Args:
-        path: the file, an open binary file, or a shard member address
-            (`met_vision.data.shards.member_address`).
-        min_size: a JPEG is DCT-downscaled on decode (`draft`) to no less than this short side.
-        exif: apply the EXIF orientation.
-
-    Raises:
-        OSError, ValueError, SyntaxError: undecodable or truncated input.
-    """
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-    if isinstance(path, str):
-        path = read_member(path) or path
-    with Image.open(path) as image:
-        if min_size and image.format == "JPEG":
-            width, height = image.size
-            scale = min(width, height) / min_size
-            if scale >= 2:
-                image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
-        if exif and image.getexif().get(0x0112, 1) != 1:
-            return to_rgb(ImageOps.exif_transpose(image))
-        return to_rgb(image)
-
-
-def resize_short_side(image: Image.Image, size: int) -> Image.Image:
-    """Scale so the short side is `size`; smaller images are kept as they are (no upscaling)."""
-    width, height = image.size
-    short = min(width, height)
-    if short <= size:
-        return image
-    scale = size / short
-    target = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return image.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
-
-
-def cache_path(cache_dir: Path, sha256: str) -> Path:
-    """Where the resized copy of the blob `sha256` lives in a cache of one size."""
-    return cache_dir / sha256[:2] / f"{sha256}.jpg"
-
-
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-
-def resized_jpeg(source: str, size: int, quality: int = JPEG_QUALITY) -> bytes:
-    """The cached form of one blob: RGB, short side `size` (never upscaled), JPEG bytes.
-
-    Raises:
-        OSError, ValueError, SyntaxError, DecompressionBombError: undecodable input.
-    """
-    image = resize_short_side(open_rgb(source, min_size=size, exif=True), size)
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def make_cached_copy(
-    source: str, target: str, size: int, quality: int = JPEG_QUALITY
-) -> tuple[str, str | None]:
-    """Resize one blob into the cache (worker function). Returns (source, error or None)."""
-    try:
-        data = resized_jpeg(source, size, quality)
-        out = Path(target)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    except DECODE_ERRORS as exc:
-        return source, f"{type(exc).__name__}: {exc}"
-    return source, None
 
 
 def usable_cpus() -> int:
@@ -264,6 +178,64 @@ def _pack_shards(
     return failures, {**work, **counts}
 
 
+def _index_frame(kept: pd.DataFrame, cache_dir: Path, data_dir: Path) -> pd.DataFrame:
+    """The dataset index of the kept records: object_id, sha256, cache_path (relative to the
+    data dir), target, split."""
+    return pd.DataFrame(
+        {
+            "object_id": kept["object_id"].astype("int64"),
+            "sha256": kept["image_sha256"],
+            "cache_path": [
+                str(cache_path(cache_dir, sha).relative_to(data_dir))
+                for sha in kept["image_sha256"]
+            ],
+            "target": kept["target"],
+            "split": kept["split"],
+        }
+    )
+
+
+def _save_label_space(space: LabelSpace, out_dir: Path, output: str, undecodable: int) -> None:
+    """labels.json beside the index (and the shards), noting the undecodable images."""
+    space.extra = {"undecodable_images": undecodable, "vocabulary_split": "train"}
+    space.save(out_dir / "labels.json")
+    if output == "shards":
+        space.save(out_dir / SHARDS_DIR / "labels.json")
+
+
+@dataclass(frozen=True)
+class _SplitOptions:
+    salt: str
+    fractions: Sequence[float]
+    group_key: str | None
+    near_duplicate_distance: int | None
+
+
+def _labelled_records(
+    data_dir: Path,
+    config: LabelSpaceConfig | None,
+    split: _SplitOptions,
+    known_failures: dict[str, str],
+) -> tuple[pd.DataFrame, LabelSpace | None, pd.DataFrame, list[tuple[int, int, int]] | None, int]:
+    """(records, label space, kept records, near-duplicate links, images hashed): the splits
+    regrouped by near-duplicates when asked, and the label space of the resulting splits."""
+    records = load_records(
+        data_dir,
+        include_withdrawn=True,
+        split_salt=split.salt,
+        split_fractions=split.fractions,
+        group_key=split.group_key,
+    )
+    space, kept = _label(records, config)
+    links: list[tuple[int, int, int]] | None = None
+    hashed = 0
+    if split.near_duplicate_distance is not None:  # hashes of the source images, before caching
+        links, hashed = near_duplicate_links(kept, known_failures, split.near_duplicate_distance)
+        records = regroup(records, links, split.salt, split.fractions, split.group_key)
+        space, kept = _label(records, config)  # the vocabulary of the new training split
+    return records, space, kept, links, hashed
+
+
 def prepare(
     data_dir: Path | str,
     size: int,
@@ -303,26 +275,14 @@ def prepare(
         raise ValueError(f"--format must be files or shards, not {output!r}")
     data_dir = Path(data_dir)
     fractions = check_fractions(split_fractions)
-    records = load_records(
-        data_dir,
-        include_withdrawn=True,
-        split_salt=split_salt,
-        split_fractions=fractions,
-        group_key=group_key,
-    )
     cache_dir = data_dir / "cache" / str(size)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     failed_file = cache_dir / "failed.json"
     known_failures: dict[str, str] = (
         json.loads(failed_file.read_text()) if failed_file.exists() else {}
     )
-    space, kept = _label(records, config)
-    links: list[tuple[int, int, int]] | None = None
-    hashed = 0
-    if near_duplicate_distance is not None:  # hashes of the source images, before any caching
-        links, hashed = near_duplicate_links(kept, known_failures, near_duplicate_distance)
-        records = regroup(records, links, split_salt, fractions, group_key)
-        space, kept = _label(records, config)  # the vocabulary of the new training split
+    split = _SplitOptions(split_salt, fractions, group_key, near_duplicate_distance)
+    records, space, kept, links, hashed = _labelled_records(data_dir, config, split, known_failures)
+    cache_dir.mkdir(parents=True, exist_ok=True)
     key = dataset_key(config, split_salt, fractions, group_key, near_duplicate_distance)
     out_dir = cache_dir / "datasets" / key
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -341,19 +301,7 @@ def prepare(
 
     ok = ~kept["image_sha256"].isin(list(known_failures))
     failed_objects = kept.loc[~ok, ["object_id", "image_sha256"]]
-    kept = kept[ok].reset_index(drop=True)
-    index = pd.DataFrame(
-        {
-            "object_id": kept["object_id"].astype("int64"),
-            "sha256": kept["image_sha256"],
-            "cache_path": [
-                str(cache_path(cache_dir, sha).relative_to(data_dir))
-                for sha in kept["image_sha256"]
-            ],
-            "target": kept["target"],
-            "split": kept["split"],
-        }
-    )
+    index = _index_frame(kept[ok].reset_index(drop=True), cache_dir, data_dir)
     index_file = out_dir / (
         f"{SHARDS_DIR}/{SHARD_INDEX}" if output == "shards" else "index.parquet"
     )
@@ -380,10 +328,7 @@ def prepare(
         "leakage": leakage_report(records, index, links, near_duplicate_distance, hashed),
     }
     if space is not None:
-        space.extra = {"undecodable_images": len(failed_objects), "vocabulary_split": "train"}
-        space.save(out_dir / "labels.json")
-        if output == "shards":
-            space.save(out_dir / SHARDS_DIR / "labels.json")
+        _save_label_space(space, out_dir, output, len(failed_objects))
         report["exclusions"] = space.exclusions
         report["splits"] = split_report(index, space.names, space.task)
     tmp_report = out_dir / ".report.json.tmp"
@@ -497,3 +442,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+__all__ = [  # the image helpers stay importable from here (tests, bench)
+    "DECODE_ERRORS",
+    "JPEG_QUALITY",
+    "MAX_IMAGE_PIXELS",
+    "cache_path",
+    "config_from_args",
+    "dataset_key",
+    "main",
+    "make_cached_copy",
+    "open_rgb",
+    "prepare",
+    "resize_short_side",
+    "resized_jpeg",
+    "to_rgb",
+    "usable_cpus",
+]

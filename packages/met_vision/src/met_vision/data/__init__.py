@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-_DATAMODULE_NAMES = ("BadImageError", "MetDataModule", "MetImageDataset")
+_LAZY = {
+    "BadImageError": "datasets",
+    "MetImageDataset": "datasets",
+    "MetDataModule": "datamodule",
+}
 
 
 def __getattr__(name: str) -> Any:
     """`from met_vision.data import MetDataModule` without importing the DataModule eagerly."""
-    if name in _DATAMODULE_NAMES:
-        from met_vision.data import datamodule
+    if name in _LAZY:
+        import importlib
 
-        return getattr(datamodule, name)
+        return getattr(importlib.import_module(f"met_vision.data.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'met_vision.data' has no attribute {name!r}")

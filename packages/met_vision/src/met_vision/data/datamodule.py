@@ -1,4 +1,4 @@
-"""The dataset and `MetDataModule`: labelled images of the mirror for Lightning.
+"""`MetDataModule`: labelled images of the mirror for Lightning.
 
 The DataModule reads the frozen index that `python -m met_vision.prepare` wrote for its label
 space and split options (`<data-dir>/cache/<size>/datasets/<key>/`), and the resized images of
@@ -8,129 +8,39 @@ raw blobs (with a warning: slower, and every DDP rank reads the database itself)
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from met_vision.data.labels import LabelSpace, LabelSpaceConfig, build_label_space
-from met_vision.data.mirror import load_records
+from met_vision.data.datasets import BadImageError, MetImageDataset
+from met_vision.data.labels import LabelSpace, LabelSpaceConfig
+from met_vision.data.prepared_index import (
+    find_index,
+    read_file_index,
+    read_raw_store,
+    read_shard_index,
+    stage_index,
+    with_index_targets,
+)
 from met_vision.data.resumable import ResumableLoader
 from met_vision.data.samplers import (
     ClassBalancedSampler,
     class_balanced_weights,
     distributed_context,
 )
-from met_vision.data.shards import SHARDS_DIR, ShardReader, member_address, stage_shards
+from met_vision.data.shards import SHARDS_DIR, ShardReader
 from met_vision.data.splits import check_fractions
 from met_vision.data.transforms import DataConfig, build_transform, resolve_data_config
-from met_vision.prepare import dataset_key, open_rgb
+from met_vision.prepare import dataset_key
 
 log = logging.getLogger("met_vision.data")
 Stage = Literal["train", "val", "test", "predict"]
-
-
-class BadImageError(RuntimeError):
-    """Too many undecodable images in a row: the data, not one file, is broken."""
-
-
-class MetImageDataset(Dataset):
-    """Images with their labels; items are dicts {image, label, object_id}.
-
-    With a `reader`, the images are read from tar shards at the frame's shard/offset/size
-    columns instead of from the files at `path`.
-
-    A file that cannot be decoded is skipped (the next one is returned in its place) with a
-    warning and counted in `bad_images`; `max_consecutive_bad` failures in a row raise
-    `BadImageError`.
-    """
-
-    def __init__(
-        self,
-        frame: pd.DataFrame,
-        *,
-        task: str,
-        num_classes: int,
-        transform: Callable[[Image.Image], torch.Tensor],
-        decode_size: int | None = None,
-        max_consecutive_bad: int = 20,
-        reader: ShardReader | None = None,
-    ) -> None:
-        self.paths = np.array(frame["path"].tolist(), dtype=object)
-        self.reader = reader
-        if reader is not None:
-            self.shards = np.array(frame["shard"].tolist(), dtype=object)
-            self.offsets = frame["offset"].to_numpy(dtype=np.int64)
-            self.sizes = frame["size"].to_numpy(dtype=np.int64)
-        self.object_ids = frame["object_id"].to_numpy(dtype=np.int64)
-        self.targets = list(frame["target"])
-        self.task = task
-        self.num_classes = num_classes
-        self.transform = transform
-        self.decode_size = decode_size
-        self.max_consecutive_bad = max_consecutive_bad
-        self.bad_images = 0
-        self._bad_in_a_row = 0
-        self.collate: Callable[[list[dict[str, Any]]], Any] | None = None  # None: default
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def encode(self, target: Any) -> torch.Tensor:
-        """The label tensor: long scalar (multiclass) or float multi-hot (multilabel)."""
-        if self.task == "multiclass":
-            return torch.tensor(int(target), dtype=torch.long)
-        label = torch.zeros(self.num_classes, dtype=torch.float32)
-        if len(target):
-            label[torch.as_tensor(np.asarray(target, dtype=np.int64))] = 1.0
-        return label
-
-    def _source(self, i: int) -> str | io.BytesIO:
-        if self.reader is None:
-            return str(self.paths[i])
-        return io.BytesIO(
-            self.reader.read(self.shards[i], int(self.offsets[i]), int(self.sizes[i]))
-        )
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        for attempt in range(len(self)):
-            i = (index + attempt) % len(self)
-            try:
-                decoded = self._decode(i)
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                self.bad_images += 1
-                self._bad_in_a_row += 1
-                message = f"skipping unreadable image of object {self.object_ids[i]} ({self.paths[i]}): {exc}"
-                log.warning(message, extra={"object_id": int(self.object_ids[i])})
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
-                if self._bad_in_a_row >= self.max_consecutive_bad:
-                    raise BadImageError(
-                        f"{self._bad_in_a_row} unreadable images in a row (last: {self.paths[i]}); "
-                        "check the image store or re-run `python -m met_vision.prepare`"
-                    ) from exc
-                continue
-            self._bad_in_a_row = 0
-            return self._sample(i, decoded)
-        raise BadImageError("no readable image in the dataset")
-
-    def _decode(self, i: int) -> Any:
-        return open_rgb(self._source(i), min_size=self.decode_size)
-
-    def _sample(self, i: int, decoded: Any) -> dict[str, Any]:
-        return {
-            "image": self.transform(decoded),
-            "label": self.encode(self.targets[i]),
-            "object_id": torch.tensor(self.object_ids[i], dtype=torch.long),
-        }
 
 
 class MetDataModule(pl.LightningDataModule):
@@ -238,15 +148,10 @@ class MetDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.max_consecutive_bad = max_consecutive_bad
         self.seed = seed
-        if group_balance not in ("none", "sampler"):
-            raise ValueError(f"group_balance must be 'none' or 'sampler', got {group_balance!r}")
+        _check_options(group_balance, data_format, device_decode, augment)
         self.group_balance = group_balance
-        if data_format not in ("auto", "files", "shards"):
-            raise ValueError(f"data_format must be auto, files or shards, not {data_format!r}")
         self.data_format = data_format
         self.stage_to = stage_to
-        if device_decode and augment not in ("none", "flip"):
-            raise ValueError(f"device_decode supports augment 'none' or 'flip', not {augment!r}")
         self.device_decode = device_decode
         self._shard_root: Path | None = None
         self._resume_epoch = 0
@@ -290,100 +195,36 @@ class MetDataModule(pl.LightningDataModule):
         key = dataset_key(
             self.config, self.split_salt, self.split_fractions, self.group_key, self.near_duplicates
         )
-        cache_root = self.data_dir / "cache"
-        if self.cache_size is not None:
-            sizes = [self.cache_size]
-        else:
-            sizes = sorted(int(p.name) for p in cache_root.glob("*") if p.name.isdigit())
-        names = {
-            "files": ["index.parquet"],
-            "shards": [f"{SHARDS_DIR}/index.parquet"],
-            "auto": [f"{SHARDS_DIR}/index.parquet", "index.parquet"],
-        }[self.data_format]
-        found: list[tuple[int, Path]] = []
-        for size in sizes:
-            paths = [cache_root / str(size) / "datasets" / key / name for name in names]
-            found += [(size, path) for path in paths if path.is_file()][:1]
-        if not found:
-            return None
-        large_enough = [item for item in found if item[0] >= self.data_config.input_size]
-        return (large_enough[0] if large_enough else found[-1])[1]
+        return find_index(
+            self.data_dir, key, self.cache_size, self.data_format, self.data_config.input_size
+        )
 
     def prepare_data(self) -> None:
         """Stage the shards to `stage_to` (Lightning runs this once per node)."""
         self._staged_index()
 
     def _staged_index(self) -> Path | None:
-        index_path = self.find_index()
-        if index_path is None or index_path.parent.name != SHARDS_DIR or not self.stage_to:
-            return index_path
-        size, key = index_path.parents[3].name, index_path.parents[1].name
-        dest = Path(self.stage_to) / "met_vision-shards" / f"{size}-{key}" / SHARDS_DIR
-        log.info("staging %s to %s", index_path.parent, dest)
-        return stage_shards(index_path.parent, dest) / index_path.name
-
-    def _manifest(self, path: Path) -> LabelSpace:
-        space = LabelSpace.load(path)
-        if space.config.to_dict() != self.config.to_dict():
-            raise ValueError(f"{path} does not match this label space")
-        return space
-
-    def _shard_frame(self, index_path: Path) -> pd.DataFrame:
-        """The frame of a shard index; `path` holds each sample's member address."""
-        root = index_path.parent
-        self._label_space = self._manifest(root / "labels.json")
-        index = pd.read_parquet(index_path)
-        locations = zip(index["shard"], index["offset"], index["size"], strict=True)
-        paths = [member_address(root / shard, offset, size) for shard, offset, size in locations]
-        self.source, self.index_path, self._shard_root = "shards", index_path, root
-        log.info("reading the shards %s (%d objects)", root, len(index))
-        return index.assign(path=paths)[
-            ["object_id", "path", "target", "split", "shard", "offset", "size"]
-        ]
+        return stage_index(self.find_index(), self.stage_to)
 
     def _load(self) -> None:
         index_path = self._staged_index()
         if index_path is not None and index_path.parent.name == SHARDS_DIR:
-            frame = self._shard_frame(index_path)
+            loaded = read_shard_index(index_path, self.config)
         elif index_path is not None:
-            index = pd.read_parquet(index_path)
-            self._label_space = self._manifest(index_path.parent / "labels.json")
-            paths = [str(self.data_dir / p) for p in index["cache_path"]]
-            frame = index.assign(path=paths)[["object_id", "path", "target", "split"]]
-            self.source, self.index_path = "cache", index_path
-            log.info("reading the prepared cache %s (%d objects)", index_path.parent, len(frame))
+            loaded = read_file_index(index_path, self.data_dir, self.config)
         else:
-            size_hint = self.cache_size or 384
-            if self.near_duplicates is not None:
-                raise ValueError(
-                    "near-duplicate grouping needs the prepared index: run `python -m "
-                    f"met_vision.prepare --data-dir {self.data_dir} --near-duplicates "
-                    f"{self.near_duplicates}` with the same label options"
-                )
-            message = (
-                f"no prepared image cache for this label space under {self.data_dir / 'cache'}; "
-                "reading the raw image store (slower). Run `python -m met_vision.prepare "
-                f"--data-dir {self.data_dir} --size {size_hint}` with the same label options."
-            )
-            warnings.warn(message, UserWarning, stacklevel=2)
-            log.warning(message)
-            records = load_records(
+            loaded = read_raw_store(
                 self.data_dir,
-                include_withdrawn=True,
-                split_salt=self.split_salt,
-                split_fractions=self.split_fractions,
-                group_key=self.group_key,
+                self.config,
+                self.split_salt,
+                self.split_fractions,
+                self.group_key,
+                self.cache_size or 384,
+                self.near_duplicates,
             )
-            self._label_space, kept = build_label_space(records, self.config)
-            frame = kept.rename(columns={"image_path": "path"})[
-                ["object_id", "path", "target", "split"]
-            ]
-            self.source = "raw"
-        if self.task == "multilabel":
-            frame = frame.assign(
-                target=[list(np.asarray(t, dtype=np.int64)) for t in frame["target"]]
-            )
-        self._frame = frame.reset_index(drop=True)
+        self._label_space, self.source = loaded.label_space, loaded.source
+        self.index_path, self._shard_root = loaded.index_path, loaded.shard_root
+        self._frame = with_index_targets(loaded.frame, self.task)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets of every split (once)."""
@@ -540,3 +381,15 @@ class MetDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Batches of `predict_split` in a fixed order."""
         return self._loader(self._dataset("predict"), self.eval_sampler("predict"), False, False)
+
+
+def _check_options(group_balance: str, data_format: str, device_decode: bool, augment: str) -> None:
+    if group_balance not in ("none", "sampler"):
+        raise ValueError(f"group_balance must be 'none' or 'sampler', got {group_balance!r}")
+    if data_format not in ("auto", "files", "shards"):
+        raise ValueError(f"data_format must be auto, files or shards, not {data_format!r}")
+    if device_decode and augment not in ("none", "flip"):
+        raise ValueError(f"device_decode supports augment 'none' or 'flip', not {augment!r}")
+
+
+__all__ = ["BadImageError", "MetDataModule", "MetImageDataset"]

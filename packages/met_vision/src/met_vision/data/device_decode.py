@@ -22,8 +22,8 @@ from torch.nn import functional
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import RandomResizedCrop
 
-from met_vision.data.datamodule import MetImageDataset
-from met_vision.prepare import open_rgb
+from met_vision.data.datasets import MetImageDataset
+from met_vision.data.images import open_rgb
 
 JPEG_MAGIC = b"\xff\xd8"
 JPEG_EOI = b"\xff\xd9"

@@ -265,56 +265,14 @@ def build_label_space(
     counted = _counted(records, vocabulary_split)
 
     if config.task == "multiclass":
-        values = _multiclass_values(records, config)
-        exclusions["no_label"] = sum(v is None for v in values)
-        exclusions["ambiguous"] = sum(v == "\x00" for v in values)
-        counter = Counter(
-            v for v, c in zip(values, counted, strict=True) if c and v is not None and v != "\x00"
-        )
-        names = _keep_names(counter, config)
-        kept_set = set(names)
-        seen = {v for v in values if v is not None and v != "\x00"}
-        if config.other and any(v not in kept_set for v in seen):
-            names = [*names, OTHER] if OTHER not in kept_set else names
-        lookup = {name: i for i, name in enumerate(names)}
-        targets: list[Any] = []
-        for value in values:
-            if value is None or value == "\x00":
-                targets.append(None)
-            elif value in lookup:
-                targets.append(lookup[value])
-            else:
-                targets.append(lookup[OTHER] if config.other else None)
-        exclusions["rare_class"] = sum(
-            t is None and v is not None and v != "\x00"
-            for t, v in zip(targets, values, strict=True)
-        )
+        names, targets = _multiclass_targets(records, config, counted, exclusions)
     else:
-        tag_lists = [[t for t in tags if _allowed(t, config)] for tags in records["tags"]]
-        counter = Counter(
-            t for tags, c in zip(tag_lists, counted, strict=True) if c for t in set(tags)
-        )
-        names = _keep_names(counter, config)
-        lookup = {name: i for i, name in enumerate(names)}
-        targets = []
-        for tags in records["tags"]:
-            # An object without any tag is unannotated, not a negative for every label.
-            targets.append(sorted({lookup[t] for t in tags if t in lookup}) if tags else None)
-        exclusions["no_label"] = sum(t is None for t in targets)
+        names, targets = _multilabel_targets(records, config, counted, exclusions)
 
     kept = records.assign(target=pd.Series(targets, index=records.index, dtype=object))
     kept = kept[[t is not None for t in targets]].reset_index(drop=True)
     exclusions["kept"] = len(kept)
-
-    counts = dict.fromkeys(names, 0)
-    sources: dict[str, dict[str, int]] = {name: {"api": 0, "csv": 0} for name in names}
-    kept_counted = _counted(kept, vocabulary_split)
-    for target, source, c in zip(kept["target"], kept["source"], kept_counted, strict=True):
-        if not c:
-            continue
-        for index in [target] if config.task == "multiclass" else target:
-            counts[names[index]] += 1
-            sources[names[index]][source] = sources[names[index]].get(source, 0) + 1
+    counts, sources = _label_counts(kept, names, config.task, _counted(kept, vocabulary_split))
     if config.task == "multiclass":
         kept["target"] = kept["target"].astype("int64")
     space = LabelSpace(
@@ -326,3 +284,66 @@ def build_label_space(
         exclusions=exclusions,
     )
     return space, kept
+
+
+def _multiclass_targets(
+    records: pd.DataFrame, config: LabelSpaceConfig, counted: list[bool], exclusions: dict[str, int]
+) -> tuple[list[str], list[Any]]:
+    """Class names (vocabulary from the `counted` records) and each record's class index (None:
+    no label, ambiguous or rare), counting the exclusions."""
+    values = _multiclass_values(records, config)
+    exclusions["no_label"] = sum(v is None for v in values)
+    exclusions["ambiguous"] = sum(v == "\x00" for v in values)
+    counter = Counter(
+        v for v, c in zip(values, counted, strict=True) if c and v is not None and v != "\x00"
+    )
+    names = _keep_names(counter, config)
+    kept_set = set(names)
+    seen = {v for v in values if v is not None and v != "\x00"}
+    if config.other and any(v not in kept_set for v in seen):
+        names = [*names, OTHER] if OTHER not in kept_set else names
+    lookup = {name: i for i, name in enumerate(names)}
+    targets: list[Any] = []
+    for value in values:
+        if value is None or value == "\x00":
+            targets.append(None)
+        elif value in lookup:
+            targets.append(lookup[value])
+        else:
+            targets.append(lookup[OTHER] if config.other else None)
+    exclusions["rare_class"] = sum(
+        t is None and v is not None and v != "\x00" for t, v in zip(targets, values, strict=True)
+    )
+    return names, targets
+
+
+def _multilabel_targets(
+    records: pd.DataFrame, config: LabelSpaceConfig, counted: list[bool], exclusions: dict[str, int]
+) -> tuple[list[str], list[Any]]:
+    """Label names (vocabulary from the `counted` records) and each record's sorted label
+    indices (None: no tag at all), counting the unlabelled."""
+    tag_lists = [[t for t in tags if _allowed(t, config)] for tags in records["tags"]]
+    counter = Counter(t for tags, c in zip(tag_lists, counted, strict=True) if c for t in set(tags))
+    names = _keep_names(counter, config)
+    lookup = {name: i for i, name in enumerate(names)}
+    targets: list[Any] = []
+    for tags in records["tags"]:
+        # An object without any tag is unannotated, not a negative for every label.
+        targets.append(sorted({lookup[t] for t in tags if t in lookup}) if tags else None)
+    exclusions["no_label"] = sum(t is None for t in targets)
+    return names, targets
+
+
+def _label_counts(
+    kept: pd.DataFrame, names: list[str], task: str, counted: list[bool]
+) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Objects per label, and per label and source (`api`, `csv`), over the `counted` rows."""
+    counts = dict.fromkeys(names, 0)
+    sources: dict[str, dict[str, int]] = {name: {"api": 0, "csv": 0} for name in names}
+    for target, source, c in zip(kept["target"], kept["source"], counted, strict=True):
+        if not c:
+            continue
+        for index in [target] if task == "multiclass" else target:
+            counts[names[index]] += 1
+            sources[names[index]][source] = sources[names[index]].get(source, 0) + 1
+    return counts, sources

@@ -136,6 +136,38 @@ def _read_all_image_shas(conn: sqlite3.Connection) -> dict[int, list[str]]:
     return {oid: sorted(values) for oid, values in shas.items()}
 
 
+def _object_tags(frame: pd.DataFrame, tags: dict[tuple[int, str], list[str]]) -> list[list[str]]:
+    """Each object's tag terms; a CSV object's also from its `csv_tags` cell."""
+    object_tags: list[list[str]] = []
+    csv_cells = frame["csv_tags"] if "csv_tags" in frame else pd.Series(None, index=frame.index)
+    for object_id, source, cell in zip(frame["object_id"], frame["source"], csv_cells, strict=True):
+        terms = list(tags.get((object_id, source), []))
+        if source == "csv":
+            terms = sorted(set(terms) | set(_parse_csv_tags(cell)))
+        object_tags.append(terms)
+    return object_tags
+
+
+def _add_image_columns(
+    frame: pd.DataFrame, images: dict[int, tuple[str, str]], data_dir: Path, check_blobs: bool
+) -> None:
+    """`image_sha256`, `image_variant`, `image_path` (None when the blob is missing and
+    `check_blobs`) and `has_image` of each object's chosen image."""
+    shas, variants, paths = [], [], []
+    for object_id in frame["object_id"]:
+        found = images.get(object_id)
+        path = blob_path(data_dir, found[0]).resolve() if found else None
+        if path is not None and check_blobs and not path.is_file():
+            found, path = None, None
+        shas.append(found[0] if found else None)
+        variants.append(found[1] if found else None)
+        paths.append(str(path) if path is not None else None)
+    frame["image_sha256"] = shas
+    frame["image_variant"] = variants
+    frame["image_path"] = paths
+    frame["has_image"] = frame["image_path"].notna()
+
+
 def load_records(
     data_dir: Path | str,
     *,
@@ -172,32 +204,12 @@ def load_records(
     finally:
         conn.close()
 
-    object_tags: list[list[str]] = []
-    csv_cells = frame["csv_tags"] if "csv_tags" in frame else pd.Series(None, index=frame.index)
-    for object_id, source, cell in zip(frame["object_id"], frame["source"], csv_cells, strict=True):
-        terms = list(tags.get((object_id, source), []))
-        if source == "csv":
-            terms = sorted(set(terms) | set(_parse_csv_tags(cell)))
-        object_tags.append(terms)
+    frame["tags"] = _object_tags(frame, tags)
     frame = frame.drop(columns=["csv_tags"], errors="ignore")
-    frame["tags"] = object_tags
     frame["constituent_genders"] = [genders.get(oid, []) for oid in frame["object_id"]]
     for column in (*CATEGORY_COLUMNS, "artist_display_name", "artist_gender", "accession_number"):
         frame[column] = frame[column].fillna("").astype(str).str.strip()
-
-    shas, variants, paths = [], [], []
-    for object_id in frame["object_id"]:
-        found = images.get(object_id)
-        path = blob_path(data_dir, found[0]).resolve() if found else None
-        if path is not None and check_blobs and not path.is_file():
-            found, path = None, None
-        shas.append(found[0] if found else None)
-        variants.append(found[1] if found else None)
-        paths.append(str(path) if path is not None else None)
-    frame["image_sha256"] = shas
-    frame["image_variant"] = variants
-    frame["image_path"] = paths
-    frame["has_image"] = frame["image_path"].notna()
+    _add_image_columns(frame, images, Path(data_dir), check_blobs)
     frame["image_sha256s"] = [all_shas.get(oid, []) for oid in frame["object_id"]]
     frame["split"] = assign_splits(
         frame, salt=split_salt, fractions=split_fractions, group_key=group_key

@@ -38,7 +38,7 @@ _DCT32 = _dct_matrix(32)
 
 def phash(path: Path | str) -> int:
     """The 64-bit perceptual hash of an image file (a JPEG is DCT-downscaled on decode)."""
-    from met_vision.prepare import open_rgb
+    from met_vision.data.images import open_rgb
 
     grey = open_rgb(path, min_size=64).convert("L").resize((32, 32), Image.Resampling.LANCZOS)
     pixels = np.asarray(grey, dtype=np.float64)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from met_vision.data.images import DECODE_ERRORS, cache_path, resized_jpeg
 from met_vision.data.shards import (
     INDEX_FILE,
     LOCATION_COLUMNS,
@@ -32,7 +33,6 @@ from met_vision.data.shards import (
     ShardWriter,
     read_index,
 )
-from met_vision.prepare import DECODE_ERRORS, cache_path, resized_jpeg
 
 CHUNK = 1024  # samples resized and written per round (bounds memory)
 _NUMBER = re.compile(r"^(?P<split>.+)-(?P<number>\d{6})\.tar$")
@@ -195,6 +195,26 @@ def _chunks(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
         yield frame.iloc[start : start + CHUNK]
 
 
+def _open_shard_dir(shard_dir: Path) -> pd.DataFrame | None:
+    """Create the shard directory, drop the temporary files an interrupted run left, and
+    return the old index (None on a first run)."""
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    for stray in shard_dir.glob(".*.tmp"):
+        stray.unlink()
+    return read_index(shard_dir) if (shard_dir / INDEX_FILE).is_file() else None
+
+
+def _shard_index(rows: pd.DataFrame, locations: dict[int, Location]) -> pd.DataFrame:
+    """The index of the rows that have a location, in dataset order, with shard, offset, size."""
+    done = rows[rows["object_id"].isin(list(locations))].reset_index(drop=True)
+    where = [locations[int(oid)] for oid in done["object_id"]]
+    return done[["object_id", "sha256", "target", "split"]].assign(
+        shard=[w.shard for w in where],
+        offset=np.array([w.offset for w in where], dtype=np.int64),
+        size=np.array([w.size for w in where], dtype=np.int64),
+    )
+
+
 def build_shards(
     rows: pd.DataFrame,
     shard_dir: Path,
@@ -219,11 +239,7 @@ def build_shards(
     Returns:
         (the shard index in dataset order, sha256 -> error of images that failed now, counts).
     """
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    for stray in shard_dir.glob(".*.tmp"):  # left by an interrupted run
-        stray.unlink()
-    index_file = shard_dir / INDEX_FILE
-    old = read_index(shard_dir) if index_file.is_file() else None
+    old = _open_shard_dir(shard_dir)
     rows = rows.reset_index(drop=True)
     locations = _kept_locations(old, rows, shard_dir)
     pending = rows[~rows["object_id"].isin(list(locations))]
@@ -244,13 +260,7 @@ def build_shards(
                     locations[int(row.object_id)] = packer.add(row, data[row.sha256])
     written = packer.close()
     source.reader.close()
-    done = rows[rows["object_id"].isin(list(locations))].reset_index(drop=True)
-    where = [locations[int(oid)] for oid in done["object_id"]]
-    index = done[["object_id", "sha256", "target", "split"]].assign(
-        shard=[w.shard for w in where],
-        offset=np.array([w.offset for w in where], dtype=np.int64),
-        size=np.array([w.size for w in where], dtype=np.int64),
-    )
+    index = _shard_index(rows, locations)
     _write_index(shard_dir, index)
     counts.update(
         shards_kept=index["shard"].nunique() - len(written),

@@ -241,6 +241,53 @@ def write_html(cells: list[dict[str, Any]], path: Path, title: str) -> None:
 # --- the command --------------------------------------------------------------------------------
 
 
+def _targets(
+    loaded: LoadedModel,
+    probs: Any,
+    batch_items: list[Item],
+    target: str,
+    k: int,
+    truth: dict[str, dict[str, Any]] | None,
+) -> list[tuple[int, int]]:
+    """(row in the batch, class) of every CAM to compute for a batch."""
+    pairs: list[tuple[int, int]] = []
+    for row, item in enumerate(batch_items):
+        record = truth.get(item.key) if truth is not None else None
+        labels = list(record.get("boxes", {})) if record else []
+        for cls in choose_targets(loaded, probs[row], target, k, labels):
+            pairs.append((row, cls))
+    return pairs
+
+
+def _point(
+    cam: Any,
+    item: Item,
+    label: str,
+    truth: dict[str, dict[str, Any]],
+    config: Any,
+    tolerance: int,
+    skipped: dict[str, int],
+) -> tuple[Box, dict[str, Any]] | None:
+    """The label's motif box mapped into the model's input and the pointing-game scores of
+    ``cam`` against it; None (counted in ``skipped``) without truth, box, or when the crop cuts
+    the box off."""
+    record = truth.get(item.key)
+    box = (record or {}).get("boxes", {}).get(label)
+    if record is None:
+        skipped["no_truth"] += 1
+        return None
+    if box is None:
+        skipped["no_box"] += 1
+        return None
+    with Image.open(item.path) as probe:
+        width, height = probe.size
+    mapped = crop_box(box, width, height, config.input_size, config.crop_pct)
+    if mapped is None:
+        skipped["cropped_out"] += 1
+        return None
+    return mapped, pointing.score(cam, mapped, tolerance)
+
+
 def explain(
     loaded: LoadedModel,
     items: list[Item],
@@ -279,12 +326,7 @@ def explain(
         if not positions:
             continue
         probs = forward_probs(loaded, batch)
-        pairs: list[tuple[int, int]] = []
-        for row, pos in enumerate(positions):
-            record = truth.get(items[pos].key) if truth is not None else None
-            labels = list(record.get("boxes", {})) if record else []
-            for cls in choose_targets(loaded, probs[row], target, k, labels):
-                pairs.append((row, cls))
+        pairs = _targets(loaded, probs, [items[p] for p in positions], target, k, truth)
         if not pairs:
             continue
         cams = compute_cams(
@@ -311,26 +353,13 @@ def explain(
                 "overlay": name,
             }
             if truth is not None:
-                record = truth.get(item.key)
-                box = (record or {}).get("boxes", {}).get(label)
-                if record is None:
-                    skipped["no_truth"] += 1
-                elif box is None:
-                    skipped["no_box"] += 1
-                else:
-                    with Image.open(item.path) as probe:
-                        width, height = probe.size
-                    mapped = crop_box(box, width, height, config.input_size, config.crop_pct)
-                    if mapped is None:
-                        skipped["cropped_out"] += 1
-                    else:
-                        row_scores = pointing.score(cam, mapped, tolerance)
-                        cell.update(
-                            hit=row_scores["hit"],
-                            energy_in_box=row_scores["energy"],
-                            box=list(mapped),
-                        )
-                        rows.append({"label": label, **row_scores})
+                scores = _point(cam, item, label, truth, config, tolerance, skipped)
+                if scores is not None:
+                    mapped, row_scores = scores
+                    cell.update(
+                        hit=row_scores["hit"], energy_in_box=row_scores["energy"], box=list(mapped)
+                    )
+                    rows.append({"label": label, **row_scores})
             cells.append(cell)
     title = f"{method} · {loaded.model_id} · target {target}"
     write_grid(cells, out / "grid.png", title) if cells else None

@@ -198,7 +198,7 @@ def image_stats(path: str, border: float = 0.1, side: int = 64) -> dict[str, flo
     """
     from PIL import Image
 
-    from met_vision.prepare import open_rgb
+    from met_vision.data.images import open_rgb
 
     with open_rgb(path, min_size=side) as image:
         small = image.resize((side, side), Image.Resampling.BILINEAR)

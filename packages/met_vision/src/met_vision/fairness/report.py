@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from met_vision.fairness.plots import plot_analysis, plot_comparison, plot_saliency
+
 
 def _nan_to_none(value: Any) -> Any:
     if isinstance(value, dict):
@@ -40,150 +42,6 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def plot_analysis(analysis: dict[str, Any], out: Path) -> list[str]:
-    """Co-occurrence heat maps, BA bars with intervals and F1 per group; returns file names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if "bias_amplification" not in analysis:
-        return []
-    name, group_names, labels = analysis["name"], analysis["groups"], analysis["labels"]
-    files = []
-    fig, axes = plt.subplots(
-        1, 2, figsize=(max(6, 0.6 * len(labels) * 2 + 2), 1.2 + 0.5 * len(group_names))
-    )
-    for ax, key, title in zip(
-        axes,
-        ("cooccurrence_truth", "cooccurrence_predicted"),
-        ("truth", "predictions"),
-        strict=True,
-    ):
-        matrix = np.array(
-            [[np.nan if v is None else v for v in analysis[key][g].values()] for g in group_names],
-            dtype=float,
-        )
-        im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(group_names)), group_names, fontsize=7)
-        ax.set_title(f"P(label | group), {title}", fontsize=8)
-    fig.colorbar(im, ax=axes, shrink=0.8)
-    files.append(f"{name}_cooccurrence.png")
-    fig.savefig(out / files[-1], dpi=90, bbox_inches="tight")
-    plt.close(fig)
-
-    ba = analysis["bias_amplification"]
-    pairs = [
-        (g, lab, ba["per_pair"][g][lab], ba["ci_low"][g][lab], ba["ci_high"][g][lab])
-        for g in group_names
-        for lab in labels
-        if ba["per_pair"][g][lab] is not None and np.isfinite(ba["per_pair"][g][lab])
-    ]
-    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(pairs) + 2), 3))
-    if pairs:
-        values = np.array([p[2] for p in pairs])
-        lows = np.array([p[3] if p[3] is not None else p[2] for p in pairs], dtype=float)
-        highs = np.array([p[4] if p[4] is not None else p[2] for p in pairs], dtype=float)
-        flagged = {(f["group"], f["label"]) for f in analysis["flags"]}
-        colors = ["tab:red" if (p[0], p[1]) in flagged else "tab:blue" for p in pairs]
-        err = np.vstack([np.clip(values - lows, 0, None), np.clip(highs - values, 0, None)])
-        ax.bar(range(len(pairs)), values, yerr=err, color=colors, capsize=2)
-        ax.set_xticks(
-            range(len(pairs)),
-            [f"{p[0]}: {p[1]}" for p in pairs],
-            rotation=70,
-            ha="right",
-            fontsize=6,
-        )
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylabel("bias amplification")
-    ax.set_title(f"{name}: bias amplification per pair (red: flagged)", fontsize=8)
-    files.append(f"{name}_bias_amplification.png")
-    fig.savefig(out / files[-1], dpi=90, bbox_inches="tight")
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(labels) + 2), 3))
-    width = 0.8 / max(1, len(group_names))
-    for j, g in enumerate(group_names):
-        f1 = [analysis["by_group"]["f1"][g][lab] for lab in labels]
-        ax.bar(
-            np.arange(len(labels)) + j * width,
-            [np.nan if v is None else v for v in f1],
-            width,
-            label=g,
-        )
-    ax.set_xticks(
-        np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=60, ha="right", fontsize=7
-    )
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("F1")
-    ax.legend(fontsize=7)
-    ax.set_title(f"{name}: F1 per group", fontsize=8)
-    files.append(f"{name}_f1_by_group.png")
-    fig.savefig(out / files[-1], dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return files
-
-
-def plot_saliency(report: dict[str, Any], out: Path) -> str:
-    """Box plot of the border share of CAM energy per depicted-gender group."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shares = report["_data"]["per_image_border"]
-    fig, ax = plt.subplots(figsize=(6, 3))
-    columns, names = [], []
-    for name, membership, group_names, _, _ in report["_data"]["specs"]:
-        for j, g in enumerate(group_names):
-            values = shares[membership[:, j] & np.isfinite(shares)]
-            if len(values):
-                columns.append(values)
-                names.append(f"{name}: {g}")
-    if columns:
-        ax.boxplot(columns)
-        ax.set_xticks(range(1, len(names) + 1), names, rotation=50, ha="right", fontsize=7)
-    ax.axhline(report["saliency"]["border_area_share"], color="grey", linestyle="--", linewidth=0.8)
-    ax.set_ylabel("CAM energy on the border")
-    ax.set_title("Grad-CAM saliency on the border (dashed: uniform map)", fontsize=8)
-    fig.savefig(out / "saliency_border.png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "saliency_border.png"
-
-
-def plot_comparison(current: dict[str, Any], baseline: dict[str, Any], out: Path) -> str:
-    """Bias amplification and accuracy of the model against the baseline, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(current["analyses"])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-    x = np.arange(len(names))
-    for offset, report, label in ((-0.2, baseline, "baseline"), (0.2, current, "this model")):
-        values = [
-            report["analyses"][n].get("bias_amplification", {}).get("value", np.nan) for n in names
-        ]
-        axes[0].bar(x + offset, values, 0.4, label=label)
-    axes[0].set_xticks(x, names)
-    axes[0].axhline(0, color="black", linewidth=0.8)
-    axes[0].set_title("bias amplification (mean)", fontsize=8)
-    axes[0].legend(fontsize=7)
-    keys = sorted(set(current["accuracy"]) & set(baseline["accuracy"]))
-    x = np.arange(len(keys))
-    for offset, report, label in ((-0.2, baseline, "baseline"), (0.2, current, "this model")):
-        axes[1].bar(x + offset, [report["accuracy"][k] for k in keys], 0.4, label=label)
-    axes[1].set_xticks(x, keys, fontsize=7)
-    axes[1].set_ylim(0, 1)
-    axes[1].set_title("accuracy", fontsize=8)
-    fig.savefig(out / "comparison.png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "comparison.png"
 
 
 FLAG_COLUMNS = (
@@ -227,129 +85,125 @@ def statistics_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def write_report(report: dict[str, Any], out: Path, baseline: dict[str, Any] | None = None) -> Path:
-    """report.md with plots, and audit.json with every figure."""
-    out.mkdir(parents=True, exist_ok=True)
-    lines = [
-        f"# Bias audit of `{report['model_id']}`",
-        "",
-        f"Checkpoint `{report['checkpoint']}`, split `{report['split']}`, {report['objects']} objects, "
-        f"label manifest `{report['label_manifest_hash'][:12]}`.",
-        "",
-        "## Flags",
-        "",
+def _flag_lines(report: dict[str, Any]) -> list[str]:
+    """The table of flagged (group, label) pairs."""
+    if not report["flags"]:
+        return ["No (group, label) pair is flagged."]
+    rows = [
+        [
+            f["analysis"],
+            f["group"],
+            f["label"],
+            f["bias_amplification"],
+            f"{f['ci'][0]:.3f} – {f['ci'][1]:.3f}",
+            f"{f['p_value']:.2g}",
+            f["truth_bias"],
+            f["predicted_bias"],
+            f["support"],
+            f["minimum_detectable_ba"],
+        ]
+        for f in report["flags"]
     ]
-    if report["flags"]:
-        lines.append(
-            _md_table(
-                FLAG_COLUMNS,
-                [
-                    [
-                        f["analysis"],
-                        f["group"],
-                        f["label"],
-                        f["bias_amplification"],
-                        f"{f['ci'][0]:.3f} – {f['ci'][1]:.3f}",
-                        f"{f['p_value']:.2g}",
-                        f["truth_bias"],
-                        f["predicted_bias"],
-                        f["support"],
-                        f["minimum_detectable_ba"],
-                    ]
-                    for f in report["flags"]
-                ],
-            )
+    return [_md_table(FLAG_COLUMNS, rows)]
+
+
+def _baseline_lines(report: dict[str, Any], baseline: dict[str, Any], out: Path) -> list[str]:
+    """Accuracy and bias amplification against the baseline model, with its plot."""
+    lines: list[str] = []
+    comp = report["comparison"]
+    lines += ["## Against the baseline", "", f"Baseline `{comp['baseline_model_id']}`.", ""]
+    lines.append(
+        _md_table(
+            ["figure", "baseline", "this model"],
+            [
+                [f"accuracy {k}", comp["accuracy"]["baseline"].get(k), v]
+                for k, v in comp["accuracy"]["model"].items()
+            ]
+            + [
+                [f"BA {k}", v["baseline"], v["model"]]
+                for k, v in comp["bias_amplification"].items()
+            ]
+            + [
+                [f"BA {p['analysis']}: {p['group']} / {p['label']}", p["baseline"], p["model"]]
+                for p in comp["flagged_pairs"]
+            ]
+            + [["flags", comp["flags"]["baseline"], comp["flags"]["model"]]],
         )
-    else:
-        lines.append("No (group, label) pair is flagged.")
-    lines += ["", *statistics_lines(report)]
+    )
+    lines += ["", f"![comparison]({plot_comparison(report, baseline, out)})", ""]
+    return lines
+
+
+def _analysis_lines(name: str, analysis: dict[str, Any], out: Path) -> list[str]:
+    """One analysis: group sizes, image statistics, bias amplification, the per-label table
+    and its plots."""
+    lines = [f"## Analysis `{name}`: {analysis['description']}", ""]
+    lines.append(
+        "Group sizes: "
+        + ", ".join(f"{g} {n}" for g, n in analysis["group_sizes"].items())
+        + f"; in no group: {analysis['objects_in_no_group']}."
+    )
+    if "skipped" in analysis:
+        return [*lines, "", f"Skipped: {analysis['skipped']}.", ""]
+    groups_ = analysis["groups"]
+    lines += ["", "Image statistics per group:", ""]
+    lines.append(
+        _md_table(
+            ["group", "warmth", "warm share", "brightness"],
+            [[g, *analysis["image_stats"][g].values()] for g in groups_],
+        )
+    )
+    ba = analysis["bias_amplification"]
     lines += [
         "",
-        "## Accuracy",
-        "",
-        _md_table(list(report["accuracy"]), [list(report["accuracy"].values())]),
+        f"Bias amplification (Zhao et al.): **{ba['value']:.4f}**; directional A→T "
+        f"(Wang & Russakovsky): **{analysis['directional_bias_amplification']['A->T']['value']:.4f}**"
+        + (
+            f"; T→A: **{analysis['directional_bias_amplification']['T->A']['value']:.4f}**"
+            if "T->A" in analysis["directional_bias_amplification"]
+            else ""
+        )
+        + ".",
         "",
     ]
-    if baseline is not None:
-        comp = report["comparison"]
-        lines += ["## Against the baseline", "", f"Baseline `{comp['baseline_model_id']}`.", ""]
-        lines.append(
-            _md_table(
-                ["figure", "baseline", "this model"],
-                [
-                    [f"accuracy {k}", comp["accuracy"]["baseline"].get(k), v]
-                    for k, v in comp["accuracy"]["model"].items()
-                ]
-                + [
-                    [f"BA {k}", v["baseline"], v["model"]]
-                    for k, v in comp["bias_amplification"].items()
-                ]
-                + [
-                    [f"BA {p['analysis']}: {p['group']} / {p['label']}", p["baseline"], p["model"]]
-                    for p in comp["flagged_pairs"]
-                ]
-                + [["flags", comp["flags"]["baseline"], comp["flags"]["model"]]],
-            )
-        )
-        lines += ["", f"![comparison]({plot_comparison(report, baseline, out)})", ""]
-    for name, analysis in report["analyses"].items():
-        lines += [f"## Analysis `{name}`: {analysis['description']}", ""]
-        lines.append(
-            "Group sizes: "
-            + ", ".join(f"{g} {n}" for g, n in analysis["group_sizes"].items())
-            + f"; in no group: {analysis['objects_in_no_group']}."
-        )
-        if "skipped" in analysis:
-            lines += ["", f"Skipped: {analysis['skipped']}.", ""]
-            continue
-        groups_ = analysis["groups"]
-        lines += ["", "Image statistics per group:", ""]
-        lines.append(
-            _md_table(
-                ["group", "warmth", "warm share", "brightness"],
-                [[g, *analysis["image_stats"][g].values()] for g in groups_],
-            )
-        )
-        ba = analysis["bias_amplification"]
-        lines += [
-            "",
-            f"Bias amplification (Zhao et al.): **{ba['value']:.4f}**; directional A→T "
-            f"(Wang & Russakovsky): **{analysis['directional_bias_amplification']['A->T']['value']:.4f}**"
-            + (
-                f"; T→A: **{analysis['directional_bias_amplification']['T->A']['value']:.4f}**"
-                if "T->A" in analysis["directional_bias_amplification"]
-                else ""
-            )
-            + ".",
-            "",
-        ]
-        rows = []
-        for lab in analysis["labels"]:
-            row: list[Any] = [lab]
-            for g in groups_:
-                row += [
-                    analysis["cooccurrence_truth"][g][lab],
-                    analysis["cooccurrence_predicted"][g][lab],
-                    analysis["by_group"]["f1"][g][lab],
-                    ba["per_pair"][g][lab],
-                ]
-            row += [analysis["difference"]["f1"][lab], analysis["ratio"]["f1"][lab]]
-            rows.append(row)
-        header = ["label"]
+    lines += [
+        "Per label: its rate in each group (P(label given group), truth and predicted), F1 and "
+        "bias amplification per group, and the F1 gap and ratio between groups.",
+        "",
+        _per_label_table(analysis),
+        "",
+    ]
+    lines += [f"![{f}]({f})" for f in plot_analysis(analysis, out)]
+    lines.append("")
+    return lines
+
+
+def _per_label_table(analysis: dict[str, Any]) -> str:
+    """Per label: rates per group (truth, predicted), F1 and BA per group, F1 gap and ratio."""
+    groups_, ba = analysis["groups"], analysis["bias_amplification"]
+    rows = []
+    for lab in analysis["labels"]:
+        row: list[Any] = [lab]
         for g in groups_:
-            header += [f"rate in {g}: truth", "predicted", f"F1 {g}", f"BA {g}"]
-        header += ["F1 gap", "F1 ratio"]
-        lines += [
-            "Per label: its rate in each group (P(label given group), truth and predicted), F1 and "
-            "bias amplification per group, and the F1 gap and ratio between groups.",
-            "",
-            _md_table(header, rows),
-            "",
-        ]
-        lines += [f"![{f}]({f})" for f in plot_analysis(analysis, out)]
-        lines.append("")
+            row += [
+                analysis["cooccurrence_truth"][g][lab],
+                analysis["cooccurrence_predicted"][g][lab],
+                analysis["by_group"]["f1"][g][lab],
+                ba["per_pair"][g][lab],
+            ]
+        row += [analysis["difference"]["f1"][lab], analysis["ratio"]["f1"][lab]]
+        rows.append(row)
+    header = ["label"]
+    for g in groups_:
+        header += [f"rate in {g}: truth", "predicted", f"F1 {g}", f"BA {g}"]
+    header += ["F1 gap", "F1 ratio"]
+    return _md_table(header, rows)
+
+
+def _saliency_lines(report: dict[str, Any], out: Path) -> list[str]:
+    """Grad-CAM border share per group, with its plot."""
     sal = report["saliency"]
-    lines += [
+    lines = [
         "## Grad-CAM attention: border against centre",
         "",
         f"{sal['method']} on `{sal['target_layer']}` for the top label of {sal['images']} images; "
@@ -369,6 +223,35 @@ def write_report(report: dict[str, Any], out: Path, baseline: dict[str, Any] | N
         )
     )
     lines += ["", f"![saliency]({plot_saliency(report, out)})", ""]
+    return lines
+
+
+def write_report(report: dict[str, Any], out: Path, baseline: dict[str, Any] | None = None) -> Path:
+    """report.md with plots, and audit.json with every figure."""
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"# Bias audit of `{report['model_id']}`",
+        "",
+        f"Checkpoint `{report['checkpoint']}`, split `{report['split']}`, {report['objects']} objects, "
+        f"label manifest `{report['label_manifest_hash'][:12]}`.",
+        "",
+        "## Flags",
+        "",
+    ]
+    lines += _flag_lines(report)
+    lines += ["", *statistics_lines(report)]
+    lines += [
+        "",
+        "## Accuracy",
+        "",
+        _md_table(list(report["accuracy"]), [list(report["accuracy"].values())]),
+        "",
+    ]
+    if baseline is not None:
+        lines += _baseline_lines(report, baseline, out)
+    for name, analysis in report["analyses"].items():
+        lines += _analysis_lines(name, analysis, out)
+    lines += _saliency_lines(report, out)
     (out / "report.md").write_text("\n".join(lines))
     public = {k: v for k, v in report.items() if not k.startswith("_")}
     (out / "audit.json").write_text(json.dumps(_nan_to_none(public), indent=1) + "\n")

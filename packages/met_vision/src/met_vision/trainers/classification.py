@@ -8,8 +8,6 @@ data (``hparams["labels"]``) travels with every checkpoint, so
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
@@ -24,21 +22,29 @@ from met_vision.trainers.backbones import (
     data_config,
     head_parameter_names,
 )
-from met_vision.trainers.losses import balanced_class_weights, build_loss
+from met_vision.trainers.losses import loss_from_hparams
 from met_vision.trainers.metrics import (
     ScoreStore,
-    multilabel_threshold_metrics,
-    pr_curves,
     scalar_collection,
     tune_thresholds,
 )
+from met_vision.trainers.optimization import (
+    build_optimizer,
+    freeze_backbone_batchnorm,
+    lr_schedule,
+    parameter_groups,
+    steps_per_epoch,
+)
+from met_vision.trainers.results import (
+    SPLITS,
+    UNLOGGED,
+    epoch_metrics,
+    manifest_of,
+    num_classes_for,
+    report_results,
+    score_metric_for,
+)
 
-SPLITS = ("val", "test")
-SCORE_METRICS: dict[str, tuple[str, ...]] = {
-    "multiclass": ("f1_macro", "acc_balanced", "acc"),
-    "multilabel": ("map_macro", "map_micro"),
-}
-DEFAULT_SCORE = {"multiclass": "f1_macro", "multilabel": "map_macro"}
 # Pretrained features need smaller steps than a fresh head (discriminative fine-tuning).
 PRETRAINED_BACKBONE_LR_MULT = 0.1
 
@@ -131,24 +137,10 @@ class ClassificationTask(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if task not in ("multiclass", "multilabel"):
-            raise ValueError(f"task must be 'multiclass' or 'multilabel', not {task!r}")
-        if num_classes is None:
-            names = (labels or {}).get("names")
-            if not names:
-                raise ValueError("num_classes is not set and no label manifest gives it")
-            num_classes = len(names)
-            self.hparams["num_classes"] = num_classes
-        if num_classes < 2 and task == "multiclass":
-            raise ValueError(f"a multiclass task needs at least 2 classes, got {num_classes}")
+        self.num_classes = num_classes_for(task, num_classes, labels)
+        self.hparams["num_classes"] = self.num_classes
         self.task = task
-        self.score_metric = score_metric or DEFAULT_SCORE[task]
-        if self.score_metric not in SCORE_METRICS[task]:
-            raise ValueError(
-                f"score_metric {self.score_metric!r} is not a {task} metric; use one of "
-                f"{', '.join(SCORE_METRICS[task])}"
-            )
-        self.num_classes = int(num_classes)
+        self.score_metric = score_metric_for(task, score_metric)
         self._channels_last = bool(channels_last)
         self._input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
         self.test_results: dict[str, Any] = {}
@@ -177,27 +169,8 @@ class ClassificationTask(pl.LightningModule):
 
     def configure_losses(self) -> None:
         """Build the loss from the hyperparameters (see ``met_vision.trainers.losses``)."""
-        h = self.hparams
-        name = h["loss"] or ("ce" if self.task == "multiclass" else "bce")
-        weights = h["class_weights"]
-        if weights == "balanced":
-            counts = (h["labels"] or {}).get("counts")
-            # the manifest arrives from the data module at setup(); rebuilt then
-            weights = (
-                balanced_class_weights(_counts_list(counts, self.label_names)) if counts else None
-            )
-        self.criterion = build_loss(
-            self.task,
-            name,
-            self.num_classes,
-            label_smoothing=h["label_smoothing"],
-            class_weights=weights,
-            pos_weight=h["pos_weight"],
-            focal_gamma=h["focal_gamma"],
-            focal_alpha=h["focal_alpha"],
-            asl_gamma_neg=h["asl_gamma_neg"],
-            asl_gamma_pos=h["asl_gamma_pos"],
-            asl_clip=h["asl_clip"],
+        self.criterion = loss_from_hparams(
+            self.task, self.hparams, self.num_classes, self.label_names
         )
 
     def configure_metrics(self) -> None:
@@ -288,19 +261,11 @@ class ClassificationTask(pl.LightningModule):
         """Take the label manifest from the data module and choose the memory layout."""
         trainer = self._trainer
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
-        space = getattr(dm, "label_space", None)
-        if space is not None and hasattr(space, "manifest"):
-            manifest = space.manifest()
-            n = len(manifest.get("names", []))
-            if n and n != self.num_classes:
-                raise ValueError(
-                    f"the data has {n} classes but the model head has {self.num_classes}; "
-                    "do not set model.num_classes by hand (met_vision.fit links it from the data)"
-                )
-            if self.hparams.get("labels") is None:
-                self.hparams["labels"] = manifest
-                if self.hparams["class_weights"] == "balanced":
-                    self.configure_losses()
+        manifest = manifest_of(dm, self.num_classes)
+        if manifest is not None and self.hparams.get("labels") is None:
+            self.hparams["labels"] = manifest
+            if self.hparams["class_weights"] == "balanced":
+                self.configure_losses()
         dm_config: Any = getattr(dm, "data_config", None)
         if self.hparams.get("data_config") is None and hasattr(dm_config, "to_dict"):
             self.hparams["data_config"] = dm_config.to_dict()
@@ -384,27 +349,20 @@ class ClassificationTask(pl.LightningModule):
         probs, target = store.compute()
         self._scalars(split).reset()
         store.reset()
-        out: dict[str, Any] = {"probs": probs, "target": target}
-        if self.task == "multiclass":
-            out.update(values)
-            out["score"] = values[self.score_metric]
-            return out
-        if split == "val" and not (self._trainer is not None and self.trainer.sanity_checking):
-            for beta, name in ((1.0, "f1"), (2.0, "f2")):
-                global_thr, per_class = tune_thresholds(probs, target, beta)
-                getattr(self, f"thr_{name}").fill_(global_thr)
-                getattr(self, f"thr_{name}_class").copy_(per_class)
-        out.update(values)
-        out.update(
-            multilabel_threshold_metrics(
-                probs,
-                target,
-                self.thresholds(),
-                tuple(self.hparams["precision_at_k"] or (1, 3)),
-            )
-        )
-        out["score"] = values[self.score_metric]
-        return out
+        if self.task == "multilabel" and split == "val" and not self._sanity_checking():
+            self._tune_thresholds(probs, target)
+        ks = tuple(self.hparams["precision_at_k"] or (1, 3))
+        thresholds = self.thresholds() if self.task == "multilabel" else None
+        return epoch_metrics(values, probs, target, self.score_metric, thresholds, ks)
+
+    def _sanity_checking(self) -> bool:
+        return self._trainer is not None and self.trainer.sanity_checking
+
+    def _tune_thresholds(self, probs: Tensor, target: Tensor) -> None:
+        for beta, name in ((1.0, "f1"), (2.0, "f2")):
+            global_thr, per_class = tune_thresholds(probs, target, beta)
+            getattr(self, f"thr_{name}").fill_(global_thr)
+            getattr(self, f"thr_{name}_class").copy_(per_class)
 
     def thresholds(self) -> dict[str, Any]:
         """The multilabel decision thresholds tuned on validation (0.5 before any tuning)."""
@@ -420,7 +378,7 @@ class ClassificationTask(pl.LightningModule):
         # per class every validation epoch; the test's per-class values go to metrics.json
         per_class_log = split == "val" and self.num_classes <= self.hparams["log_per_class_max"]
         for key, value in out.items():
-            if key in ("probs", "target", "confusion_matrix"):
+            if key in UNLOGGED:
                 continue
             if isinstance(value, Tensor) and value.numel() > 1:
                 if per_class_log and key in ("f1_per_class", "ap_per_class"):
@@ -444,134 +402,35 @@ class ClassificationTask(pl.LightningModule):
             self.test_results = {}
             return
         self._log_epoch("test", out)
-        self.test_results = self._results_for_report(out)
-
-    def _results_for_report(self, out: dict[str, Any]) -> dict[str, Any]:
-        names = self.label_names
-        scalars = {
-            k: float(v)
-            for k, v in out.items()
-            if k not in ("probs", "target") and (not isinstance(v, Tensor) or v.numel() == 1)
-        }
-        per_class: dict[str, dict[str, float]] = {}
-        for key in ("f1_per_class", "f2_per_class", "ap_per_class"):
-            if key in out:
-                per_class[key.removesuffix("_per_class")] = dict(
-                    zip(names, [float(v) for v in out[key].tolist()], strict=True)
-                )
-        probs, target = out["probs"], out["target"]
-        results: dict[str, Any] = {
-            "metrics": scalars,
-            "per_class": per_class,
-            "num_samples": len(probs),
-        }
-        if self.trainer.is_global_zero:
-            curves = pr_curves(probs.cpu(), target.cpu(), self.task)
-            results["pr_curves"] = {
-                ("micro" if k == "micro" else names[int(k)]): v for k, v in curves.items()
-            }
-        if "confusion_matrix" in out:
-            results["confusion_matrix"] = out["confusion_matrix"].int().tolist()
-        if self.task == "multilabel":
-            thr = self.thresholds()
-            results["thresholds"] = {
-                "f1": thr["f1"],
-                "f2": thr["f2"],
-                "f1_per_class": dict(zip(names, thr["f1_per_class"].tolist(), strict=True)),
-                "f2_per_class": dict(zip(names, thr["f2_per_class"].tolist(), strict=True)),
-            }
-        return results
+        self.test_results = report_results(
+            out,
+            self.label_names,
+            self.task,
+            self.thresholds() if self.task == "multilabel" else None,
+            with_curves=self.trainer.is_global_zero,
+        )
 
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:
         """AdamW/SGD with per-step linear warm-up then cosine decay; frozen-backbone epochs."""
         h = self.hparams
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            is_head = name in self._head_names
-            decay = p.ndim > 1
-            groups.setdefault((is_head, decay), []).append(p)
-        param_groups = [
-            {
-                "params": params,
-                "lr": h["lr"] * (1.0 if is_head else self.backbone_lr_mult),
-                "weight_decay": h["weight_decay"] if decay else 0.0,
-                "is_head": is_head,
-            }
-            for (is_head, decay), params in sorted(groups.items())
-        ]
-        if h["optimizer"] == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(
-                param_groups, lr=h["lr"], momentum=h["momentum"], nesterov=True
-            )
-        else:
-            on_cuda = all(p.is_cuda for p in self.model.parameters())
-            opt = torch.optim.AdamW(param_groups, lr=h["lr"], fused=on_cuda or None)
-        total = float(self.trainer.estimated_stepping_batches)
-        max_epochs = self.trainer.max_epochs or 0
-        if math.isinf(total) or total <= 0:
-            per_epoch, total = float(self.trainer.num_training_batches or 1), math.inf
-        else:
-            per_epoch = total / max_epochs if max_epochs > 0 else total
-        warmup = max(0, int(h["warmup_epochs"] * per_epoch))
-        schedule = warmup_cosine(warmup, total, h["min_lr_ratio"])
-        frozen_steps = round(h["freeze_backbone_epochs"] * per_epoch)
-        backbone = _frozen_then_warm(h["freeze_backbone_epochs"], frozen_steps, warmup, schedule)
-        lambdas = [schedule if g["is_head"] else backbone for g in param_groups]
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
+        groups = parameter_groups(
+            self.model, self._head_names, h["lr"], h["weight_decay"], self.backbone_lr_mult
+        )
+        on_cuda = all(p.is_cuda for p in self.model.parameters())
+        opt = build_optimizer(h["optimizer"], groups, h["lr"], h["momentum"], on_cuda)
+        per_epoch, total = steps_per_epoch(
+            self.trainer.estimated_stepping_batches,
+            self.trainer.max_epochs,
+            self.trainer.num_training_batches,
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(groups, h, per_epoch, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_epoch_start(self) -> None:
         """Keep backbone BatchNorm statistics fixed while the backbone is frozen."""
         if self.current_epoch < self.hparams["freeze_backbone_epochs"]:
-            for name, module in self.model.named_modules():
-                is_head = any(n.startswith(f"{name}.") for n in self._head_names)
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not is_head:
-                    module.eval()
-
-
-def warmup_cosine(warmup: int, total: float, min_ratio: float) -> Callable[[int], float]:
-    """Multiplier of the peak lr at optimiser step ``step``: linear warm-up, then cosine."""
-
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if math.isinf(total) or total <= warmup:
-            return 1.0
-        progress = min(1.0, (step - warmup) / (total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return multiplier
-
-
-def _frozen_then_warm(
-    epochs: int,
-    frozen_steps: int,
-    warmup: int,
-    schedule: Callable[[int], float],
-) -> Callable[[int], float]:
-    """The backbone's multiplier: 0 while frozen, then its own linear warm-up from the step it
-    unfreezes (so pretrained weights never jump from 0 to the peak rate), under the cosine."""
-
-    # a closure, not an object: LambdaLR.state_dict() would pickle an object's attributes
-    def multiplier(step: int) -> float:
-        if epochs <= 0:
-            return schedule(step)
-        if step < frozen_steps:  # by step, not epoch: the lr of step n is set after step n - 1
-            return 0.0
-        since = step - frozen_steps
-        ramp = min(1.0, (since + 1) / warmup) if warmup > 0 else 1.0
-        return ramp * schedule(max(step, warmup))  # the shared cosine, past the head's warm-up
-
-    return multiplier
-
-
-def _counts_list(counts: Any, names: list[str]) -> list[int]:
-    if isinstance(counts, dict):
-        return [int(counts.get(n, 0)) for n in names]
-    return [int(c) for c in counts]
+            freeze_backbone_batchnorm(self.model, self._head_names)
 
 
 __all__ = ["BackboneError", "ClassificationTask"]

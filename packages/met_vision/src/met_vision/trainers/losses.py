@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -174,3 +174,34 @@ def build_loss(
     if name == "focal":
         return FocalLoss("multilabel", gamma=focal_gamma, weight=weight, alpha=focal_alpha)
     return AsymmetricLoss(gamma_neg=asl_gamma_neg, gamma_pos=asl_gamma_pos, clip=asl_clip)
+
+
+def loss_from_hparams(
+    task: TaskName, hparams: Mapping[str, Any], num_classes: int, label_names: list[str]
+) -> nn.Module:
+    """The loss ``ClassificationTask``'s hyperparameters ask for; ``class_weights="balanced"``
+    weighs by the manifest's counts (none until the manifest arrives from the data module)."""
+    name = hparams["loss"] or ("ce" if task == "multiclass" else "bce")
+    weights = hparams["class_weights"]
+    if weights == "balanced":
+        counts = (hparams["labels"] or {}).get("counts")
+        weights = balanced_class_weights(_counts_list(counts, label_names)) if counts else None
+    return build_loss(
+        task,
+        name,
+        num_classes,
+        label_smoothing=hparams["label_smoothing"],
+        class_weights=weights,
+        pos_weight=hparams["pos_weight"],
+        focal_gamma=hparams["focal_gamma"],
+        focal_alpha=hparams["focal_alpha"],
+        asl_gamma_neg=hparams["asl_gamma_neg"],
+        asl_gamma_pos=hparams["asl_gamma_pos"],
+        asl_clip=hparams["asl_clip"],
+    )
+
+
+def _counts_list(counts: Any, names: list[str]) -> list[int]:
+    if isinstance(counts, dict):
+        return [int(counts.get(n, 0)) for n in names]
+    return [int(c) for c in counts]
