@@ -2,13 +2,16 @@
 
 Builds a synthetic mirror (original-size JPEGs, ~800-1600 px) and a checkpoint (one training
 step, made by the baseline's code so that both versions can read it), then runs the real
-command of both versions, one after the other, on the same `--object-ids` (N objects), and
-prints one table: wall seconds of the command (imports, model loading, mirror lookup, decoding,
-forward passes, writing the table), images/s and the ratio. The baseline's source is taken
-from git (`git archive <rev>`), so the comparison is the code as it was, not a re-creation.
+command of both versions, alternately (`--rounds` pairs, so that both meet the same load), on
+the same `--object-ids` (N objects), and prints one table: wall seconds of the command
+(imports, model loading, mirror lookup, decoding, forward passes, writing the table), its CPU
+seconds (user + system, with its loader workers), images/s and the ratios, per round and median.
+The CPU ratio depends far less on what else runs on the machine than the wall ratio. The
+baseline's source is taken from git (`git archive <rev>`), so the comparison is the code as it
+was, not a re-creation.
 
     .venv/bin/python bench/predict.py [--objects 1000] [--backbone resnet18] [--image-size 160]
-        [--baseline 13e5794] [--num-workers 2] [--images original|small] [--work DIR]
+        [--baseline 13e5794] [--num-workers 2] [--images original|small] [--work DIR] [--rounds 3]
 
 ``--work DIR`` keeps the mirror and checkpoint there and reuses them on the next run. Both
 outputs are compared: same objects, same top-k labels, scores equal up to float noise.
@@ -19,6 +22,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -79,15 +84,20 @@ MAKE = textwrap.dedent(
 )
 
 
-def timed_predict(tree: Path, work: Path, extra: list[str]) -> float:
-    """Wall seconds of one predict command run from ``tree``'s sources."""
+def timed_predict(tree: Path, work: Path, extra: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one predict command run from ``tree``'s sources; CPU is
+    user + system time of the command and its loader workers (``RUSAGE_CHILDREN``)."""
     cmd = [sys.executable, "-m", "met_vision.predict", "--ckpt", str(work / "model.ckpt")]
     cmd += ["--data-dir", str(work / "data"), "--object-ids", (work / "ids.txt").read_text()]
     cmd += ["--out", str(work / f"preds-{tree.name}.parquet"), *extra]
     env = {**os.environ, "PYTHONPATH": pythonpath(tree)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def make_inputs(
@@ -129,6 +139,7 @@ def main() -> None:
         help="mirror image variant: originals (~800-1600 px) or the API's small web images",
     )
     parser.add_argument("--work", type=Path, help="keep and reuse the inputs in this folder")
+    parser.add_argument("--rounds", type=int, default=3, help="baseline/this tree pairs to run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
@@ -138,22 +149,43 @@ def main() -> None:
             export_revision(args.baseline, baseline)
         make_inputs(baseline, work, args.backbone, args.image_size, args.objects, args.images)
         batch = ["--batch-size", str(args.batch_size)]
-        before = timed_predict(baseline, work, batch)
-        current = ROOT  # this working tree
-        after = timed_predict(
-            current, work, [*batch, "--device", "cpu", "--num-workers", str(args.num_workers)]
-        )
+        ours = [*batch, "--device", "cpu", "--num-workers", str(args.num_workers)]
+        rounds = []
+        for _ in range(max(1, args.rounds)):  # alternate, so that both see the same load
+            old = timed_predict(baseline, work, batch)
+            new = timed_predict(ROOT, work, ours)
+            rounds.append((old, new, os.getloadavg()[0]))
         diff = max_difference(
-            work / f"preds-{baseline.name}.parquet", work / f"preds-{current.name}.parquet"
+            work / f"preds-{baseline.name}.parquet", work / f"preds-{ROOT.name}.parquet"
         )
+    print_table(args, rounds, diff)
+
+
+def print_table(
+    args: argparse.Namespace,
+    rounds: list[tuple[tuple[float, float], tuple[float, float], float]],
+    diff: float,
+) -> None:
+    """One row per round (wall and CPU seconds of both, ratios) and the medians."""
     n = args.objects
     print(
-        f"predict on CPU, {n} objects ({args.images} images), {args.backbone} at {args.image_size} px, load {os.getloadavg()[0]:.1f}"
+        f"predict on CPU, {n} objects ({args.images} images), {args.backbone} at "
+        f"{args.image_size} px, batch {args.batch_size}; baseline {args.baseline} vs this tree "
+        f"(--num-workers {args.num_workers}); seconds wall (CPU: user+sys with workers)"
     )
-    print("| version | seconds | images/s | vs baseline |\n|---|---|---|---|")
-    print(f"| baseline {args.baseline} | {before:.1f} | {n / before:.1f} | 1.00x |")
+    print("| round | load | baseline | this tree | images/s | wall ratio | CPU ratio |")
+    print("|---|---|---|---|---|---|---|")
+    walls, cpus = [], []
+    for i, ((old_wall, old_cpu), (new_wall, new_cpu), load) in enumerate(rounds, start=1):
+        walls.append(old_wall / new_wall)
+        cpus.append(old_cpu / new_cpu)
+        print(
+            f"| {i} | {load:.1f} | {old_wall:.1f} ({old_cpu:.1f}) | {new_wall:.1f} ({new_cpu:.1f}) "
+            f"| {n / old_wall:.1f} -> {n / new_wall:.1f} | {walls[-1]:.2f}x | {cpus[-1]:.2f}x |"
+        )
     print(
-        f"| this tree (--num-workers {args.num_workers}) | {after:.1f} | {n / after:.1f} | {before / after:.2f}x |"
+        f"median wall ratio {statistics.median(walls):.2f}x (min {min(walls):.2f}x), "
+        f"median CPU ratio {statistics.median(cpus):.2f}x (min {min(cpus):.2f}x)"
     )
     print(f"same objects and top-k labels; max abs score difference {diff:.2g}")
 

@@ -171,16 +171,63 @@ def test_cpu_inference_is_channels_last_with_matching_scores(
     from met_vision.inference.runner import cpu_threads, usable_cpus
 
     predictor = Predictor.from_checkpoint(quick_model.ckpt, device="cpu")
-    assert predictor.task._channels_last
+    assert predictor.task.channels_last
     conv = next(m for m in predictor.network.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     paths = _paths(predictor, quick_model, quick_model.split_ids("test")[:4])
     _positions, images, _errors = next(predictor.batches(paths))
     fast = predictor.probs_of(images)
-    predictor.task._channels_last = False
+    predictor.task.channels_last = False
     predictor.network.to(memory_format=torch.contiguous_format)
     plain = predictor.probs_of(images.contiguous())
     np.testing.assert_allclose(fast, plain, atol=1e-5)
     cpus = usable_cpus()
     assert cpu_threads(0) == cpus and cpu_threads(cpus + 3) == 1
     assert cpu_threads(1, processes=2) == max(1, cpus // 2 - 1)
+
+
+def test_light_network_scores_like_the_lightning_task(
+    quick_model: TrainedModel,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The Lightning-free `TrainedNetwork` is the task's network: same weights, thresholds and
+    normalisation, bit-identical scores; a checkpoint whose weights do not fit is refused."""
+    from met_vision.inference.inputs import ImageInputs
+
+    predictor = Predictor.from_checkpoint(quick_model.ckpt, device="cpu")
+    raw = torch.load(quick_model.ckpt, map_location="cpu", weights_only=True)
+    task = ClassificationTask(**raw["hyper_parameters"])
+    task.load_state_dict(raw["state_dict"])
+    task.on_load_checkpoint(raw)
+    task._channels_last = True
+    task.model.to(memory_format=torch.channels_last)
+    task.eval()
+    paths = _paths(predictor, quick_model, quick_model.split_ids("test")[:6])
+    (_positions, images, _errors), *_ = list(predictor.batches(paths))
+    with torch.inference_mode():
+        decoded = ImageInputs(paths, predictor.transform(), predictor.data_config.input_size)
+        uint8 = torch.stack([decoded[i]["image"] for i in range(len(paths))])
+        expected = task.predict_probs(
+            task(task.on_after_batch_transfer({"image": uint8}, 0)["image"])
+        )
+    np.testing.assert_array_equal(predictor.probs_of(images), expected.numpy())
+    np.testing.assert_array_equal(predictor.thresholds(), task.thr_f1_class.numpy())
+    assert predictor.label_names == task.label_names
+
+    def other_head(raw: dict) -> None:
+        raw["state_dict"]["model.fc.weight"] = torch.zeros(7, 3)
+
+    bad = _copy_ckpt(quick_model.ckpt, tmp_path / "bad.ckpt", other_head)
+    with pytest.raises(InputError, match="cannot rebuild the model"):
+        Predictor.from_checkpoint(bad, device="cpu")
+
+
+def test_labelled_objects_are_the_datamodules_frame(quick_model: TrainedModel) -> None:  # noqa: F811
+    """predict's mirror lookup (no MetDataModule, no Lightning) reads the frame training read."""
+    from met_vision.inference.mirror import datamodule_for, labelled_objects
+
+    predictor = Predictor.from_checkpoint(quick_model.ckpt, device="cpu")
+    light = labelled_objects(predictor, quick_model.data_dir)
+    frame = datamodule_for(predictor, quick_model.data_dir).frame
+    assert len(light) and "cache" in light["path"].iloc[0]
+    pd.testing.assert_frame_equal(light, frame)

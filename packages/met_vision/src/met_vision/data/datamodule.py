@@ -22,9 +22,7 @@ from met_vision.data.datasets import BadImageError, MetImageDataset
 from met_vision.data.labels import LabelSpace, LabelSpaceConfig
 from met_vision.data.prepared_index import (
     find_index,
-    read_file_index,
-    read_raw_store,
-    read_shard_index,
+    read_labelled,
     stage_index,
     with_index_targets,
 )
@@ -34,7 +32,7 @@ from met_vision.data.samplers import (
     class_balanced_weights,
     distributed_context,
 )
-from met_vision.data.shards import SHARDS_DIR, ShardReader
+from met_vision.data.shards import ShardReader
 from met_vision.data.splits import check_fractions
 from met_vision.data.transforms import DataConfig, build_transform, resolve_data_config
 from met_vision.prepare import dataset_key
@@ -207,21 +205,16 @@ class MetDataModule(pl.LightningDataModule):
         return stage_index(self.find_index(), self.stage_to)
 
     def _load(self) -> None:
-        index_path = self._staged_index()
-        if index_path is not None and index_path.parent.name == SHARDS_DIR:
-            loaded = read_shard_index(index_path, self.config)
-        elif index_path is not None:
-            loaded = read_file_index(index_path, self.data_dir, self.config)
-        else:
-            loaded = read_raw_store(
-                self.data_dir,
-                self.config,
-                self.split_salt,
-                self.split_fractions,
-                self.group_key,
-                self.cache_size or 384,
-                self.near_duplicates,
-            )
+        loaded = read_labelled(
+            self._staged_index(),
+            self.data_dir,
+            self.config,
+            self.split_salt,
+            self.split_fractions,
+            self.group_key,
+            self.cache_size or 384,
+            self.near_duplicates,
+        )
         self._label_space, self.source = loaded.label_space, loaded.source
         self.index_path, self._shard_root = loaded.index_path, loaded.shard_root
         self._frame = with_index_targets(loaded.frame, self.task)

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from met_vision.data.readonly import connect_readonly
-from met_vision.data.splits import assign_splits
+from met_vision.data.splits import assign_splits, check_fractions
 
 DB_FILENAME = "met.sqlite"
 CATEGORY_COLUMNS: tuple[str, ...] = ("classification", "department", "object_name", "culture")
@@ -222,10 +222,24 @@ def load_records_as_trained(
 ) -> pd.DataFrame:
     """`load_records` with the split settings (salt, fractions, group key) of a data module's
     hyperparameters, so that the `split` column matches the one the model was trained on."""
+    salt, fractions, group_key = split_options(datamodule_hparams)
     return load_records(
         data_dir,
         check_blobs=check_blobs,
-        split_salt=datamodule_hparams.get("split_salt", "met"),
-        split_fractions=tuple(datamodule_hparams.get("split_fractions", (0.8, 0.1, 0.1))),
-        group_key=datamodule_hparams.get("group_key"),
+        split_salt=salt,
+        split_fractions=fractions,
+        group_key=group_key,
+    )
+
+
+def split_options(
+    datamodule_hparams: Mapping[str, Any],
+) -> tuple[str, tuple[float, float, float], str | None]:
+    """(salt, fractions, group key) of the split a data module's hyperparameters describe
+    (MetDataModule's defaults where they say nothing)."""
+    fractions = check_fractions(datamodule_hparams.get("split_fractions", (0.8, 0.1, 0.1)))
+    return (
+        datamodule_hparams.get("split_salt", "met"),
+        fractions,
+        datamodule_hparams.get("group_key"),
     )

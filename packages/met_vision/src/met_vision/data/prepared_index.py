@@ -142,6 +142,27 @@ def read_raw_store(
     return LabelledFrame(frame, space, "raw")
 
 
+def read_labelled(
+    index_path: Path | None,
+    data_dir: Path,
+    config: LabelSpaceConfig,
+    split_salt: str,
+    split_fractions: Sequence[float],
+    group_key: str | None,
+    size_hint: int,
+    near_duplicates: int | None,
+) -> LabelledFrame:
+    """The labelled frame of a prepared index (shards or per-file cache), or, without one
+    (`index_path` None), of the raw image store (see `read_raw_store`)."""
+    if index_path is not None and index_path.parent.name == SHARDS_DIR:
+        return read_shard_index(index_path, config)
+    if index_path is not None:
+        return read_file_index(index_path, data_dir, config)
+    return read_raw_store(
+        data_dir, config, split_salt, split_fractions, group_key, size_hint, near_duplicates
+    )
+
+
 def with_index_targets(frame: pd.DataFrame, task: str) -> pd.DataFrame:
     """Multilabel targets as lists of int64 class indices (parquet gives arrays); renumbered."""
     if task == "multilabel":

@@ -16,19 +16,31 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from met_vision.data.labels import LabelSpaceConfig
+from met_vision.data.mirror import split_options
+from met_vision.data.transforms import resolve_data_config
 from met_vision.inference.inputs import InputError
 
 if TYPE_CHECKING:
     from met_vision.inference.predictor import Predictor
 
 log = logging.getLogger("met_vision.inference.mirror")
+# LabelSpaceConfig field -> the MetDataModule option it is given as
+LABEL_OPTIONS = {
+    "task": "task",
+    "column": "label_column",
+    "tag_group": "tag_group",
+    "min_count": "min_count",
+    "top_k": "top_k",
+    "other": "other",
+    "include": "include",
+    "exclude": "exclude",
+}
 
 
-def datamodule_for(predictor: Predictor, data_dir: str | Path) -> Any:
-    """A MetDataModule with the checkpoint's data options (label space, split, image size),
-    reading ``data_dir`` (which replaces the training machine's path)."""
-    from met_vision.data.datamodule import MetDataModule
-
+def data_options(predictor: Predictor) -> dict[str, Any]:
+    """The checkpoint's data module options (for a checkpoint without them: its label space's
+    and backbone's)."""
     hp = dict(predictor.datamodule_hparams)
     if not hp and predictor.label_space is not None:
         cfg = predictor.label_space.config
@@ -43,12 +55,51 @@ def datamodule_for(predictor: Predictor, data_dir: str | Path) -> Any:
             "exclude": cfg.exclude,
             "model_name": str(predictor.task.hparams["backbone"]),
         }
+    return hp
+
+
+def datamodule_for(predictor: Predictor, data_dir: str | Path) -> Any:
+    """A MetDataModule with the checkpoint's data options (label space, split, image size),
+    reading ``data_dir`` (which replaces the training machine's path)."""
+    from met_vision.data.datamodule import MetDataModule
+
     known = set(MetDataModule.__init__.__code__.co_varnames)
-    hp = {k: v for k, v in hp.items() if k in known}
+    hp = {k: v for k, v in data_options(predictor).items() if k in known}
     hp.update(data_dir=str(data_dir), num_workers=0, persistent_workers=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return MetDataModule(**hp)
+
+
+def labelled_objects(predictor: Predictor, data_dir: str | Path) -> pd.DataFrame:
+    """object_id, path, target, split of the labelled objects as the checkpoint's data module
+    reads them (its prepared index, else the raw image store), without building one: a
+    MetDataModule imports Lightning, seconds of every predict run's start-up. The shards are
+    read in place (a training job's ``stage_to`` is a node-local folder of that job)."""
+    from met_vision.data.prepared_index import find_index, read_labelled, with_index_targets
+    from met_vision.prepare import dataset_key
+
+    hp = data_options(predictor)
+    fields = LABEL_OPTIONS.items()
+    config = LabelSpaceConfig(**{name: hp[option] for name, option in fields if option in hp})
+    salt, fractions, group_key = split_options(hp)
+    key = dataset_key(config, salt, fractions, group_key, hp.get("near_duplicates"))
+    size = resolve_data_config(hp.get("model_name"), hp.get("image_size")).input_size
+    root, cache_size = Path(data_dir), hp.get("cache_size")
+    index = find_index(root, key, cache_size, hp.get("data_format") or "auto", size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        loaded = read_labelled(
+            index,
+            root,
+            config,
+            salt,
+            fractions,
+            group_key,
+            cache_size or 384,
+            hp.get("near_duplicates"),
+        )
+    return with_index_targets(loaded.frame, config.task)
 
 
 def mirror_frame(predictor: Predictor, data_dir: str | Path) -> pd.DataFrame:
@@ -95,10 +146,7 @@ def mirror_images(
     """
     from met_vision.data.mirror import load_records_as_trained
 
-    dm = datamodule_for(predictor, data_dir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        labelled = dm.frame
+    labelled = labelled_objects(predictor, data_dir)
     records = load_records_as_trained(data_dir, predictor.datamodule_hparams)
     records = records[records["has_image"]]
     cached = dict(zip(labelled["object_id"].astype(int), labelled["path"], strict=True))

@@ -1,11 +1,12 @@
 """The one inference path of predict, explain, audit and embed: :class:`Predictor`.
 
-``Predictor.from_checkpoint(path, device="auto")`` rebuilds a
-:class:`~met_vision.trainers.classification.ClassificationTask` from a checkpoint (read with
-``torch.load(weights_only=True)``: no pickled objects run), with its label manifest, a stable
-model id, the exact preprocessing it was trained with and its tuned thresholds. Every batch
-goes through a DataLoader (workers decode and transform) and through the task's
-``on_after_batch_transfer`` on the model's device before the forward pass.
+``Predictor.from_checkpoint(path, device="auto")`` rebuilds the network of a
+:class:`~met_vision.trainers.classification.ClassificationTask` checkpoint (read with
+``torch.load(weights_only=True)``: no pickled objects run) as a
+:class:`~met_vision.inference.network.TrainedNetwork`, without importing Lightning, with its
+label manifest, a stable model id, the exact preprocessing it was trained with and its tuned
+thresholds. Every batch goes through a DataLoader (workers decode and transform to uint8) and is
+normalised on the model's device before the forward pass.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from met_vision.inference.inputs import (
     image_loader,
     parse_object_ids,
 )
+from met_vision.inference.network import TrainedNetwork
 
 __all__ = ["InputError", "LoadedModel", "Predictor", "load_model"]
 
@@ -74,7 +76,7 @@ class Predictor:
 
     def __init__(
         self,
-        task: Any,
+        task: TrainedNetwork,
         ckpt_path: Path,
         *,
         datamodule_hparams: dict[str, Any] | None = None,
@@ -82,7 +84,7 @@ class Predictor:
         batch_size: int = 64,
         num_workers: int = 0,
     ) -> None:
-        self.task = task  # ClassificationTask (imported lazily: Lightning is slow to import)
+        self.task = task
         self.ckpt_path = Path(ckpt_path)
         self.datamodule_hparams = dict(datamodule_hparams or {})
         self.model_id = model_id
@@ -112,7 +114,8 @@ class Predictor:
         batch_size: int = 64,
         num_workers: int = 0,
     ) -> Predictor:
-        """Load a ``ClassificationTask`` checkpoint for inference on ``device``.
+        """Load a ``ClassificationTask`` checkpoint for inference on ``device`` (without
+        Lightning: see :class:`~met_vision.inference.network.TrainedNetwork`).
 
         The model id is ``<backbone>-<first 12 hex of the checkpoint's sha256>``: the same file
         always gets the same id, a retrained model a new one.
@@ -125,23 +128,12 @@ class Predictor:
             raise InputError(f"checkpoint {str(ckpt)!r} does not exist")
         target = resolve_device(device)
         raw = read_checkpoint(ckpt)
-        from met_vision.trainers.classification import ClassificationTask
-
-        hparams = dict(raw["hyper_parameters"])
-        hparams.update(pretrained=False, pretrained_path=None)
         try:
-            task = ClassificationTask(**hparams)
-            task.load_state_dict(raw["state_dict"])
-            task.on_load_checkpoint(raw)
-        except (TypeError, ValueError, RuntimeError) as exc:
+            task = TrainedNetwork.from_checkpoint(raw)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InputError(f"cannot rebuild the model of {str(ckpt)!r}: {exc}") from exc
-        task.to(target).eval()
-        if task.hparams.get("channels_last") is None:
-            # NHWC: faster convolutions on GPUs and on CPUs (oneDNN) alike; same results up to
-            # float rounding.
-            task._channels_last = True
-        if task._channels_last:
-            task.model.to(memory_format=torch.channels_last)
+        task.to(target)
+        hparams = task.hparams
         return cls(
             task,
             ckpt,
@@ -160,12 +152,12 @@ class Predictor:
     @property
     def network(self) -> torch.nn.Module:
         """The timm backbone (returns logits)."""
-        return self.task.model  # type: ignore[no-any-return]
+        return self.task.model
 
     @property
     def device(self) -> torch.device:
         """Where the model runs."""
-        return next(self.task.parameters()).device  # type: ignore[no-any-return]
+        return next(self.task.parameters()).device
 
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """The evaluation transform of the checkpoint's data config (resize, centre crop)."""
@@ -176,8 +168,8 @@ class Predictor:
         validation (the global one for classes without validation positives); multiclass 0.5
         (the argmax decides)."""
         n = len(self.names)
-        per_class = getattr(self.task, "thr_f1_class", None)
-        if self.task_type != "multilabel" or per_class is None or per_class.numel() != n:
+        per_class = self.task.thr_f1_class
+        if self.task_type != "multilabel" or per_class.numel() != n:
             return np.full(n, 0.5)
         return per_class.detach().cpu().numpy().astype(np.float64)
 
@@ -210,20 +202,19 @@ class Predictor:
             ]
             for error in errors:
                 warnings.warn(error.split(": ", 1)[1], RuntimeWarning, stacklevel=2)
-            moved = {"image": batch["image"][ok].to(self.device, non_blocking=pin)}
-            moved = self.task.on_after_batch_transfer(moved, 0)
-            yield positions, moved["image"], errors
+            images = batch["image"][ok].to(self.device, non_blocking=pin)
+            yield positions, self.task.normalize(images), errors
 
     @torch.inference_mode()
     def probs_of(self, images: torch.Tensor) -> np.ndarray:
         """Softmax / sigmoid scores ``(N, C)`` of a batch already on the device."""
-        return self.task.predict_probs(self.task(images)).cpu().numpy()  # type: ignore[no-any-return]
+        return self.task.probs(self.task(images)).cpu().numpy()  # type: ignore[no-any-return]
 
     @torch.inference_mode()
     def features_of(self, images: torch.Tensor) -> np.ndarray:
         """Pooled pre-logits features ``(N, D)`` of a batch already on the device."""
         net: Any = self.network
-        if self.task._channels_last:
+        if self.task.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         pooled = net.forward_head(net.forward_features(images), pre_logits=True)
         return pooled.reshape(len(images), -1).float().cpu().numpy()  # type: ignore[no-any-return]
