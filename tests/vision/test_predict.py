@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +128,34 @@ def test_predict_bad_input(
     assert predict.main([*base, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("met_vision.predict: error:") and message in err
+
+
+# Imported by training only: seconds of start-up that every predict run would pay for nothing.
+TRAINING_ONLY = ("lightning", "pytorch_lightning", "torchmetrics", "sklearn", "matplotlib")
+GUARD = """
+import sys
+from met_vision import predict
+code = predict.main(sys.argv[1:])
+print("loaded:", *sorted(m for m in {names!r} if m in sys.modules))
+raise SystemExit(code)
+"""
+
+
+def test_predict_start_up_imports_no_training_stack(
+    quick_model: TrainedModel,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A real predict run over mirror objects, in a fresh interpreter, never imports Lightning,
+    torchmetrics, scikit-learn or matplotlib (a behaviour, not a timing)."""
+    ids = ",".join(str(i) for i in quick_model.split_ids("test")[:4])
+    out = tmp_path / "preds.parquet"
+    args = ["--ckpt", str(quick_model.ckpt), "--data-dir", str(quick_model.data_dir)]
+    args += ["--object-ids", ids, "--out", str(out), "--device", "cpu", "--num-workers", "1"]
+    script = GUARD.format(names=TRAINING_ONLY)
+    run = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines()[-1] == "loaded:"
+    assert pd.read_parquet(out)["object_id"].tolist()[::5] == [int(i) for i in ids.split(",")]
 
 
 @pytest.mark.slow
