@@ -153,14 +153,55 @@ class _SplitOptions:
     near_duplicate_distance: int | None
 
 
+@dataclass(frozen=True)
+class _Destination:
+    """Where one `prepare` run writes, and how."""
+
+    data_dir: Path
+    size: int
+    key: str  # the dataset's directory (`dataset_key`)
+    output: str  # 'files' or 'shards'
+    workers: int
+    progress: bool
+    shard_bytes: int
+
+    @property
+    def cache_dir(self) -> Path:
+        """The cache of this size: `<data-dir>/cache/<size>`."""
+        return self.data_dir / "cache" / str(self.size)
+
+    @property
+    def out_dir(self) -> Path:
+        """The dataset's directory: `<cache>/datasets/<key>`."""
+        return self.cache_dir / "datasets" / self.key
+
+
+@dataclass
+class _Labelled:
+    """Every record, the label space and the objects it keeps, and the near-duplicate links
+    (with the number of images hashed) the splits were regrouped by."""
+
+    records: pd.DataFrame
+    space: LabelSpace | None
+    kept: pd.DataFrame
+    links: list[tuple[int, int, int]] | None
+    hashed: int
+    split: _SplitOptions
+
+    def leakage(self, index: pd.DataFrame) -> dict[str, Any]:
+        """The leakage checks of ``index`` (see `met_vision.data.leakage`)."""
+        distance = self.split.near_duplicate_distance
+        return leakage_report(self.records, index, self.links, distance, self.hashed)
+
+
 def _labelled_records(
     data_dir: Path,
     config: LabelSpaceConfig | None,
     split: _SplitOptions,
     known_failures: dict[str, str],
-) -> tuple[pd.DataFrame, LabelSpace | None, pd.DataFrame, list[tuple[int, int, int]] | None, int]:
-    """(records, label space, kept records, near-duplicate links, images hashed): the splits
-    regrouped by near-duplicates when asked, and the label space of the resulting splits."""
+) -> _Labelled:
+    """The records and their label space: the splits regrouped by near-duplicates when asked,
+    and the label space of the resulting splits."""
     records = load_records(
         data_dir,
         include_withdrawn=True,
@@ -175,7 +216,22 @@ def _labelled_records(
         links, hashed = near_duplicate_links(kept, known_failures, split.near_duplicate_distance)
         records = regroup(records, links, split.salt, split.fractions, split.group_key)
         space, kept = _label(records, config)  # the vocabulary of the new training split
-    return records, space, kept, links, hashed
+    return _Labelled(records, space, kept, links, hashed, split)
+
+
+def _cache_images(
+    labelled: _Labelled, known_failures: dict[str, str], dest: _Destination
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Resize the kept records' images into the per-file cache or the dataset's shards;
+    (sha256 -> new error, counts)."""
+    kept, size, workers = labelled.kept, dest.size, dest.workers
+    if dest.output == "shards":
+        names = labelled.space.names if labelled.space is not None else None
+        shard_dir = dest.out_dir / SHARDS_DIR
+        return _pack_shards(
+            kept, known_failures, shard_dir, dest.cache_dir, size, names, workers, dest.shard_bytes
+        )
+    return _cache_files(kept, dest.cache_dir, known_failures, size, workers, dest.progress)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -202,23 +258,17 @@ def _record_failures(
 
 
 def _write_index(
-    kept: pd.DataFrame,
-    known_failures: dict[str, str],
-    cache_dir: Path,
-    data_dir: Path,
-    out_dir: Path,
-    output: str,
+    kept: pd.DataFrame, known_failures: dict[str, str], dest: _Destination
 ) -> tuple[pd.DataFrame, Path, list[dict[str, Any]]]:
     """(index, its file, the objects left out as undecodable) of the kept records; the file
     is written here for 'files' (the shard index was written with the shards)."""
     ok = ~kept["image_sha256"].isin(list(known_failures))
     failed = kept.loc[~ok, ["object_id", "image_sha256"]]
-    index = _index_frame(kept[ok].reset_index(drop=True), cache_dir, data_dir)
-    index_file = out_dir / (
-        f"{SHARDS_DIR}/{SHARD_INDEX}" if output == "shards" else "index.parquet"
-    )
-    if output != "shards":
-        tmp_index = out_dir / ".index.parquet.tmp"
+    index = _index_frame(kept[ok].reset_index(drop=True), dest.cache_dir, dest.data_dir)
+    shards = dest.output == "shards"
+    index_file = dest.out_dir / (f"{SHARDS_DIR}/{SHARD_INDEX}" if shards else "index.parquet")
+    if not shards:
+        tmp_index = dest.out_dir / ".index.parquet.tmp"
         index.to_parquet(tmp_index, index=False)
         tmp_index.replace(index_file)
     failed_objects = [
@@ -226,6 +276,36 @@ def _write_index(
         for oid, sha in zip(failed["object_id"], failed["image_sha256"], strict=True)
     ]
     return index, index_file, failed_objects
+
+
+def _write_report(
+    dest: _Destination,
+    labelled: _Labelled,
+    work: dict[str, int],
+    new_failures: dict[str, str],
+    known_failures: dict[str, str],
+) -> dict[str, Any]:
+    """Write the index, labels.json and report.json of the dataset; returns the report."""
+    index, index_file, failed_objects = _write_index(labelled.kept, known_failures, dest)
+    report: dict[str, Any] = {
+        "data_dir": str(dest.data_dir),
+        "size": dest.size,
+        "dataset_key": dest.key,
+        "format": dest.output,
+        "index": str(index_file.relative_to(dest.data_dir)),
+        "objects_indexed": len(index),
+        **work,
+        "failed_now": len(new_failures),
+        "failed_objects": failed_objects,
+        "leakage": labelled.leakage(index),
+    }
+    space = labelled.space
+    if space is not None:
+        _save_label_space(space, dest.out_dir, dest.output, len(failed_objects))
+        report["exclusions"] = space.exclusions
+        report["splits"] = split_report(index, space.names, space.task)
+    _write_atomic(dest.out_dir / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
 
 
 def prepare(
@@ -265,42 +345,13 @@ def prepare(
         raise ValueError(f"--size must be at least 8 pixels, got {size}")
     if output not in ("files", "shards"):
         raise ValueError(f"--format must be files or shards, not {output!r}")
-    data_dir = Path(data_dir)
     fractions = check_fractions(split_fractions)
-    cache_dir = data_dir / "cache" / str(size)
-    known_failures = _read_failures(cache_dir)
-    split = _SplitOptions(split_salt, fractions, group_key, near_duplicate_distance)
-    records, space, kept, links, hashed = _labelled_records(data_dir, config, split, known_failures)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     key = dataset_key(config, split_salt, fractions, group_key, near_duplicate_distance)
-    out_dir = cache_dir / "datasets" / key
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if output == "shards":
-        names = space.names if space is not None else None
-        new_failures, work = _pack_shards(
-            kept, known_failures, out_dir / SHARDS_DIR, cache_dir, size, names, workers, shard_bytes
-        )
-    else:
-        new_failures, work = _cache_files(kept, cache_dir, known_failures, size, workers, progress)
-    _record_failures(cache_dir, known_failures, new_failures)
-    index, index_file, failed_objects = _write_index(
-        kept, known_failures, cache_dir, data_dir, out_dir, output
-    )
-    report: dict[str, Any] = {
-        "data_dir": str(data_dir),
-        "size": size,
-        "dataset_key": key,
-        "format": output,
-        "index": str(index_file.relative_to(data_dir)),
-        "objects_indexed": len(index),
-        **work,
-        "failed_now": len(new_failures),
-        "failed_objects": failed_objects,
-        "leakage": leakage_report(records, index, links, near_duplicate_distance, hashed),
-    }
-    if space is not None:
-        _save_label_space(space, out_dir, output, len(failed_objects))
-        report["exclusions"] = space.exclusions
-        report["splits"] = split_report(index, space.names, space.task)
-    _write_atomic(out_dir / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
-    return report
+    dest = _Destination(Path(data_dir), size, key, output, workers, progress, shard_bytes)
+    known_failures = _read_failures(dest.cache_dir)
+    split = _SplitOptions(split_salt, fractions, group_key, near_duplicate_distance)
+    labelled = _labelled_records(dest.data_dir, config, split, known_failures)
+    dest.out_dir.mkdir(parents=True, exist_ok=True)
+    new_failures, work = _cache_images(labelled, known_failures, dest)
+    _record_failures(dest.cache_dir, known_failures, new_failures)
+    return _write_report(dest, labelled, work, new_failures, known_failures)
