@@ -23,6 +23,7 @@ from met_vision.inference.predictor import InputError, LoadedModel
 def _specs(
     names: list[str], audited: dict[str, tuple[np.ndarray, list[str]]], vocab: dict[str, str]
 ) -> list[tuple[str, np.ndarray, list[str], list[int], str]]:
+    """(name, membership, group names, label indices, description) of the three analyses."""
     gender = [i for i, n in enumerate(names) if n in vocab]
     other = [i for i, n in enumerate(names) if n not in vocab]
     labels = {"depicted": other, "artist": list(range(len(names))), "background": gender}
