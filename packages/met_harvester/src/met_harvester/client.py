@@ -25,6 +25,7 @@ import yarl
 from met_harvester.api_answer import (
     ACCEPT_ENCODING,
     MAX_REDIRECTS,
+    decode_json,
     is_api_not_found,
     read_capped,
     redirect_target,
@@ -145,10 +146,9 @@ class MetClient:
     ) -> None:
         self.settings = settings
         self.base_url = settings.api_url.rstrip("/")
-        self._base = yarl.URL(self.base_url)
-        self._plain_base = self._base.is_absolute() and not (
-            self._base.raw_query_string or self._base.raw_fragment
-        )
+        base = yarl.URL(self.base_url)
+        self._plain_base = base.is_absolute() and not (base.raw_query_string or base.raw_fragment)
+        self._base_parts = (base.scheme, base.raw_authority, base.raw_path.rstrip("/"))
         self.metrics = metrics
         self._request_counters: dict[tuple[str, str], Any] = {}
         self.limiter = limiter or make_limiter(settings, "api", state, metrics=metrics)
@@ -401,12 +401,9 @@ class MetClient:
         A plain path (``/objects/123``) is appended to the base parsed once, with no second
         parse per request; any other path goes through yarl's parser."""
         if self._plain_base and _PLAIN_PATH.fullmatch(path):
-            base = self._base
+            scheme, authority, base_path = self._base_parts
             return yarl.URL.build(
-                scheme=base.scheme,
-                authority=base.raw_authority,
-                path=base.raw_path.rstrip("/") + path,
-                encoded=True,
+                scheme=scheme, authority=authority, path=base_path + path, encoded=True
             )
         return yarl.URL(self.base_url + path)
 
@@ -468,7 +465,7 @@ class MetClient:
         try:
             if not utf8:
                 raise ValueError("body is not UTF-8")
-            data = json.loads(body)
+            data = decode_json(raw, body)
         except RecursionError:
             if kind != "ok":
                 raise self._not_the_api(url, status, body, started) from None
