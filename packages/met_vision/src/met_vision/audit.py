@@ -40,6 +40,7 @@ import pandas as pd
 import torch
 
 from met_vision.fairness import bias, groups
+from met_vision.fairness import decisions as audit_decisions
 from met_vision.fairness import stats as audit_stats
 from met_vision.fairness.plots import plot_analysis, plot_comparison, plot_saliency
 from met_vision.fairness.report import write_report
@@ -82,6 +83,7 @@ class AuditOptions:
 
     split: str = "heldout"
     reference: str = "train"  # where the reference bias comes from: "train" or "audited"
+    decisions: str = "rate"  # what counts as predicted: "rate" or "model" (fairness.decisions)
     vocab: tuple[tuple[str, str], ...] = tuple(groups.DEFAULT_GENDER_VOCAB.items())
     ba_threshold: float = 0.02
     min_support: int = 10
@@ -108,6 +110,7 @@ class AuditData:
     preds: np.ndarray  # (n, C) bool
     warmth: np.ndarray  # (n,)
     brightness: np.ndarray  # (n,)
+    predictive: np.ndarray | None = None  # (C,) labels tested for amplification (skill test)
 
 
 def _in_split(frame: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -158,6 +161,12 @@ def collect_reference(
         frame = frame.reset_index(drop=True)
     warmth = np.array([groups.image_stats(str(p))["warmth"] for p in frame["path"]])
     return Reference(frame, targets_matrix(frame["target_names"], loaded.names), warmth)
+
+
+def training_truth(loaded: LoadedModel, data_dir: str | Path) -> np.ndarray:
+    """The training split's labels (for the training rates of the audit's decisions)."""
+    frame = _in_split(mirror_frame(loaded, data_dir), "train")
+    return targets_matrix(frame["target_names"], loaded.names)
 
 
 def overall_metrics(data: AuditData) -> dict[str, float]:
@@ -263,6 +272,7 @@ def analyse(
             seed=options.seed,
             group_names=group_names,
             labels=labels,
+            testable=None if data.predictive is None else data.predictive[label_idx],
         )
     )
     dba = bias.directional_bias_amplification(g, y, p, "A->T")
@@ -376,6 +386,8 @@ def run_audit(loaded: LoadedModel, data_dir: str | Path, options: AuditOptions) 
     """The whole audit of one model as a JSON-ready dict (plus ``_data`` for plotting)."""
     if options.reference not in ("train", "audited"):
         raise InputError(f"--reference must be train or audited, not {options.reference!r}")
+    if options.decisions not in audit_decisions.RULES:
+        raise InputError(f"--decisions must be rate or model, not {options.decisions!r}")
     vocab = dict(options.vocab)
     data = collect(loaded, data_dir, options.split)
     audited = memberships(data.frame, data.warmth, vocab, options)
@@ -384,6 +396,16 @@ def run_audit(loaded: LoadedModel, data_dir: str | Path, options: AuditOptions) 
     if options.reference == "train":
         ref = collect_reference(loaded, data_dir, options)
         ref_truth, ref_groups = ref.truth, memberships(ref.frame, ref.warmth, vocab, options)
+    accuracy = overall_metrics(data)  # of the model's own decisions, as predict makes them
+    decided = audit_decisions.for_audit(
+        data.probs,
+        data.preds,
+        data.truth,
+        ref_truth if ref_truth is not None else training_truth(loaded, data_dir),
+        rule=options.decisions,
+        multiclass=loaded.task_type == "multiclass",
+    )
+    data.preds, data.predictive = decided.preds, decided.predictive
     specs = _specs(data.names, audited, vocab)
     analyses = [
         analyse(
@@ -421,7 +443,8 @@ def run_audit(loaded: LoadedModel, data_dir: str | Path, options: AuditOptions) 
         "statistics": statistics,
         "options": {k: v for k, v in options.__dict__.items() if k != "vocab"}
         | {"gender_vocab": vocab},
-        "accuracy": overall_metrics(data),
+        "decisions": decided.describe(data.names),
+        "accuracy": accuracy,
         "analyses": {a["name"]: a for a in analyses},
         "saliency": sal,
         "flags": [f for a in analyses for f in a.get("flags", [])],
@@ -436,9 +459,10 @@ def comparison(current: dict[str, Any], baseline: dict[str, Any]) -> dict[str, A
 
     def pair_value(report: dict[str, Any], key: tuple[str, str, str]) -> float | None:
         analysis = report["analyses"].get(key[0], {})
-        return (
+        value = (
             analysis.get("bias_amplification", {}).get("per_pair", {}).get(key[1], {}).get(key[2])
         )
+        return None if value is None or not np.isfinite(value) else float(value)  # NaN: untested
 
     return {
         "baseline_model_id": baseline["model_id"],
@@ -486,6 +510,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="reference bias from the training split (Zhao et al.) or the audited truth",
     )
     parser.add_argument(
+        "--decisions",
+        default=AuditOptions.decisions,
+        choices=("rate", "model"),
+        help="multilabel: predict each label at its training rate (Wang & Russakovsky 2021; "
+        "default) or use the checkpoint's tuned thresholds",
+    )
+    parser.add_argument(
         "--fdr", type=float, default=AuditOptions.fdr_q, help="Benjamini-Hochberg q"
     )
     parser.add_argument("--baseline", help="another checkpoint to compare side by side")
@@ -512,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = AuditOptions(
             split=args.split,
             reference=args.reference,
+            decisions=args.decisions,
             fdr_q=args.fdr,
             vocab=tuple(vocab.items()),
             ba_threshold=args.ba_threshold,
