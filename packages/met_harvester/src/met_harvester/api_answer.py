@@ -146,7 +146,7 @@ def decode_json(raw: bytes, text: str) -> Any:
 
     pydantic-core's parser reads the bytes (about 40% less CPU than `json.loads`); it gives the
     same values for every document both accept (floats, big integers, NaN/Infinity, duplicate
-    keys, key order: `test_api_answer.py` compares them). What it refuses (lone surrogates from
+    keys, key order: `test_decode_json.py` compares them). What it refuses (lone surrogates from
     a ``\\ud800`` escape, nesting deeper than 200, and anything `json.loads` refuses too) goes to
     `json.loads`, whose result or `ValueError`/`RecursionError` is the answer.
     """
