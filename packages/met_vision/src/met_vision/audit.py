@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="reference bias from the training split (Zhao et al.) or the audited truth",
     )
     parser.add_argument(
+        "--decisions",
+        default=AuditOptions.decisions,
+        choices=("rate", "model"),
+        help="multilabel: predict each label at its training rate (Wang & Russakovsky 2021; "
+        "default) or use the checkpoint's tuned thresholds",
+    )
+    parser.add_argument(
         "--fdr", type=float, default=AuditOptions.fdr_q, help="Benjamini-Hochberg q"
     )
     parser.add_argument("--baseline", help="another checkpoint to compare side by side")
@@ -112,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = AuditOptions(
             split=args.split,
             reference=args.reference,
+            decisions=args.decisions,
             fdr_q=args.fdr,
             vocab=tuple(vocab.items()),
             ba_threshold=args.ba_threshold,

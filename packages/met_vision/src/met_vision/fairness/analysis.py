@@ -118,6 +118,7 @@ def analyse(
             seed=options.seed,
             group_names=group_names,
             labels=labels,
+            testable=None if data.predictive is None else data.predictive[label_idx],
         )
     )
     dba = bias.directional_bias_amplification(g, y, p, "A->T")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from met_vision.fairness import decisions as audit_decisions
 from met_vision.fairness import stats as audit_stats
 from met_vision.fairness.analysis import analyse, overall_metrics, t_to_a_amplification
 from met_vision.fairness.audit_data import (
@@ -15,6 +16,7 @@ from met_vision.fairness.audit_data import (
     collect,
     collect_reference,
     memberships,
+    training_truth,
 )
 from met_vision.fairness.saliency import saliency
 from met_vision.inference.predictor import InputError, LoadedModel
@@ -39,6 +41,8 @@ def run_audit(loaded: LoadedModel, data_dir: str | Path, options: AuditOptions) 
     """The whole audit of one model as a JSON-ready dict (plus ``_data`` for plotting)."""
     if options.reference not in ("train", "audited"):
         raise InputError(f"--reference must be train or audited, not {options.reference!r}")
+    if options.decisions not in audit_decisions.RULES:
+        raise InputError(f"--decisions must be rate or model, not {options.decisions!r}")
     vocab = dict(options.vocab)
     data = collect(loaded, data_dir, options.split)
     audited = memberships(data.frame, data.warmth, vocab, options)
@@ -47,6 +51,16 @@ def run_audit(loaded: LoadedModel, data_dir: str | Path, options: AuditOptions) 
     if options.reference == "train":
         ref = collect_reference(loaded, data_dir, options)
         ref_truth, ref_groups = ref.truth, memberships(ref.frame, ref.warmth, vocab, options)
+    accuracy = overall_metrics(data)  # of the model's own decisions, as predict makes them
+    decided = audit_decisions.for_audit(
+        data.probs,
+        data.preds,
+        data.truth,
+        ref_truth if ref_truth is not None else training_truth(loaded, data_dir),
+        rule=options.decisions,
+        multiclass=loaded.task_type == "multiclass",
+    )
+    data.preds, data.predictive = decided.preds, decided.predictive
     specs = _specs(data.names, audited, vocab)
     analyses = [
         analyse(
@@ -84,7 +98,8 @@ def run_audit(loaded: LoadedModel, data_dir: str | Path, options: AuditOptions) 
         "statistics": statistics,
         "options": {k: v for k, v in options.__dict__.items() if k != "vocab"}
         | {"gender_vocab": vocab},
-        "accuracy": overall_metrics(data),
+        "decisions": decided.describe(data.names),
+        "accuracy": accuracy,
         "analyses": {a["name"]: a for a in analyses},
         "saliency": sal,
         "flags": [f for a in analyses for f in a.get("flags", [])],
@@ -99,9 +114,10 @@ def comparison(current: dict[str, Any], baseline: dict[str, Any]) -> dict[str, A
 
     def pair_value(report: dict[str, Any], key: tuple[str, str, str]) -> float | None:
         analysis = report["analyses"].get(key[0], {})
-        return (
+        value = (
             analysis.get("bias_amplification", {}).get("per_pair", {}).get(key[1], {}).get(key[2])
         )
+        return None if value is None or not np.isfinite(value) else float(value)  # NaN: untested
 
     return {
         "baseline_model_id": baseline["model_id"],

@@ -27,6 +27,7 @@ class AuditOptions:
 
     split: str = "heldout"
     reference: str = "train"  # where the reference bias comes from: "train" or "audited"
+    decisions: str = "rate"  # what counts as predicted: "rate" or "model" (fairness.decisions)
     vocab: tuple[tuple[str, str], ...] = tuple(groups.DEFAULT_GENDER_VOCAB.items())
     ba_threshold: float = 0.02
     min_support: int = 10
@@ -53,6 +54,7 @@ class AuditData:
     preds: np.ndarray  # (n, C) bool
     warmth: np.ndarray  # (n,)
     brightness: np.ndarray  # (n,)
+    predictive: np.ndarray | None = None  # (C,) labels tested for amplification (skill test)
 
 
 def _in_split(frame: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -103,6 +105,12 @@ def collect_reference(
         frame = frame.reset_index(drop=True)
     warmth = np.array([groups.image_stats(str(p))["warmth"] for p in frame["path"]])
     return Reference(frame, targets_matrix(frame["target_names"], loaded.names), warmth)
+
+
+def training_truth(loaded: LoadedModel, data_dir: str | Path) -> np.ndarray:
+    """The training split's labels (for the training rates of the audit's decisions)."""
+    frame = _in_split(mirror_frame(loaded, data_dir), "train")
+    return targets_matrix(frame["target_names"], loaded.names)
 
 
 def memberships(
