@@ -3,9 +3,9 @@
 localises?
 
 For each input size: a synthetic mirror (`tests/vision/data/make_mirror.py`), `prepare`, a small
-multilabel `test_resnet` trained at that size, then `met_vision.explain.explain` on the test split
-with `--target truth` at every stage and at the default, beside the centre-prior and random-map
-baselines (tolerance 15 px at 224 px, scaled). Prints one table.
+multilabel `test_resnet` trained at that size, then `met_vision.explain.explainer.explain` on the
+test split with `--target truth` at every stage and at the default, beside the centre-prior and
+random-map baselines (tolerance 15 px at 224 px, scaled). Prints one table.
 
     .venv/bin/python bench/cam_layers.py [--sizes 64,96,128] [--objects 800] [--epochs 8]
 """
@@ -76,7 +76,9 @@ def _train(data_dir: Path, size: int, epochs: int, run_dir: Path) -> Path:
 
 
 def _pointing(ckpt: Path, data_dir: Path, out: Path, layer: str | None) -> dict[str, Any]:
-    from met_vision.explain.__main__ import explain, load_truth, mirror_items
+    from met_vision.explain.evaluation import load_truth
+    from met_vision.explain.explainer import explain
+    from met_vision.explain.items import mirror_items
     from met_vision.inference.predictor import load_model
 
     loaded = load_model(ckpt)
@@ -95,7 +97,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
     from met_vision.data.labels import LabelSpaceConfig
-    from met_vision.prepare import prepare
+    from met_vision.data.prepare_cache import prepare
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

@@ -106,6 +106,27 @@ async def test_two_scheduled_runs_then_exit(fake_api_factory, tmp_path: Path) ->
     assert b'"logger": "met_harvester' in err
 
 
+async def test_initial_rate_flag_sets_where_the_api_pool_starts(
+    fake_api_factory, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # --rate 500 alone would start the pool at 500/s; --initial-rate starts it lower, and a
+    # run this short (about a second) is far from the 30 clean seconds of a climb.
+    api = await fake_api_factory(n_objects=20)
+    proc = await _start_daemon(
+        api, tmp_path, _free_port(), "--initial-rate", "40", "--no-images", "--max-runs", "1"
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert _count(tmp_path, "SELECT count(*) FROM objects") == len(api.collection.object_ids)
+    conn = sqlite3.connect(f"file:{tmp_path / 'met.sqlite'}?mode=ro", uri=True)
+    try:
+        rates = dict(conn.execute("SELECT key, value FROM harvester_state WHERE key LIKE 'api.%'"))
+    finally:
+        conn.close()
+    assert float(rates["api.current_rate"]) == 40.0
+    assert float(rates["api.ceiling"]) == 500.0
+
+
 async def test_metrics_match_db_lock_refuses_and_sigterm_exits_clean(
     fake_api_factory, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

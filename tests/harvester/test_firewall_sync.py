@@ -9,12 +9,12 @@ import itertools
 import json
 import signal
 import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from harvester_support import FakeApiFactory, harvester_env
+from harvester_support import FakeApiFactory
+from test_resume import start_sync
 
 from met_harvester.db.connection import connect_sync
 from met_harvester.images.blobstore import BlobStore
@@ -147,28 +147,8 @@ async def test_images_flow_while_the_records_are_fetched(
     assert state["ceiling"] == 100.0 and state["current_rate"] == 100.0
 
 
-def _start_sync(data_dir: Path, api: FakeMetAPI) -> Any:
-    return asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "met_harvester",
-        "sync",
-        "--data-dir",
-        str(data_dir),
-        "--api-url",
-        api.api_url,
-        "--rate",
-        "40",
-        "--batch-size",
-        "5",
-        "--image-hosts",
-        api.image_host,
-        "--image-rate",
-        "15",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=harvester_env(MET_HARVESTER_RETRY_WAIT="0.01"),
-    )
+KILL_SYNC = ("--rate", "40", "--batch-size", "5", "--image-rate", "15")
+"""A sync slow enough to be killed while both pools are busy."""
 
 
 def _image_rows_sound(data_dir: Path) -> None:
@@ -187,7 +167,7 @@ async def test_a_kill_during_both_passes_loses_nothing_and_the_next_run_goes_on(
     tmp_path: Path, fake_api_factory: FakeApiFactory
 ) -> None:
     api = await fake_api_factory(n_objects=120, seed=6)
-    proc = await _start_sync(tmp_path, api)
+    proc = await start_sync(tmp_path, api, "--image-hosts", api.image_host, options=KILL_SYNC)
     deadline = time.monotonic() + 60
     while not (api.count("/images/") >= 3 and api.count("/objects/") >= 20):
         assert proc.returncode is None and time.monotonic() < deadline
@@ -198,7 +178,7 @@ async def test_a_kill_during_both_passes_loses_nothing_and_the_next_run_goes_on(
     stored = query(tmp_path, "SELECT COUNT(*) FROM objects")[0][0]
     assert 0 < stored < 120
     ok_before = query(tmp_path, "SELECT COUNT(*) FROM images WHERE status = 'ok'")[0][0]
-    proc = await _start_sync(tmp_path, api)
+    proc = await start_sync(tmp_path, api, "--image-hosts", api.image_host, options=KILL_SYNC)
     _, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()[-2000:]
     _image_rows_sound(tmp_path)

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sqlite3
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,15 @@ from harvester_support import harvester_env, object_fetches
 
 from met_harvester.testing import FakeMetAPI, FaultConfig
 
+FAST_NO_IMAGES = ("--rate", "2000", "--concurrency", "4", "--batch-size", "10", "--no-images")
+"""The sync options of `start_sync` unless a caller gives its own."""
 
-async def start_sync(data_dir: Path, api: FakeMetAPI, *extra: str) -> asyncio.subprocess.Process:
+
+async def start_sync(
+    data_dir: Path, api: FakeMetAPI, *extra: str, options: Sequence[str] = FAST_NO_IMAGES
+) -> asyncio.subprocess.Process:
+    """`python -m met_harvester sync` of `api` into `data_dir`, in a subprocess: `options`,
+    then `extra`; retry waits and block pauses of 10 ms, nothing else from the environment."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -26,13 +34,7 @@ async def start_sync(data_dir: Path, api: FakeMetAPI, *extra: str) -> asyncio.su
         str(data_dir),
         "--api-url",
         api.api_url,
-        "--rate",
-        "2000",
-        "--concurrency",
-        "4",
-        "--batch-size",
-        "10",
-        "--no-images",
+        *options,
         *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

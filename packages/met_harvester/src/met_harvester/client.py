@@ -2,9 +2,10 @@
 
 Every request waits for a place among the requests in flight (``settings.concurrency``, or
 automatic: 2, more as the rate grows), then for a start slot of the adaptive rate limiter (each
-redirect hop too), and its answer is judged by `met_harvester.retry`: `block_reason` says which
-answers stop the pool for a probe (see `met_harvester.ratelimit`). ``get_object``
-never raises for HTTP trouble; the listing raises `ListingError` with a one-line reason.
+redirect hop too), and its answer is judged by `met_harvester.api_judge` (which answers stop
+the pool for a probe: see `met_harvester.ratelimit`). ``get_object`` never raises for HTTP
+trouble; the listing raises `ListingError` with a one-line reason. What the client gives back
+is defined in `met_harvester.api_results` (re-exported here).
 """
 
 from __future__ import annotations
@@ -15,31 +16,34 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import yarl
 
-from met_harvester.api_answer import (
-    ACCEPT_ENCODING,
-    MAX_REDIRECTS,
-    is_api_not_found,
-    read_capped,
-    redirect_target,
+from met_harvester.api_answer import ACCEPT_ENCODING, MAX_REDIRECTS, read_capped, redirect_target
+from met_harvester.api_judge import judge
+from met_harvester.api_results import (
+    MAX_OBJECT_ID,
+    Answer,
+    ApiError,
+    FetchKind,
+    FetchResult,
+    Listing,
+    ListingError,
+    api_message,
+    listed_ids,
+    one_line,
 )
 from met_harvester.inflight import InFlightGate, auto_concurrency
 from met_harvester.pools import make_limiter
 from met_harvester.ratelimit import AdaptiveRateLimiter, LimiterState
 from met_harvester.retry import (
     AttemptBudget,
-    BlockedError,
     RefusedError,
     RetryPolicy,
     TransientError,
-    block_reason,
-    classify_status,
     is_retryable,
     parse_retry_after,
 )
@@ -48,80 +52,20 @@ if TYPE_CHECKING:
     from met_harvester.metrics import HarvesterMetrics
     from met_harvester.settings import HarvesterSettings
 
+__all__ = [
+    "MAX_OBJECT_ID",
+    "ApiError",
+    "FetchKind",
+    "FetchResult",
+    "Listing",
+    "ListingError",
+    "MetClient",
+]
+
 log = logging.getLogger("met_harvester.client")
 
-FetchKind = Literal["ok", "missing", "failed"]
-MAX_OBJECT_ID = 2**63 - 1
-"""Largest id SQLite can store; larger (or non-positive) listed ids are left out."""
 _PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_-]+)+")
 """A path with nothing to quote or normalise (``/objects/123``): appended to the parsed base."""
-
-
-@dataclass
-class FetchResult:
-    """The outcome of fetching one object record.
-
-    Attributes:
-        object_id: the id asked for.
-        kind: ok; missing (404, e.g. "ObjectID not found" / "Not a valid object", not retried);
-            failed (permanent 4xx, or retries exhausted).
-        status: last HTTP status, ``None`` if no answer came.
-        body: raw body text as received (for raw_json / quarantine).
-        data: parsed JSON object when kind is ok.
-        error: one-line reason when not ok.
-        attempts: attempts made.
-    """
-
-    object_id: int
-    kind: FetchKind
-    status: int | None
-    body: str | None
-    data: dict[str, Any] | None
-    error: str | None
-    attempts: int = 1
-
-
-@dataclass(frozen=True)
-class Listing:
-    """An id listing: the distinct ids in the API's order, and its `total` (None if absent)."""
-
-    ids: list[int]
-    total: int | None
-
-
-class ApiError(Exception):
-    """An API request failed permanently or after all retries; the message is one line."""
-
-    def __init__(self, message: str, *, status: int | None = None, body: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-class ListingError(ApiError):
-    """The id listing could not be had (after retries)."""
-
-
-@dataclass
-class _Answer:
-    status: int
-    body: str
-    data: Any  # parsed JSON, or None when the body is not JSON (e.g. on a 404 HTML page)
-    attempts: int
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _message(answer: _Answer) -> str:
-    """The API's own message: {"message": ...}, a bare JSON string, or the body's start."""
-    if isinstance(answer.data, dict) and isinstance(answer.data.get("message"), str):
-        return _one_line(answer.data["message"])
-    if isinstance(answer.data, str):
-        return _one_line(answer.data)
-    return _one_line(answer.body) or f"HTTP {answer.status}"
 
 
 class MetClient:
@@ -145,10 +89,9 @@ class MetClient:
     ) -> None:
         self.settings = settings
         self.base_url = settings.api_url.rstrip("/")
-        self._base = yarl.URL(self.base_url)
-        self._plain_base = self._base.is_absolute() and not (
-            self._base.raw_query_string or self._base.raw_fragment
-        )
+        base = yarl.URL(self.base_url)
+        self._plain_base = base.is_absolute() and not (base.raw_query_string or base.raw_fragment)
+        self._base_parts = (base.scheme, base.raw_authority, base.raw_path.rstrip("/"))
         self.metrics = metrics
         self._request_counters: dict[tuple[str, str], Any] = {}
         self.limiter = limiter or make_limiter(settings, "api", state, metrics=metrics)
@@ -211,14 +154,14 @@ class MetClient:
             answer = await self._request(f"/objects/{object_id}", None, "object", object_id)
         except TransientError as exc:
             return FetchResult(
-                object_id, "failed", exc.status, exc.body, None, _one_line(str(exc)), exc.attempts
+                object_id, "failed", exc.status, exc.body, None, one_line(str(exc)), exc.attempts
             )
         if answer.status == 404:
             return FetchResult(
-                object_id, "missing", 404, answer.body, None, _message(answer), answer.attempts
+                object_id, "missing", 404, answer.body, None, api_message(answer), answer.attempts
             )
         if answer.status >= 300:
-            error = f"HTTP {answer.status}: {_message(answer)}"
+            error = f"HTTP {answer.status}: {api_message(answer)}"
             log.error(
                 "object %d failed permanently: %s", object_id, error, extra={"object_id": object_id}
             )
@@ -278,7 +221,7 @@ class MetClient:
         total = data.get("total") if isinstance(data, dict) else None
         if isinstance(total, bool) or not isinstance(total, int):
             total = None
-        return Listing(_ids(data, where), total)
+        return Listing(listed_ids(data, where), total)
 
     async def search(self, query: str, **params: str | int | bool) -> list[int]:
         """Ids matching ``/search?q=query&...`` (``objectIDs: null`` gives ``[]``)."""
@@ -286,14 +229,14 @@ class MetClient:
             k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items()
         }
         data = await self.get_json("/search", args, endpoint="search")
-        return _ids(data, f"{self.base_url}/search")
+        return listed_ids(data, f"{self.base_url}/search")
 
     async def get_departments(self) -> list[dict[str, Any]]:
         """The ``/departments`` list: ``[{"departmentId": 1, "displayName": ...}, ...]``."""
         data = await self.get_json("/departments", None, endpoint="departments")
         departments = data.get("departments") if isinstance(data, dict) else None
         if not isinstance(departments, list):
-            raise ApiError(f"unexpected /departments body: {_one_line(json.dumps(data))}")
+            raise ApiError(f"unexpected /departments body: {one_line(json.dumps(data))}")
         return [d for d in departments if isinstance(d, dict)]
 
     async def get_json(
@@ -310,14 +253,16 @@ class MetClient:
             raise ApiError(str(exc), status=exc.status, body=exc.body) from exc
         if answer.status >= 300:
             raise ApiError(
-                f"HTTP {answer.status}: {_message(answer)}", status=answer.status, body=answer.body
+                f"HTTP {answer.status}: {api_message(answer)}",
+                status=answer.status,
+                body=answer.body,
             )
         return answer.data
 
     # ------------------------------------------------------------------ machinery
     async def _request(
         self, path: str, params: Mapping[str, str] | None, endpoint: str, object_id: int | None
-    ) -> _Answer:
+    ) -> Answer:
         """One request with retries. Returns the final answer (2xx, 404 or permanent 4xx);
         raises the last `TransientError` when the retries are used up."""
         budget = AttemptBudget(self.retry_policy)
@@ -359,7 +304,7 @@ class MetClient:
             return self.settings.concurrency
         return auto_concurrency(self.limiter.current_rate)
 
-    async def _attempt(self, path: str, params: Mapping[str, str] | None, endpoint: str) -> _Answer:
+    async def _attempt(self, path: str, params: Mapping[str, str] | None, endpoint: str) -> Answer:
         if self._session is None:
             raise RuntimeError("MetClient is not open: use `async with MetClient(settings)`")
         url = self.base_url + path
@@ -393,7 +338,7 @@ class MetClient:
             finally:
                 self.sending.discard(task)  # type: ignore[arg-type]
         self._count_request(endpoint, str(status))
-        return self._judge(url, status, raw, content_type, retry_after, started)
+        return judge(self.limiter, url, status, raw, content_type, retry_after, started)
 
     def url_for(self, path: str) -> yarl.URL:
         """``<api-url><path>`` as a URL; the same as ``yarl.URL(base_url + path)``.
@@ -401,12 +346,9 @@ class MetClient:
         A plain path (``/objects/123``) is appended to the base parsed once, with no second
         parse per request; any other path goes through yarl's parser."""
         if self._plain_base and _PLAIN_PATH.fullmatch(path):
-            base = self._base
+            scheme, authority, base_path = self._base_parts
             return yarl.URL.build(
-                scheme=base.scheme,
-                authority=base.raw_authority,
-                path=base.raw_path.rstrip("/") + path,
-                encoded=True,
+                scheme=scheme, authority=authority, path=base_path + path, encoded=True
             )
         return yarl.URL(self.base_url + path)
 
@@ -428,83 +370,6 @@ class MetClient:
                 return response.status, raw, response.headers
         raise RefusedError("redirect", f"more than {MAX_REDIRECTS} redirects from {url}")
 
-    def _judge(
-        self,
-        url: str,
-        status: int,
-        raw: bytes,
-        content_type: str,
-        retry_after: float | None,
-        started: float,
-    ) -> _Answer:
-        try:
-            body = raw.decode("utf-8")
-            utf8 = True
-        except UnicodeDecodeError:
-            body, utf8 = raw.decode("utf-8", errors="replace"), False
-        kind = classify_status(status)
-        blocked = block_reason(status, body, content_type)
-        if blocked is not None:
-            self.limiter.on_block(retry_after, started_at=started, reason=blocked)
-            raise BlockedError(
-                "blocked",
-                f"HTTP {status} {blocked} from {url}",
-                status=status,
-                body=body,
-                retry_after=retry_after,
-            )
-        if kind == "server":
-            if retry_after is not None:  # the server says when: that is a block
-                self.limiter.on_block(retry_after, started_at=started, reason=f"HTTP {status}")
-            else:
-                self.limiter.on_server_error(started_at=started)
-            raise TransientError(
-                "server_error",
-                f"HTTP {status} from {url}: {_one_line(body, 80)}",
-                status=status,
-                body=body,
-                retry_after=retry_after,
-            )
-        try:
-            if not utf8:
-                raise ValueError("body is not UTF-8")
-            data = json.loads(body)
-        except RecursionError:
-            if kind != "ok":
-                raise self._not_the_api(url, status, body, started) from None
-            self.limiter.on_success(
-                started_at=started
-            )  # a hostile record: the fetch pipeline quarantines it
-            return _Answer(status, body, None, 1)
-        except ValueError as exc:
-            if kind == "missing":
-                raise self._not_the_api(url, status, body, started) from exc
-            if kind != "ok":  # a 400/410 without a JSON body is still a final answer
-                self.limiter.on_success(started_at=started)
-                return _Answer(status, body, None, 1)
-            self.limiter.on_server_error(started_at=started)
-            raise TransientError(
-                "invalid_json",
-                f"invalid JSON from {url} ({len(raw)} bytes): {exc}",
-                status=status,
-                body=body,
-            ) from exc
-        if kind == "missing" and not is_api_not_found(status, data):
-            raise self._not_the_api(url, status, body, started)
-        self.limiter.on_success(started_at=started)
-        return _Answer(status, body, data, 1)
-
-    def _not_the_api(self, url: str, status: int, body: str, started: float) -> TransientError:
-        """A 404 that is not the API's JSON `{"message": ...}` (an IIS HTML page, an empty or
-        other body): it says nothing about the id, so it is retried like a server error."""
-        self.limiter.on_server_error(started_at=started)
-        return TransientError(
-            "not_found_page",
-            f"HTTP {status} from {url} is not the API's answer: {_one_line(body, 80) or '(empty)'}",
-            status=status,
-            body=body,
-        )
-
     def _transport_trouble(self, endpoint: str, label: str, started: float) -> None:
         self.limiter.on_server_error(started_at=started)
         self._count_request(endpoint, label)
@@ -523,24 +388,3 @@ class MetClient:
         if self.metrics is not None:
             self.metrics.retries.labels(reason=reason).inc()
         log.debug("retrying after %s: %s", reason, exc)
-
-
-def _ids(data: Any, where: str) -> list[int]:
-    """Object ids from ``{"total": n, "objectIDs": [...] | null}``, deduplicated, in order."""
-    if not isinstance(data, dict) or "objectIDs" not in data:
-        raise ListingError(f"unexpected body from {where}: {_one_line(json.dumps(data), 120)}")
-    raw = data["objectIDs"] or []
-    if not isinstance(raw, list):
-        raise ListingError(f"unexpected objectIDs from {where}: {type(raw).__name__}")
-    ids: list[int] = []
-    seen: set[int] = set()
-    for value in raw:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ListingError(f"non-integer object id {value!r} from {where}")
-        if not 0 < value <= MAX_OBJECT_ID:
-            log.warning("object id %s from %s is out of range; left out", value, where)
-            continue  # the listing then disagrees with its total: it withdraws nothing
-        if value not in seen:
-            seen.add(value)
-            ids.append(value)
-    return ids

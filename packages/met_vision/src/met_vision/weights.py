@@ -9,44 +9,13 @@ directory: the file named after the backbone is used) or the file itself.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+
+from met_vision.trainers.backbones import fetch_weights, weights_file
 
 PROG = "met_vision.weights"
-
-
-def weights_file(directory: Path | str, backbone: str) -> Path:
-    """Where `fetch_weights` puts ``backbone``'s weights under ``directory``."""
-    return Path(directory) / f"{backbone}.safetensors"
-
-
-def fetch_weights(names: Sequence[str], out: Path | str, *, pretrained: bool = True) -> list[Path]:
-    """Write ``<out>/<name>.safetensors`` for every timm backbone name (atomically).
-
-    Args:
-        names: timm model names (``timm.list_models()``).
-        out: the directory to write (created).
-        pretrained: download the published weights (False: timm's random init, for tests).
-    """
-    import timm
-    from safetensors.torch import save_file
-
-    from met_vision.trainers.backbones import check_backbone_name
-
-    Path(out).mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in names:
-        check_backbone_name(name)
-        model = timm.create_model(name, pretrained=pretrained)
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        target = weights_file(out, name)
-        partial = target.with_name(target.name + ".partial")
-        save_file(state, str(partial), metadata={"timm_model": name, "pretrained": str(pretrained)})
-        os.replace(partial, target)
-        written.append(target)
-    return written
+__all__ = ["fetch_weights", "main", "weights_file"]  # the functions live in trainers.backbones
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import aiosqlite
 from met_harvester.db.connection import utc_now
 from met_harvester.db.sql import rows_of_ids
 from met_harvester.db.trouble import QuarantinedRecord, forget_trouble
-from met_harvester.db.typed import TypedValues
+from met_harvester.db.typed import TypedValues, fits_int, fits_text
 from met_harvester.db.versions import save_versions
 from met_harvester.db.withdrawal import RESTORED_REASON, record_events
 from met_harvester.models import MetObject, content_sha256
@@ -257,7 +257,7 @@ async def _replace_tags(db: aiosqlite.Connection, items: Sequence[FetchedRecord]
         terms = []
         for tag in item.record.tag_list():
             term = tag.term.strip()
-            if TypedValues(None).check_text("tags.term", term) is None:
+            if not fits_text(term):
                 continue  # the raw JSON keeps it; a term no column can hold is no label
             terms.append(term)
             tags_by_term[term] = (_clean_text(tag.aat_url), _clean_text(tag.wikidata_url))
@@ -284,7 +284,7 @@ async def _replace_tags(db: aiosqlite.Connection, items: Sequence[FetchedRecord]
 
 def _clean_text(value: str | None) -> str | None:
     """A constituent's text if a column can hold it, else NULL (the raw JSON keeps it)."""
-    return TypedValues(None).check_text("constituents", value) if value else None
+    return value if value and fits_text(value) else None
 
 
 async def _replace_constituents(db: aiosqlite.Connection, items: Sequence[FetchedRecord]) -> None:
@@ -293,7 +293,7 @@ async def _replace_constituents(db: aiosqlite.Connection, items: Sequence[Fetche
     for item in items:
         for position, person in enumerate(item.record.constituent_list()):
             person_id = person.stable_id()
-            if TypedValues(None).check_int("constituentID", person_id) is None:
+            if not fits_int(person_id):
                 continue  # the raw JSON keeps it; an id SQLite cannot hold links nothing
             people[person_id] = (
                 person_id,

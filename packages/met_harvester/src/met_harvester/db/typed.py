@@ -24,6 +24,25 @@ def _preview(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def fits_text(value: str) -> bool:
+    """Whether a text column can hold `value`: at most `MAX_TYPED_TEXT` characters, valid
+    Unicode (no lone surrogate)."""
+    if len(value) > MAX_TYPED_TEXT:
+        return False
+    if value.isascii():  # no surrogate possible (a flag CPython keeps: no scan, no copy)
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def fits_int(value: int) -> bool:
+    """Whether SQLite can store `value` as INTEGER (64-bit)."""
+    return SQLITE_INT_MIN <= value <= SQLITE_INT_MAX
+
+
 class TypedValues:
     """Collects the checked values of one record and the reasons for the NULLs."""
 
@@ -44,17 +63,13 @@ class TypedValues:
 
     def check_text(self, key: str, value: str) -> str | None:
         """`value` if a text column can hold it, else None with a reason."""
+        if fits_text(value):
+            return value
         if len(value) > MAX_TYPED_TEXT:
             self.issues.append(f"{key}: {len(value):,} characters, over {MAX_TYPED_TEXT:,}")
-            return None
-        if value.isascii():  # no surrogate possible (a flag CPython keeps: no scan, no copy)
-            return value
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
+        else:
             self.issues.append(f"{key}: not valid Unicode (lone surrogate)")
-            return None
-        return value
+        return None
 
     def integer(self, key: str, value: int | None) -> int | None:
         """An integer column: out of SQLite's range or not an integer is NULL with a reason."""
@@ -66,7 +81,7 @@ class TypedValues:
 
     def check_int(self, key: str, value: int) -> int | None:
         """`value` if SQLite can store it as INTEGER, else None with a reason."""
-        if not SQLITE_INT_MIN <= value <= SQLITE_INT_MAX:
+        if not fits_int(value):
             self.issues.append(f"{key}: integer {_preview(value)} outside SQLite's 64-bit range")
             return None
         return value

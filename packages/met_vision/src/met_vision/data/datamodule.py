@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from met_vision.data.datasets import BadImageError, MetImageDataset
 from met_vision.data.labels import LabelSpace, LabelSpaceConfig
 from met_vision.data.prepared_index import (
+    dataset_key,
     find_index,
     read_labelled,
     stage_index,
@@ -35,7 +36,6 @@ from met_vision.data.samplers import (
 from met_vision.data.shards import ShardReader
 from met_vision.data.splits import check_fractions
 from met_vision.data.transforms import DataConfig, build_transform, resolve_data_config
-from met_vision.prepare import dataset_key
 
 log = logging.getLogger("met_vision.data")
 Stage = Literal["train", "val", "test", "predict"]

@@ -3,18 +3,20 @@
 `prepare` freezes a label space and its splits into an index under
 `<data-dir>/cache/<size>/datasets/<key>/` (`index.parquet` over the per-file cache, or
 `shards/index.parquet` over tar shards). `find_index` picks the prepared index for a
-configuration, `stage_index` copies shards to node-local disk, and the `read_*` functions turn
+configuration (`dataset_key` names its directory), `stage_index` copies shards to node-local disk, and the `read_*` functions turn
 an index (or, without one, the raw image store) into a `LabelledFrame`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,8 @@ INDEX_NAMES = {
     "shards": [f"{SHARDS_DIR}/index.parquet"],
     "auto": [f"{SHARDS_DIR}/index.parquet", "index.parquet"],
 }
+# Bumped when the split rule changes, so an index made under an older (leakier) rule is not reused.
+SPLIT_RULE_VERSION = 2
 
 
 @dataclass
@@ -41,6 +45,26 @@ class LabelledFrame:
     source: Literal["cache", "shards", "raw"]
     index_path: Path | None = None
     shard_root: Path | None = None
+
+
+def dataset_key(
+    config: LabelSpaceConfig | None,
+    split_salt: str,
+    split_fractions: Sequence[float],
+    group_key: str | None,
+    near_duplicates: int | None = None,
+) -> str:
+    """The directory name of a dataset index: a hash of label-space and split options."""
+    split: dict[str, Any] = {
+        "salt": split_salt,
+        "fractions": list(split_fractions),
+        "group": group_key,
+        "rule": SPLIT_RULE_VERSION,
+    }
+    if near_duplicates is not None:
+        split["near_duplicates"] = int(near_duplicates)
+    payload = {"labels": config.to_dict() if config is not None else "all", "split": split}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def find_index(

@@ -81,6 +81,11 @@ def statistics_lines(report: dict[str, Any]) -> list[str]:
         f"The CI column is the {100 * (1 - opts['alpha']):.0f}% paired bootstrap interval "
         f"({opts['n_boot']} resamples).",
         "",
+        f"Predicted, for every bias figure: {report['decisions']['description']}. The accuracy "
+        "figures are of the model's own decisions. Only labels the model ranks better than "
+        f"chance are tested ({report['decisions']['skill_test']}); not predictive: "
+        f"{', '.join(report['decisions']['not_predictive']) or 'none'}.",
+        "",
         detectable,
     ]
 

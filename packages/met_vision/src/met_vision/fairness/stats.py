@@ -174,16 +174,21 @@ def amplification_tests(
     seed: int,
     group_names: list[str],
     labels: list[str],
+    testable: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Bias amplification on pairs fixed from the reference, its bootstrap and one test per pair.
 
     ``reference``: (truth, membership) of the reference objects; None: the audited truth.
+    ``testable``: ``(C,)`` labels that may be tested (the model predicts them better than
+    chance, ``fairness.decisions``); None: every label.
     """
     ref_y, ref_g = reference if reference is not None else (y, g)
     ref_bias = bias.bias_scores(ref_y, ref_g)
     pred_bias = bias.bias_scores(p, g)
     support = bias.cooccurrence(y, g)
     pairs = candidate_pairs(ref_bias, support, min_support)
+    if testable is not None:
+        pairs &= np.asarray(testable, dtype=bool)[None, :]
     per_pair = fixed_pair_ba(pred_bias, ref_bias, pairs)
 
     rng = np.random.default_rng(seed)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from met_vision.prepare import open_rgb
+from met_vision.data.images import open_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)

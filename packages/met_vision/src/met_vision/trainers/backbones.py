@@ -1,9 +1,12 @@
-"""timm backbones: creation by name, offline weight loading, head handling and data config."""
+"""timm backbones: creation by name, offline weight files (fetch once, load), head handling and
+data config."""
 
 from __future__ import annotations
 
 import difflib
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +166,6 @@ def create_backbone(
     )
     if pretrained_path:
         if Path(pretrained_path).is_dir():
-            from met_vision.weights import weights_file
-
             pretrained_path = str(weights_file(pretrained_path, name))
         load_backbone_weights(model, pretrained_path)
     return model
@@ -179,3 +180,32 @@ def head_parameter_names(model: nn.Module) -> set[str]:
 def data_config(model: nn.Module) -> dict[str, Any]:
     """Input size, mean, std, interpolation and crop of ``model`` (``resolve_data_config``)."""
     return dict(timm.data.resolve_data_config({}, model=model))
+
+
+def weights_file(directory: Path | str, backbone: str) -> Path:
+    """Where `fetch_weights` puts ``backbone``'s weights under ``directory``."""
+    return Path(directory) / f"{backbone}.safetensors"
+
+
+def fetch_weights(names: Sequence[str], out: Path | str, *, pretrained: bool = True) -> list[Path]:
+    """Write ``<out>/<name>.safetensors`` for every timm backbone name (atomically).
+
+    Args:
+        names: timm model names (``timm.list_models()``).
+        out: the directory to write (created).
+        pretrained: download the published weights (False: timm's random init, for tests).
+    """
+    from safetensors.torch import save_file
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        check_backbone_name(name)
+        model = timm.create_model(name, pretrained=pretrained)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        target = weights_file(out, name)
+        partial = target.with_name(target.name + ".partial")
+        save_file(state, str(partial), metadata={"timm_model": name, "pretrained": str(pretrained)})
+        os.replace(partial, target)
+        written.append(target)
+    return written

@@ -4,24 +4,19 @@ In the torchgeo manner ``__init__`` calls ``save_hyperparameters()`` and then
 ``configure_models``, ``configure_losses`` and ``configure_metrics``. The label manifest of the
 data (``hparams["labels"]``) travels with every checkpoint, so
 ``ClassificationTask.load_from_checkpoint(path)`` rebuilds a usable model with no data module.
+Its preprocessing (data config, input normalisation, their checkpoint round trip) comes from
+``met_vision.trainers.preprocessing.PreprocessingHooks``, its base class.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, cast
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from met_vision.data.transforms import normalize_images
-from met_vision.trainers.backbones import (
-    BackboneError,
-    create_backbone,
-    data_config,
-    head_parameter_names,
-)
+from met_vision.trainers.backbones import BackboneError, create_backbone, head_parameter_names
 from met_vision.trainers.losses import loss_from_hparams
 from met_vision.trainers.metrics import (
     ScoreStore,
@@ -35,6 +30,7 @@ from met_vision.trainers.optimization import (
     parameter_groups,
     steps_per_epoch,
 )
+from met_vision.trainers.preprocessing import PreprocessingHooks
 from met_vision.trainers.results import (
     SPLITS,
     UNLOGGED,
@@ -49,7 +45,7 @@ from met_vision.trainers.results import (
 PRETRAINED_BACKBONE_LR_MULT = 0.1
 
 
-class ClassificationTask(pl.LightningModule):
+class ClassificationTask(PreprocessingHooks):
     """Image classification with any timm backbone.
 
     Args:
@@ -219,37 +215,6 @@ class ClassificationTask(pl.LightningModule):
 
         return LabelSpace.from_manifest(manifest)
 
-    @property
-    def data_config(self) -> dict[str, Any]:
-        """The preprocessing the model was trained with (timm form: ``input_size`` (3, H, W),
-        ``mean``, ``std``, ``interpolation``, ``crop_pct``, ``crop_mode``); before training,
-        the backbone's pretrained defaults."""
-        stored = self.hparams.get("data_config")
-        return dict(stored) if stored else data_config(self.model)
-
-    @property
-    def input_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(mean, std) applied to uint8 images: the data module's, else the checkpoint's,
-        else the backbone's timm config."""
-        if self._input_norm is None:
-            config = self.data_config
-            self._input_norm = (tuple(config["mean"]), tuple(config["std"]))
-        return self._input_norm
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """On the batch's device: uint8 images -> normalised float32 (channels-last when the
-        model is). Float images pass unchanged. Needs no trainer (inference calls it too)."""
-        if isinstance(batch, dict) and "jpeg" in batch:  # met_vision.data.device_decode
-            from met_vision.data.device_decode import decode_batch
-
-            batch = dict(batch)
-            batch["image"] = decode_batch(batch.pop("jpeg"), batch.pop("crop"), self.device)
-        if isinstance(batch, dict) and isinstance(batch.get("image"), Tensor):
-            mean, std = self.input_normalization
-            image = normalize_images(batch["image"], mean, std, channels_last=self._channels_last)
-            batch = {**batch, "image": image}
-        return batch
-
     def parameter_counts(self) -> dict[str, int]:
         """Total and trainable parameter counts."""
         total = sum(p.numel() for p in self.parameters())
@@ -258,7 +223,7 @@ class ClassificationTask(pl.LightningModule):
 
     # ----------------------------------------------------------------- lifecycle
     def setup(self, stage: str) -> None:
-        """Take the label manifest from the data module and choose the memory layout."""
+        """Take the label manifest and data config from the data module; choose the memory layout."""
         trainer = self._trainer
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         manifest = manifest_of(dm, self.num_classes)
@@ -266,35 +231,13 @@ class ClassificationTask(pl.LightningModule):
             self.hparams["labels"] = manifest
             if self.hparams["class_weights"] == "balanced":
                 self.configure_losses()
-        dm_config: Any = getattr(dm, "data_config", None)
-        if self.hparams.get("data_config") is None and hasattr(dm_config, "to_dict"):
-            self.hparams["data_config"] = dm_config.to_dict()
+        self.take_data_config(dm)
         if self.hparams["channels_last"] is None and trainer is not None:
             self._channels_last = trainer.strategy.root_device.type == "cuda"
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
-        config = getattr(dm, "data_config", None)
-        if config is not None and hasattr(config, "mean"):
-            self._input_norm = (tuple(config.mean), tuple(config.std))
         if self.hparams.get("compile") and getattr(self.model, "_compiled_call_impl", None) is None:
             self.model.compile()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the manifest and make the checkpoint loadable offline (no hub, no weights file)."""
-        hp = checkpoint.setdefault("hyper_parameters", {})
-        hp["pretrained"] = False
-        hp["pretrained_path"] = None
-        hp["labels"] = self.hparams.get("labels")
-        hp["data_config"] = self.hparams.get("data_config")
-        checkpoint["label_manifest"] = self.hparams.get("labels")
-        mean, std = self.input_normalization
-        checkpoint["input_normalization"] = {"mean": list(mean), "std": list(std)}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the input normalisation the model was trained with."""
-        norm = checkpoint.get("input_normalization")
-        if norm:
-            self._input_norm = (tuple(norm["mean"]), tuple(norm["std"]))
 
     # ----------------------------------------------------------------- forward / steps
     def forward(self, x: Tensor) -> Tensor:
