@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -29,84 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from met_vision import demo_report, demo_story
+from met_vision.demo_commands import PY, DemoError, FakeApiProcess
+from met_vision.demo_commands import run_stage as _run
 
-PY = sys.executable
-
-
-class DemoError(RuntimeError):
-    """A stage failed; the message names the stage and the command."""
-
-
-def _run(stage: str, cmd: list[str], log: Path, *, capture: bool = False) -> str:
-    """Run one stage's command, tee its output to `log`, raise DemoError on failure."""
-    print(f"\n== {stage}: {' '.join(cmd)}", flush=True)
-    started = time.time()
-    with log.open("a") as fh:
-        fh.write(f"\n== {stage}: {' '.join(cmd)}\n")
-        fh.flush()
-        proc = subprocess.run(
-            cmd,
-            stdout=subprocess.PIPE if capture else None,
-            stderr=fh if capture else None,
-            text=True,
-            check=False,
-        )
-    if proc.returncode != 0:
-        raise DemoError(f"stage {stage!r} failed (exit {proc.returncode}): {' '.join(cmd)}")
-    print(f"   {stage} done in {time.time() - started:.1f} s", flush=True)
-    return proc.stdout or ""
-
-
-class FakeApiProcess:
-    """The fake Met API as a subprocess on 127.0.0.1 (an ephemeral port)."""
-
-    def __init__(
-        self,
-        objects: int,
-        seed: int,
-        bias: float | None,
-        truth_out: Path,
-        unmarked_tags: Sequence[str] = (),
-    ) -> None:
-        cmd = [
-            PY,
-            "-m",
-            "met_harvester",
-            "fake-api",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--objects",
-            str(objects),
-            "--seed",
-            str(seed),
-            "--truth-out",
-            str(truth_out),
-        ]
-        if bias is not None:
-            cmd += ["--bias", str(bias)]
-        if unmarked_tags:
-            cmd += ["--unmarked-tags", ",".join(unmarked_tags)]
-        print(f"\n== fake API: {' '.join(cmd)}", flush=True)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if "listening on " not in line:
-            self.stop()
-            raise DemoError(f"the fake API did not start (it printed {line!r})")
-        self.api_url = line.split("listening on ", 1)[1]
-        self.image_host = self.api_url.split("//", 1)[1].split("/", 1)[0]
-        print(f"   fake API at {self.api_url}", flush=True)
-
-    def stop(self) -> None:
-        """Terminate the server process."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+__all__ = ["DemoError", "main", "run_demo"]
 
 
 def _fit(
@@ -281,6 +206,33 @@ def _fit_and_audit_mitigated(
     return mitigated_json, json.loads((mitigated_dir / "metrics.json").read_text())
 
 
+def _status(data_dir: Path, log: Path) -> dict[str, Any]:
+    """The harvester's `status --json` of the demo mirror (its counts printed)."""
+    status_text = _run(
+        "status",
+        [PY, "-m", "met_harvester", "status", "--data-dir", str(data_dir), "--json"],
+        log,
+        capture=True,
+    )
+    status: dict[str, Any] = json.loads(status_text)
+    print(json.dumps({k: v for k, v in status.items() if isinstance(v, int)}, indent=1))
+    return status
+
+
+def _explain_stage(
+    ckpt: Path, data_dir: Path, truth: Path, out: Path, log: Path, explain_n: int
+) -> dict[str, Any]:
+    """Grad-CAM of `explain_n` test objects: the report's grid and CAM evaluation facts."""
+    explain_dir = out / "explain"
+    _explain(ckpt, data_dir, _test_ids(data_dir, explain_n), truth, explain_dir, log)
+    grids = sorted(explain_dir.glob("*grid*.png"))
+    evals = sorted(explain_dir.glob("*evaluat*.json"))
+    return {
+        "cam_grid": str(grids[0].relative_to(out)) if grids else None,
+        "cam_eval": json.loads(evals[0].read_text()) if evals else {},
+    }
+
+
 def run_demo(
     out: Path,
     *,
@@ -305,14 +257,7 @@ def run_demo(
     facts: dict[str, Any] = {"objects": objects, "bias": bias}
 
     facts["sync_seconds"] = _sync(data_dir, truth, log, objects, seed, bias, rate)
-    status_text = _run(
-        "status",
-        [PY, "-m", "met_harvester", "status", "--data-dir", str(data_dir), "--json"],
-        log,
-        capture=True,
-    )
-    facts["status"] = json.loads(status_text)
-    print(json.dumps({k: v for k, v in facts["status"].items() if isinstance(v, int)}, indent=1))
+    facts["status"] = _status(data_dir, log)
     _prepare(data_dir, size, log)
 
     fit: dict[str, Any] = {
@@ -331,13 +276,7 @@ def run_demo(
     facts["curve"] = curve.name if curve else None
     ckpt = _best_ckpt(run_dir)
 
-    ids = _test_ids(data_dir, explain_n)
-    explain_dir = out / "explain"
-    _explain(ckpt, data_dir, ids, truth, explain_dir, log)
-    grids = sorted(explain_dir.glob("*grid*.png"))
-    facts["cam_grid"] = str(grids[0].relative_to(out)) if grids else None
-    evals = sorted(explain_dir.glob("*evaluat*.json"))
-    facts["cam_eval"] = json.loads(evals[0].read_text()) if evals else {}
+    facts.update(_explain_stage(ckpt, data_dir, truth, out, log, explain_n))
 
     audit_dir = out / "audit"
     baseline_json = _audit("audit", ckpt, data_dir, audit_dir, log)

@@ -162,6 +162,39 @@ def table(
     }
 
 
+def _bootstrap(
+    y: np.ndarray,
+    p: np.ndarray,
+    g: np.ndarray,
+    reference: tuple[np.ndarray, np.ndarray] | None,
+    pairs: np.ndarray,
+    *,
+    n_boot: int,
+    alpha: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n_boot`` resampled fixed-pair BAs (the audited objects paired, the training reference
+    resampled on its own) and their two-sided ``alpha`` percentile interval."""
+    rng = np.random.default_rng(seed)
+
+    def draw() -> np.ndarray:
+        idx = rng.integers(0, len(y), len(y))
+        if reference is None:
+            ref = bias.bias_scores(y[idx], g[idx])
+        else:
+            ref_y, ref_g = reference
+            jdx = rng.integers(0, len(ref_y), len(ref_y))
+            ref = bias.bias_scores(ref_y[jdx], ref_g[jdx])
+        return fixed_pair_ba(bias.bias_scores(p[idx], g[idx]), ref, pairs)
+
+    draws = np.stack([draw() for _ in range(n_boot)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low = np.nanpercentile(draws, 100 * alpha / 2, axis=0)
+        high = np.nanpercentile(draws, 100 * (1 - alpha / 2), axis=0)
+    return draws, low, high
+
+
 def amplification_tests(
     y: np.ndarray,
     p: np.ndarray,
@@ -191,29 +224,14 @@ def amplification_tests(
         pairs &= np.asarray(testable, dtype=bool)[None, :]
     per_pair = fixed_pair_ba(pred_bias, ref_bias, pairs)
 
-    rng = np.random.default_rng(seed)
-
-    def draw() -> np.ndarray:
-        """One resample: the audited objects (paired), and the training reference on its own."""
-        idx = rng.integers(0, len(y), len(y))
-        if reference is None:
-            ref = bias.bias_scores(y[idx], g[idx])
-        else:
-            jdx = rng.integers(0, len(ref_y), len(ref_y))
-            ref = bias.bias_scores(ref_y[jdx], ref_g[jdx])
-        return fixed_pair_ba(bias.bias_scores(p[idx], g[idx]), ref, pairs)
-
-    draws = np.stack([draw() for _ in range(n_boot)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low = np.nanpercentile(draws, 100 * alpha / 2, axis=0)
-        high = np.nanpercentile(draws, 100 * (1 - alpha / 2), axis=0)
+    draws, low, high = _bootstrap(y, p, g, reference, pairs, n_boot=n_boot, alpha=alpha, seed=seed)
     if reference is not None:
         pvalues = fisher_pvalues(PairCounts.of(p, g), PairCounts.of(ref_y, ref_g), pairs)
     else:
         pvalues = bootstrap_pvalues(draws, pairs)
     counted = pairs.any(axis=0)
     value = float(np.nansum(per_pair, axis=0)[counted].mean()) if counted.any() else 0.0
+    n_reference = bias.cooccurrence(ref_y, ref_g).sum(axis=0) if reference is not None else None
     tests = [
         {
             "group": group_names[j],
@@ -225,9 +243,7 @@ def amplification_tests(
             "predicted_bias": float(pred_bias[j, c]),
             "support": int(support[j, c]),
             "n_audited": float(support[:, c].sum()),
-            "n_reference": float(bias.cooccurrence(ref_y, ref_g)[:, c].sum())
-            if reference is not None
-            else None,
+            "n_reference": None if n_reference is None else float(n_reference[c]),
         }
         for j, c in zip(*np.nonzero(pairs), strict=True)
         if np.isfinite(per_pair[j, c]) and np.isfinite(pvalues[j, c])
