@@ -20,7 +20,6 @@ from met_vision import audit
 PLANTED = ("background", "warm background", "Women")
 
 
-
 def _run(model: TrainedModel, out: Path, *extra: str) -> dict:
     code = audit.main(
         ["--ckpt", str(model.ckpt), "--data-dir", str(model.data_dir), "--out", str(out), *extra]

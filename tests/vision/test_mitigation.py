@@ -24,7 +24,6 @@ from met_vision.fairness import groups
 PLANTED = ("background", "warm background", "Women")
 
 
-
 def test_group_balanced_sampler_decorrelates_gender_and_background(tmp_path: Path) -> None:
     data_dir = make_data(tmp_path, bias=0.9, n_objects=400, cache_size=64)
     with warnings.catch_warnings():

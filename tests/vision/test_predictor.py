@@ -191,7 +191,9 @@ def test_light_network_scores_like_the_lightning_task(
     tmp_path: Path,
 ) -> None:
     """The Lightning-free `TrainedNetwork` is the task's network: same weights, thresholds and
-    normalisation, bit-identical scores; a checkpoint whose weights do not fit is refused."""
+    normalisation, bit-identical scores through the network itself and the same up to float
+    rounding through the BatchNorm-folded inference copy; a checkpoint whose weights do not fit
+    is refused."""
     from met_vision.inference.inputs import ImageInputs
 
     predictor = Predictor.from_checkpoint(quick_model.ckpt, device="cpu")
@@ -210,7 +212,9 @@ def test_light_network_scores_like_the_lightning_task(
         expected = task.predict_probs(
             task(task.on_after_batch_transfer({"image": uint8}, 0)["image"])
         )
-    np.testing.assert_array_equal(predictor.probs_of(images), expected.numpy())
+        unfolded = predictor.task.probs(predictor.task(images))
+    np.testing.assert_array_equal(unfolded.numpy(), expected.numpy())
+    np.testing.assert_allclose(predictor.probs_of(images), expected.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(predictor.thresholds(), task.thr_f1_class.numpy())
     assert predictor.label_names == task.label_names
 

@@ -208,7 +208,7 @@ class Predictor:
     @torch.inference_mode()
     def probs_of(self, images: torch.Tensor) -> np.ndarray:
         """Softmax / sigmoid scores ``(N, C)`` of a batch already on the device."""
-        return self.task.probs(self.task(images)).cpu().numpy()  # type: ignore[no-any-return]
+        return self.task.probs(self.task.inference_logits(images)).cpu().numpy()  # type: ignore[no-any-return]
 
     @torch.inference_mode()
     def features_of(self, images: torch.Tensor) -> np.ndarray:
