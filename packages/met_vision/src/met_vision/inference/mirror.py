@@ -76,8 +76,12 @@ def labelled_objects(predictor: Predictor, data_dir: str | Path) -> pd.DataFrame
     reads them (its prepared index, else the raw image store), without building one: a
     MetDataModule imports Lightning, seconds of every predict run's start-up. The shards are
     read in place (a training job's ``stage_to`` is a node-local folder of that job)."""
-    from met_vision.data.prepared_index import find_index, read_labelled, with_index_targets
-    from met_vision.prepare import dataset_key
+    from met_vision.data.prepared_index import (
+        dataset_key,
+        find_index,
+        read_labelled,
+        with_index_targets,
+    )
 
     hp = data_options(predictor)
     fields = LABEL_OPTIONS.items()
