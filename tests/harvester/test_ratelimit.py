@@ -462,3 +462,65 @@ async def test_a_429_probe_says_nothing_about_a_block_page_and_two_429s_are_a_bl
     probe = await limiter.acquire()
     limiter.on_block(retry_after=1.0, started_at=probe)  # and again: a real block
     assert limiter.blocks == 1 and limiter.current_rate == pytest.approx(20.0, rel=0.02)
+
+
+async def test_a_blocked_probe_is_doubted_once_when_most_requests_in_flight_passed() -> None:
+    """Random faults: a 429 (or a stray page) opens an incident, the other requests in flight
+    come back fine, and the probe happens to meet one more random refusal. That is not a
+    block: one more probe decides, and only a second refusal cuts the rate."""
+    clock = FakeClock()
+    limiter = make(40, clock, cooldown=2.0)
+    await warm_up(limiter, clock, 3.0)
+    sent = clock() - 0.05
+    limiter.on_block(retry_after=1.0, started_at=sent)  # a random 429
+    for _ in range(5):  # the rest of what was in flight passed
+        limiter.on_success(started_at=sent)
+    probe = await limiter.acquire()
+    limiter.on_block(retry_after=1.0, started_at=probe)  # the probe meets another 429
+    assert limiter.paused and limiter.blocks == 0 and limiter.current_rate == 40
+    second = await limiter.acquire()
+    assert second - probe == pytest.approx(2.0)  # the pool stayed stopped in between
+    limiter.on_success(started_at=second)
+    assert not limiter.paused and limiter.blocks == 0 and limiter.current_rate == 40
+
+    await warm_up(limiter, clock, 3.0)
+    sent = clock() - 0.05
+    limiter.on_block(started_at=sent)  # a block page; what was in flight passed
+    for _ in range(5):
+        limiter.on_success(started_at=sent)
+    for _ in range(2):  # two refused probes in a row: a real block after all
+        probe = await limiter.acquire()
+        limiter.on_block(started_at=probe)
+    assert limiter.blocks == 1 and limiter.current_rate == pytest.approx(20.0, rel=0.02)
+
+
+async def test_a_blocked_probe_confirms_at_once_when_what_was_in_flight_was_refused() -> None:
+    clock = FakeClock()
+    limiter = make(40, clock, cooldown=2.0)
+    await warm_up(limiter, clock, 3.0)
+    sent = clock() - 0.05
+    limiter.on_block(started_at=sent)
+    for _ in range(4):
+        limiter.on_block(started_at=sent)
+    limiter.on_success(started_at=sent)
+    probe = await limiter.acquire()
+    limiter.on_block(started_at=probe)
+    assert limiter.blocks == 1 and limiter.current_rate == pytest.approx(20.0, rel=0.02)
+
+
+async def test_after_mostly_stray_block_answers_one_refused_probe_is_not_yet_a_block() -> None:
+    """Low latency, nothing in flight to tell: the history does. A server whose block answers
+    were mostly stray refuses at random, so a refused probe is probed once more."""
+    clock = FakeClock()
+    limiter = make(40, clock, cooldown=2.0)
+    for _ in range(5):  # five stray pages, each followed by a passing probe
+        await warm_up(limiter, clock, 3.0)
+        limiter.on_block(started_at=clock() - 0.01)
+        limiter.on_success(started_at=await limiter.acquire())
+    assert limiter.strays == 5 and limiter.blocks == 0
+    await warm_up(limiter, clock, 3.0)
+    limiter.on_block(started_at=clock() - 0.01)
+    limiter.on_block(started_at=await limiter.acquire())  # refused: a random one, or a block?
+    assert limiter.paused and limiter.blocks == 0 and limiter.current_rate == 40
+    limiter.on_success(started_at=await limiter.acquire())
+    assert not limiter.paused and limiter.blocks == 0 and limiter.strays == 6

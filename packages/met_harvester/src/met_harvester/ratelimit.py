@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from met_harvester.ratelimit_incidents import (
     _STARTED,
+    RECENT_INCIDENTS,
     Abandoned,
     IncidentHandling,
     _Incident,
@@ -129,6 +130,7 @@ class AdaptiveRateLimiter(IncidentHandling):
         self._last_trouble = -math.inf  # end of the last real block (strays do not count)
         self._error_run = 0
         self._passes = 0  # answers passed since the last incident ended
+        self._outcomes: deque[bool] = deque(maxlen=RECENT_INCIDENTS)  # True: it was stray
         self._anchor = -math.inf  # slot k of the current grid starts at anchor + k / rate
         self._slot_index = 0
         self._last_slot: float | None = None

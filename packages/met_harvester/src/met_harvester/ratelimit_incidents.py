@@ -12,12 +12,16 @@ import asyncio
 import contextvars
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from met_harvester.ratelimit_policy import AimdPolicy
 
 log = logging.getLogger("met_harvester.ratelimit")
+
+RECENT_INCIDENTS = 10
+"""How many recent incidents tell whether this server refuses at random (most were stray)."""
 
 _STARTED: contextvars.ContextVar[tuple[object, float] | None] = contextvars.ContextVar(
     "met_harvester_request_started", default=None
@@ -47,6 +51,7 @@ class _Incident:
     told: bool = False  # the server said when to come back (Retry-After)
     told_refusals: int = 0  # probes answered with a Retry-After
     passes_before: int | None = None  # answers passed since the last incident (None: first)
+    doubted: bool = False  # a blocked probe was doubted (most requests in flight passed)
 
 
 class IncidentHandling:
@@ -64,6 +69,7 @@ class IncidentHandling:
     _last_trouble: float
     _error_run: int
     _passes: int
+    _outcomes: deque[bool]
     _clean_rate: float | None
     _block_rate: float | None
     _probe_period: float
@@ -203,6 +209,8 @@ class IncidentHandling:
 
     def _probe_blocked(self, inc: _Incident, now: float, retry_after: float | None) -> None:
         inc.probe_started = None
+        if self._doubt(inc, now, retry_after):
+            return
         inc.blocked_probes += 1
         if inc.blocked_probes == 1:
             self._confirm(inc, now)
@@ -225,9 +233,40 @@ class IncidentHandling:
                 extra={"pool": self.name},
             )
 
+    def _doubt(self, inc: _Incident, now: float, retry_after: float | None) -> bool:
+        """A first blocked probe while most requests that were in flight passed: on a server
+        with random faults (a stray page, a 429 now and then) the probe may just have met one
+        more. It is not yet a block: probe once more (the pool stays stopped, so doubting
+        costs one request). The same when most recent incidents were stray: this server
+        refuses at random, so one refused probe is weak evidence. A real block refuses what
+        was in flight too and probes keep meeting it, so it is confirmed by the second probe,
+        or at once where neither sign says otherwise."""
+        if inc.blocked_probes or inc.doubted:
+            return False
+        total = inc.echoes_passed + inc.echoes_blocked
+        strays = sum(self._outcomes)
+        if inc.echoes_passed > inc.echoes_blocked:
+            why = f"{inc.echoes_passed} of {total} requests in flight passed"
+        elif len(self._outcomes) >= 4 and 2 * strays >= len(self._outcomes):
+            why = f"{strays} of the last {len(self._outcomes)} block answers were stray"
+        else:
+            return False
+        inc.doubted = True
+        wait = max(self.first_probe, retry_after or 0.0)
+        inc.probe_at = now + wait
+        log.info(
+            "%s: probe refused, but %s: probing once more in %.1fs before calling it a block",
+            self.name,
+            why,
+            wait,
+            extra={"pool": self.name},
+        )
+        return True
+
     def _confirm(self, inc: _Incident, now: float, why: str = "probe blocked too") -> None:
         """A blocked probe: the block is real. Cut the rate and remember where it happened."""
         self.blocks += 1
+        self._outcomes.append(False)
         if self.current_rate > self._target() * (1 + 1e-9):  # the climb above the target failed
             self._probe_period = min(self._probe_period * 2, self.policy.max_probe_period)
         self._block_rate = inc.achieved
@@ -261,6 +300,7 @@ class IncidentHandling:
             self._last_trouble = now
         elif inc.blocked_probes == 0:
             self.strays += 1
+            self._outcomes.append(True)
             new_rate = max(self._floor, self.current_rate * self.policy.stray_decrease)
             log.info(
                 "%s: probe passed %.1fs after the %s: stray, resuming at %.3g req/s (was %.3g)",
