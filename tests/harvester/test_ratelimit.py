@@ -524,3 +524,20 @@ async def test_after_mostly_stray_block_answers_one_refused_probe_is_not_yet_a_b
     assert limiter.paused and limiter.blocks == 0 and limiter.current_rate == 40
     limiter.on_success(started_at=await limiter.acquire())
     assert not limiter.paused and limiter.blocks == 0 and limiter.strays == 6
+
+
+async def test_after_mostly_stray_answers_a_block_must_come_back_twice_in_a_row() -> None:
+    """Two block answers within a few answers of each other: on a server that refuses at
+    random that happens by chance, so it takes a second time in a row to be a short block."""
+    clock = FakeClock()
+    limiter = make(40, clock, cooldown=2.0)
+    for _ in range(5):  # stray pages with plenty of good answers between them
+        await warm_up(limiter, clock, 3.0)
+        limiter.on_block(started_at=clock() - 0.01)
+        limiter.on_success(started_at=await limiter.acquire())
+    limiter.on_block(started_at=await limiter.acquire())  # the very next answer: close call 1
+    limiter.on_success(started_at=await limiter.acquire())
+    assert limiter.blocks == 0 and limiter.strays == 6 and limiter.current_rate == 40
+    limiter.on_block(started_at=await limiter.acquire())  # and again at once: a block after all
+    limiter.on_success(started_at=await limiter.acquire())
+    assert limiter.blocks == 1 and limiter.current_rate == pytest.approx(20.0, rel=0.02)

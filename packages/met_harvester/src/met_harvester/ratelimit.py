@@ -131,6 +131,7 @@ class AdaptiveRateLimiter(IncidentHandling):
         self._error_run = 0
         self._passes = 0  # answers passed since the last incident ended
         self._outcomes: deque[bool] = deque(maxlen=RECENT_INCIDENTS)  # True: it was stray
+        self._close_calls = 0  # incidents in a row that came within a few answers of the last
         self._anchor = -math.inf  # slot k of the current grid starts at anchor + k / rate
         self._slot_index = 0
         self._last_slot: float | None = None

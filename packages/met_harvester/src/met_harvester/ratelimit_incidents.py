@@ -70,6 +70,7 @@ class IncidentHandling:
     _error_run: int
     _passes: int
     _outcomes: deque[bool]
+    _close_calls: int
     _clean_rate: float | None
     _block_rate: float | None
     _probe_period: float
@@ -244,11 +245,12 @@ class IncidentHandling:
         if inc.blocked_probes or inc.doubted:
             return False
         total = inc.echoes_passed + inc.echoes_blocked
-        strays = sum(self._outcomes)
         if inc.echoes_passed > inc.echoes_blocked:
             why = f"{inc.echoes_passed} of {total} requests in flight passed"
-        elif len(self._outcomes) >= 4 and 2 * strays >= len(self._outcomes):
-            why = f"{strays} of the last {len(self._outcomes)} block answers were stray"
+        elif self._mostly_stray():
+            why = (
+                f"{sum(self._outcomes)} of the last {len(self._outcomes)} block answers were stray"
+            )
         else:
             return False
         inc.doubted = True
@@ -336,9 +338,19 @@ class IncidentHandling:
         if inc.echoes_blocked > inc.echoes_passed:
             total = inc.echoes_blocked + inc.echoes_passed
             return f"{inc.echoes_blocked} of {total} requests in flight refused too"
-        if inc.passes_before is not None and inc.passes_before < self.policy.stray_min_passes:
+        close = inc.passes_before is not None and inc.passes_before < self.policy.stray_min_passes
+        self._close_calls = self._close_calls + 1 if close else 0
+        if close and (self._close_calls >= 2 or not self._mostly_stray()):
             return f"only {inc.passes_before} answers passed since the last block answer"
         return None
+
+    def _mostly_stray(self) -> bool:
+        """Were at least half of the recent incidents (4 or more) stray? Then this server
+        refuses at random: one refused probe, or two block answers close together, are weak
+        evidence of a block (a block keeps refusing, and comes back as soon as the pool does:
+        a second time in a row confirms it)."""
+        n = len(self._outcomes)
+        return n >= 4 and 2 * sum(self._outcomes) >= n
 
 
 def _started(started_at: float | None) -> float | None:
