@@ -132,3 +132,31 @@ def test_one_macro_f1_leaves_out_classes_absent_from_truth_and_decisions() -> No
     assert fbeta_at(preds.float(), target, 0.5, 1.0)["macro"] == pytest.approx(
         macro_f1(preds, target)
     )
+
+
+def test_one_macro_map_leaves_out_classes_without_positives_in_training_and_audit() -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from met_vision.fairness.analysis import overall_metrics
+    from met_vision.trainers.metrics import PresentClassMacroAP, map_macro
+
+    target = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
+    probs = torch.tensor([[0.9, 0.2, 0.5], [0.3, 0.6, 0.1], [0.4, 0.7, 0.8], [0.8, 0.1, 0.3]])
+    # class 0: positives ranked 1st and 3rd -> AP (1 + 2/3) / 2; class 1: ranked 1st and 2nd -> 1;
+    # class 2 has no positive: undefined, left out (torchmetrics' own macro would count it 0)
+    expected = ((1 + 2 / 3) / 2 + 1.0) / 2
+    assert map_macro(probs, target) == pytest.approx(expected)
+    metric = PresentClassMacroAP(3)  # what training logs as map_macro, fed in two batches
+    metric.update(probs[:2], target[:2])
+    metric.update(probs[2:], target[2:])
+    assert float(metric.compute()) == pytest.approx(expected)
+
+    audited = SimpleNamespace(  # the fields of AuditData that overall_metrics reads
+        truth=target.numpy(), preds=(probs > 0.5).numpy().astype(np.int64), probs=probs.numpy()
+    )
+    figures = overall_metrics(audited)  # type: ignore[arg-type]
+    assert figures["map_macro"] == pytest.approx(expected)
+    # decisions: tp 3 (0,0), (1,1), (2,1); fp 2 (2,2), (3,0); fn 1 (2,0) -> micro F1 6 / 9
+    assert figures["f1_micro"] == pytest.approx(6 / 9)

@@ -12,24 +12,19 @@ from met_vision.fairness import bias, groups
 from met_vision.fairness import stats as audit_stats
 from met_vision.fairness.audit_data import AuditData, AuditOptions
 from met_vision.fairness.stats import table
-from met_vision.trainers.metrics import macro_f1
+from met_vision.trainers.metrics import f1_micro, macro_f1, map_macro
 
 
 def overall_metrics(data: AuditData) -> dict[str, float]:
     """Accuracy figures reported beside the bias figures."""
-    from sklearn.metrics import average_precision_score, f1_score
-
     y, p = data.truth, data.preds
-    present = y.sum(axis=0) > 0
     out = {
-        "f1_micro": float(f1_score(y, p, average="micro", zero_division=0)),
+        "f1_micro": f1_micro(torch.as_tensor(p), torch.as_tensor(y)),
         "f1_macro": macro_f1(torch.as_tensor(p), torch.as_tensor(y)),  # the one macro-F1
         "exact_match": float((y == p).all(axis=1).mean()),
     }
-    if present.any():
-        out["map_macro"] = float(
-            average_precision_score(y[:, present], data.probs[:, present], average="macro")
-        )
+    if (y.sum(axis=0) > 0).any():  # the one macro mAP (classes present in the truth)
+        out["map_macro"] = map_macro(torch.as_tensor(data.probs), torch.as_tensor(y))
     return out
 
 

@@ -3,7 +3,8 @@
 Per split the task keeps an ``EvalMetrics`` pair:
 
 * ``scalars``: a ``MetricCollection`` of torchmetrics classes (multiclass top-1/top-5 accuracy,
-  macro-F1, per-class F1, confusion matrix; multilabel macro and micro average precision).
+  macro-F1, per-class F1, confusion matrix; multilabel macro average precision over the
+  classes present in the truth, micro average precision).
 * ``scores``: ``ScoreStore``, every probability and target of the epoch gathered from all ranks,
   used for threshold tuning, F1/F2 at the tuned thresholds, precision@k and PR curves.
 """
@@ -49,6 +50,71 @@ class ScoreStore(Metric):
         return dim_zero_cat(self.probs), dim_zero_cat(self.target)
 
 
+class PresentClassAP(MultilabelAveragePrecision):
+    """Per-class average precision, NaN for a class without a positive in the truth.
+
+    Such a class has no defined AP (recall 0/0); torchmetrics reports 0 for it, which would
+    drag a macro mean down for a split that merely lacks a rare class.
+    """
+
+    def __init__(self, num_labels: int, **kwargs: Any) -> None:
+        super().__init__(num_labels, average=None, **kwargs)
+
+    def compute(self) -> Tensor:  # type: ignore[override]
+        """The APs of the epoch (DDP-gathered), NaN where undefined."""
+        probs = dim_zero_cat(self.preds)  # type: ignore[arg-type]
+        return ap_per_class(probs, dim_zero_cat(self.target))  # type: ignore[arg-type]
+
+
+class PresentClassMacroAP(PresentClassAP):
+    """The one macro mAP of met_vision: the mean AP over the classes with at least one positive
+    in the truth (the absent ones are left out, like :func:`macro_fbeta` leaves out classes
+    that never occur). Training logs it as ``map_macro``; the audit uses :func:`map_macro`.
+    NaN when no class has a positive."""
+
+    def compute(self) -> Tensor:  # type: ignore[override]
+        """The mean of the defined per-class APs."""
+        return _nanmean(super().compute())
+
+
+def ap_per_class(probs: Tensor, target: Tensor) -> Tensor:
+    """Average precision of each class of scores ``(N, C)`` against 0/1 truth ``(N, C)``
+    (torchmetrics), NaN for a class without a positive."""
+    from torchmetrics.functional.classification import (
+        binary_average_precision,
+        multilabel_average_precision,
+    )
+
+    probs, target = torch.as_tensor(probs).float(), torch.as_tensor(target).long()
+    out = torch.full((probs.shape[1],), float("nan"), device=probs.device)
+    present = (target == 1).sum(dim=0) > 0
+    if int(present.sum()) == 1:  # the multilabel form needs two labels or more
+        out[present] = binary_average_precision(probs[:, present][:, 0], target[:, present][:, 0])
+    elif bool(present.any()):
+        out[present] = multilabel_average_precision(
+            probs[:, present], target[:, present], num_labels=int(present.sum()), average=None
+        )
+    return out
+
+
+def map_macro(probs: Tensor, target: Tensor) -> float:
+    """:class:`PresentClassMacroAP` of scores ``(N, C)`` against 0/1 truth ``(N, C)``."""
+    return float(_nanmean(ap_per_class(probs, target)))
+
+
+def _nanmean(values: Tensor) -> Tensor:
+    defined = values[~torch.isnan(values)]
+    return defined.mean() if defined.numel() else torch.tensor(float("nan"))
+
+
+def f1_micro(preds: Tensor, target: Tensor) -> float:
+    """Micro F1 of boolean decisions ``(N, C)`` against the truth (torchmetrics)."""
+    from torchmetrics.functional.classification import multilabel_f1_score
+
+    preds, target = torch.as_tensor(preds).float(), torch.as_tensor(target).long()
+    return float(multilabel_f1_score(preds, target, num_labels=preds.shape[1], average="micro"))
+
+
 def scalar_collection(task: str, num_classes: int) -> MetricCollection:
     """The torchmetrics collection for ``task`` (see module docstring)."""
     if task == "multiclass":
@@ -68,9 +134,9 @@ def scalar_collection(task: str, num_classes: int) -> MetricCollection:
         )
     return MetricCollection(
         {
-            "map_macro": MultilabelAveragePrecision(num_classes, average="macro"),
+            "map_macro": PresentClassMacroAP(num_classes),
             "map_micro": MultilabelAveragePrecision(num_classes, average="micro"),
-            "ap_per_class": MultilabelAveragePrecision(num_classes, average=None),
+            "ap_per_class": PresentClassAP(num_classes),
         },
         compute_groups=False,
     )
