@@ -74,7 +74,7 @@ class PresentClassMacroAP(PresentClassAP):
 
     def compute(self) -> Tensor:  # type: ignore[override]
         """The mean of the defined per-class APs."""
-        return _nanmean(super().compute())
+        return torch.nanmean(super().compute())
 
 
 def ap_per_class(probs: Tensor, target: Tensor) -> Tensor:
@@ -99,12 +99,7 @@ def ap_per_class(probs: Tensor, target: Tensor) -> Tensor:
 
 def map_macro(probs: Tensor, target: Tensor) -> float:
     """:class:`PresentClassMacroAP` of scores ``(N, C)`` against 0/1 truth ``(N, C)``."""
-    return float(_nanmean(ap_per_class(probs, target)))
-
-
-def _nanmean(values: Tensor) -> Tensor:
-    defined = values[~torch.isnan(values)]
-    return defined.mean() if defined.numel() else torch.tensor(float("nan"))
+    return float(torch.nanmean(ap_per_class(probs, target)))
 
 
 def f1_micro(preds: Tensor, target: Tensor) -> float:
